@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` and `make test`. Everything they need is set up here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+.PHONY: venv tools lint unit integration test demo bench clean
+
+venv: $(STAMP)
+$(STAMP): pyproject.toml
+	@echo "make venv: creating $(VENV) and installing memfrag-agent with its test dependencies"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+tools:
+	@bash tests/tools/build.sh
+
+lint: venv
+	$(BIN)/ruff check agent tests bench
+	$(BIN)/ruff format --check agent tests bench
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+integration: venv tools
+	$(BIN)/pytest -q tests/integration
+
+test: venv tools lint
+	$(BIN)/pytest -q tests
+
+demo: venv tools
+	$(BIN)/python -m tests.cluster.demo $(DEMO_ARGS)
+
+bench: venv tools
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

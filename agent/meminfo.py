@@ -1,0 +1,19 @@
+"""/proc/meminfo: totals used to say how much page cache a remedy may cost."""
+
+from __future__ import annotations
+
+from agent.errors import ParseError
+
+
+def parse_meminfo(text: str, source: str = "/proc/meminfo") -> dict[str, int]:
+    """Parse `Key:  value [kB]` lines; values in kB as printed (HugePages_* are counts)."""
+    out: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, sep, rest = line.partition(":")
+        parts = rest.split()
+        if not sep or not key.strip() or not parts or not parts[0].isdigit() or len(parts) > 2:
+            raise ParseError(source, lineno, f"expected 'Key: value [kB]', got {line!r:.80}")
+        out[key.strip()] = int(parts[0])
+    return out

@@ -1,0 +1,24 @@
+"""What one look at the kernel saw: parsed, immutable, and honest about what it could not read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from agent.buddyinfo import ZoneBlocks
+from agent.pagetypeinfo import PageTypeInfo
+from agent.psi import Pressure
+from agent.zoneinfo import ZoneWatermarks
+
+
+@dataclass(frozen=True)
+class Observation:
+    buddy: tuple[ZoneBlocks, ...]
+    zoneinfo: tuple[ZoneWatermarks, ...] | None = None
+    pagetype: PageTypeInfo | None = None
+    vmstat: Mapping[str, int] | None = None
+    meminfo: Mapping[str, int] | None = None
+    pressure: Pressure | None = None
+    sysctl: Mapping[str, int] = field(default_factory=dict)
+    # Human-readable notes on inputs that were missing or unreadable: they narrow the report.
+    gaps: tuple[str, ...] = ()
