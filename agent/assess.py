@@ -8,6 +8,7 @@ allocations) fails there whatever the other nodes hold, and per-node compaction 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -199,7 +200,12 @@ def assess(obs: Observation, cfg: AssessmentConfig, order: int | None = None) ->
     numa: list[NumaReport] = []
     for node in sorted({z.node for z in zones}):
         mine = [z for z in zones if z.node == node and z.workload]
-        if not mine:  # a memoryless or DMA-only node: nothing here serves the workload
+        if not mine:  # e.g. ppc64, where all memory is in a zone named DMA: count every zone
+            mine = [z for z in zones if z.node == node and z.free_pages > 0]
+            zones = [
+                dataclasses.replace(z, workload=z in mine) if z.node == node else z for z in zones
+            ]
+        if not mine:  # a memoryless node
             continue
         numa.append(
             NumaReport(

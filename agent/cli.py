@@ -70,6 +70,29 @@ def cmd_scan_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
+    from agent import logs
+    from agent.configfile import ConfigFile
+    from agent.daemon import Agent
+    from agent.kube import Kube
+
+    logs.setup(args.log_format, args.log_level)
+    node = args.node_name or os.environ.get("NODE_NAME")
+    if not node:
+        raise MemfragError("no node name: set NODE_NAME (the downward API) or --node-name")
+    config = ConfigFile(args.config)
+    ProcReader(args.proc_root, args.sys_root).observe(with_pagetypeinfo=False)  # fail fast
+    agent = Agent(
+        node,
+        Kube.from_environment(args.kubeconfig),
+        config,
+        ProcReader(args.proc_root, args.sys_root),
+    )
+    return agent.run()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="memfrag-agent", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"memfrag-agent {__version__}")
@@ -86,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scan-log", help="find high-order allocation failures in a kernel log")
     s.add_argument("file", nargs="?", default="-", help="a log file, or - for standard input")
     s.set_defaults(func=cmd_scan_log)
+    r = sub.add_parser("run", help="the per-node daemon (DaemonSet)")
+    r.add_argument("--config", help="config file (the mounted ConfigMap); reloaded on change")
+    r.add_argument("--node-name", help="default: $NODE_NAME")
+    r.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG")
+    r.add_argument("--proc-root", default="/proc")
+    r.add_argument("--sys-root", default="/sys")
+    r.add_argument("--log-format", choices=("json", "text"), default="json")
+    r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    r.set_defaults(func=cmd_run)
     return p
 
 

@@ -1,0 +1,298 @@
+"""`memfrag-agent run`: observe → assess → decide → act and report, once per poll and at once
+when the kernel log reports a high-order allocation failure.
+
+This is the outer layer: it owns the threads (kernel log, watches, HTTP), the clock and the API
+writes. Every decision it carries out comes from a pure function (assess, reconcile.decide).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import signal
+import threading
+import time
+from typing import Any
+
+from agent.assess import Assessment, assess
+from agent.configfile import ConfigFile
+from agent.errors import MemfragError
+from agent.events import EventRecorder
+from agent.informer import Informer
+from agent.kmsg import Finding
+from agent.kmsgreader import KmsgFollower
+from agent.kube import SMP, ApiError, Kube
+from agent.metrics import Health, Metrics, order_label, serve
+from agent.node import (
+    NodeView,
+    condition_patch,
+    has_taint,
+    node_view,
+    taint_patch,
+    with_taint,
+    without_taint,
+)
+from agent.pagetypeinfo import PageTypeInfo
+from agent.pods import stuck_pods
+from agent.procfs import ProcReader
+from agent.reconcile import Decision, EventSpec, Outcome, ReportState, decide, initial_state
+
+log = logging.getLogger("memfrag.agent")
+FINDING_TTL = 600.0  # a finding keeps its order in the assessment this long
+NOT_HEALTHY_PTI_INTERVAL = 30.0
+
+
+class Agent:
+    def __init__(
+        self,
+        node_name: str,
+        kube: Kube,
+        config: ConfigFile,
+        reader: ProcReader,
+        clock: Any = time.time,
+    ) -> None:
+        self.node_name = node_name
+        self.kube = kube
+        self.config_file = config
+        self.cfg = config.config
+        self.reader = reader
+        self.clock = clock
+        self.metrics = Metrics()
+        self.health = Health(max_age=3 * self.cfg.sources.poll_interval_seconds + 30)
+        self.events = EventRecorder(kube, node_name)
+        self.findings: queue.Queue[Finding] = queue.Queue(maxsize=10000)
+        self.recent: dict[tuple[str, int | None, str | None], float] = {}
+        self.stop_event = threading.Event()
+        self.state: ReportState | None = None
+        self.last_assessment: Assessment | None = None
+        self._pti: PageTypeInfo | None = None
+        self._pti_at = -1e18
+        self.node_inf = Informer(
+            kube, "/api/v1/nodes", {"fieldSelector": f"metadata.name={node_name}"}, name="node"
+        )
+        self.pod_inf = Informer(
+            kube, "/api/v1/pods", {"fieldSelector": f"spec.nodeName={node_name}"}, name="pods"
+        )
+
+    # --- threads -------------------------------------------------------------------------------
+    def _on_finding(self, f: Finding) -> None:
+        try:
+            self.findings.put_nowait(f)
+        except queue.Full:
+            self.metrics.kmsg_lost.inc()
+
+    def start(self) -> None:
+        c = self.cfg
+        self.http = serve(
+            self.metrics, self.health, c.reporting.metrics_address, c.reporting.metrics_port
+        )
+        self.node_inf.start()
+        self.pod_inf.start()
+        if c.sources.kmsg_enabled:
+            self.kmsg = KmsgFollower(
+                c.sources.kmsg_path,
+                self._on_finding,
+                accept_user_facility=c.sources.accept_user_facility,
+                on_lost=self.metrics.kmsg_lost.inc,
+                on_reopen=self.metrics.kmsg_reopens.inc,
+                on_ignored=self.metrics.kmsg_ignored.inc,
+            )
+            self.kmsg.start()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        self.start()
+        log.info(
+            "started",
+            extra={"node": self.node_name, "poll_s": self.cfg.sources.poll_interval_seconds},
+        )
+        self.node_inf.synced.wait(10)
+        next_poll = 0.0
+        while not self.stop_event.is_set():
+            batch: list[Finding] = []
+            timeout = max(0.0, next_poll - time.monotonic())
+            try:
+                batch.append(self.findings.get(timeout=min(timeout, 1.0)))
+                while True:
+                    batch.append(self.findings.get_nowait())
+            except queue.Empty:
+                pass
+            if not batch and time.monotonic() < next_poll:
+                continue
+            self.reload_config()
+            self.cycle(batch)
+            next_poll = time.monotonic() + self.cfg.sources.poll_interval_seconds
+        log.info("stopping (signal); the node keeps its condition and taint for the next start")
+        self.http.shutdown()
+        return 0
+
+    # --- one cycle -----------------------------------------------------------------------------
+    def reload_config(self) -> None:
+        r = self.config_file.reload_if_changed()
+        if not r.changed and r.error is None:
+            return
+        if r.error:
+            log.error("config: %s", r.error)
+            self.metrics.config_valid.set(0)
+            self.metrics.config_reloads.labels("invalid").inc()
+            self._emit(EventSpec("Warning", "ConfigInvalid", r.error))
+            return
+        self.cfg = self.config_file.config
+        self.metrics.config_valid.set(1)
+        self.metrics.config_reloads.labels("ok").inc()
+        log.info("config reloaded from %s", self.config_file.path)
+
+    def _order(self, now: float, batch: list[Finding]) -> int:
+        for f in batch:
+            self.recent[(f.kind, f.order, f.process)] = now
+        self.recent = {k: t for k, t in self.recent.items() if now - t < FINDING_TTL}
+        orders = [k[1] for k in self.recent if k[1] is not None]
+        return max([self.cfg.assessment.target_order, *orders])
+
+    def _observe_assess(self, now: float, order: int, urgent: bool) -> Assessment:
+        prev = self.last_assessment
+        interval = self.cfg.sources.pagetypeinfo_interval_seconds
+        if urgent or (prev is not None and prev.verdict != "healthy"):
+            interval = min(interval, NOT_HEALTHY_PTI_INTERVAL)
+        want_pti = now - self._pti_at >= interval
+        obs = self.reader.observe(with_pagetypeinfo=want_pti)
+        if want_pti:
+            self._pti, self._pti_at = obs.pagetype, now
+        elif self._pti is not None:
+            obs = dataclasses.replace(obs, pagetype=self._pti)
+        return assess(obs, self.cfg.assessment, order)
+
+    def cycle(self, batch: list[Finding]) -> None:
+        now = self.clock()
+        for f in batch:
+            self.metrics.findings.labels(f.kind, order_label(f.order)).inc()
+            log.warning("kernel log finding", extra={"finding": f.to_json()})
+            self._emit(
+                EventSpec(
+                    "Warning",
+                    "HighOrderAllocationFailed",
+                    f"kernel log: {f.kind.replace('_', ' ')}"
+                    + (f", order {f.order}" if f.order is not None else "")
+                    + (f", process {f.process}" if f.process else "")
+                    + (f", mode {f.mode}" if f.mode else ""),
+                )
+            )
+        order = self._order(now, batch)
+        start = time.perf_counter()
+        try:
+            a = self._observe_assess(now, order, urgent=bool(batch))
+            outcome = Outcome(a.verdict, a.reason, a.message)
+            self.metrics.record(a)
+            self.last_assessment = a
+        except MemfragError as exc:
+            self.metrics.input_errors.inc()
+            log.error("cannot assess: %s", exc)
+            outcome = Outcome("unknown", "AssessmentFailed", f"Cannot assess: {exc}")
+            self.metrics.set_verdict("unknown")
+        self.metrics.assess_seconds.observe(time.perf_counter() - start)
+        self.metrics.last_poll.set(now)
+        self.health.last_poll = time.monotonic()
+
+        stuck = stuck_pods(self.pod_inf.items(), now, self.cfg.reporting.stuck_pod_seconds)
+        self.metrics.stuck_pods.set(len(stuck))
+        if stuck:
+            shown = ", ".join(stuck[:5]) + (f" and {len(stuck) - 5} more" if len(stuck) > 5 else "")
+            outcome = dataclasses.replace(
+                outcome,
+                message=f"{outcome.message}; {len(stuck)} pod(s) stuck in ContainerCreating: "
+                f"{shown}",
+            )
+        self.report(now, outcome)
+
+    # --- acting on the API ---------------------------------------------------------------------
+    def _emit(self, ev: EventSpec) -> None:
+        try:
+            self.events.emit(ev)
+            self.metrics.api_up.set(1)
+        except ApiError as exc:
+            self._api_failed("event", exc)
+
+    def _api_failed(self, op: str, exc: ApiError) -> None:
+        self.metrics.api_errors.labels(op).inc()
+        if exc.retryable:
+            self.metrics.api_up.set(0)
+        log.warning("API %s failed: %s", op, exc)
+
+    def view(self) -> NodeView | None:
+        node = self.node_inf.get(self.node_name)
+        return node_view(node) if node is not None else None
+
+    def report(self, now: float, outcome: Outcome) -> Decision | None:
+        view = self.view()
+        if view is None:
+            log.warning("node %s not known yet (API unreachable or no such Node)", self.node_name)
+            self.metrics.api_up.set(0 if not self.node_inf.healthy else 1)
+            return None
+        if self.state is None:
+            self.state = initial_state(view, now)
+        d = decide(now, outcome, self.state, view, self.cfg.reporting)
+        self.state = d.state
+        if d.condition is not None:
+            try:
+                node = self.kube.with_retries(
+                    self.kube.request,
+                    "PATCH",
+                    f"/api/v1/nodes/{self.node_name}/status",
+                    body=condition_patch(d.condition),
+                    content_type=SMP,
+                    attempts=3,
+                )
+                self.node_inf.offer(node)
+                self.metrics.api_up.set(1)
+            except ApiError as exc:
+                self._api_failed("condition", exc)
+        if d.taint is not None:
+            self.set_taint(d.taint == "add")
+        for ev in d.events:
+            self._emit(ev)
+        cur = self.view()
+        self.metrics.condition.set(
+            1 if cur and cur.condition and cur.condition.status == "True" else 0
+        )
+        self.metrics.tainted.set(
+            1 if cur and has_taint(cur.taints, self.cfg.reporting.taint_key) else 0
+        )
+        return d
+
+    def set_taint(self, present: bool) -> bool:
+        """Read-modify-write of spec.taints with the resourceVersion as precondition; on 409
+        re-read and retry. Other controllers' taints are carried over untouched."""
+        rep = self.cfg.reporting
+        node = self.node_inf.get(self.node_name)
+        for attempt in range(10):
+            try:
+                if node is None or attempt > 0:
+                    node = self.kube.request("GET", f"/api/v1/nodes/{self.node_name}")
+                v = node_view(node)
+                if has_taint(v.taints, rep.taint_key) == present:
+                    return True
+                taints = (
+                    with_taint(v.taints, rep.taint_key, rep.taint_effect, "true")
+                    if present
+                    else without_taint(v.taints, rep.taint_key)
+                )
+                node = self.kube.request(
+                    "PATCH",
+                    f"/api/v1/nodes/{self.node_name}",
+                    body=taint_patch(v.resource_version, taints),
+                    content_type=SMP,
+                )
+                self.node_inf.offer(node)
+                self.metrics.api_up.set(1)
+                log.info("taint %s %s", "added" if present else "removed", rep.taint_key)
+                return True
+            except ApiError as exc:
+                if exc.status == 409:
+                    continue
+                self._api_failed("taint", exc)
+                if not exc.retryable:
+                    return False
+                time.sleep(min(2.0, 0.1 * (attempt + 1)))
+        return False

@@ -1,0 +1,175 @@
+"""The one module that imports `kubernetes`: configuration, transport and raw JSON requests.
+
+The official client provides kubeconfig/in-cluster loading, TLS, token refresh and the
+connection pool; everything above this module works on plain JSON dicts, so no other module
+depends on the client's generated models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from agent.errors import MemfragError
+
+JSON = dict[str, Any]
+SMP = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+
+
+class ApiError(MemfragError):
+    """An API call failed; status 0 means the server could not be reached."""
+
+    def __init__(self, method: str, path: str, status: int, reason: str) -> None:
+        self.method, self.path, self.status, self.reason = method, path, status, reason
+        super().__init__(f"{method} {path}: {status or 'unreachable'} {reason}".strip())
+
+    @property
+    def retryable(self) -> bool:
+        return self.status in (0, 429) or self.status >= 500
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter, so a fleet of agents does not retry in step."""
+    return random.uniform(0, min(cap, base * (2**attempt)))
+
+
+class Kube:
+    """Raw JSON access to the API server through the official client's transport."""
+
+    def __init__(self, api_client: Any, timeout: float = 15.0) -> None:
+        self.api = api_client
+        self.timeout = timeout
+        self.requests_total = 0  # for benchmarks and the api-load metric
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
+        """In-cluster config when running in a pod, else KUBECONFIG / the given file."""
+        conf = k8s_client.Configuration()
+        try:
+            if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                k8s_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+            else:
+                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig, client_configuration=conf
+                )
+        except (ConfigException, OSError, TypeError) as exc:
+            raise MemfragError(f"cannot load Kubernetes credentials: {exc}") from exc
+        conf.retries = 0  # we back off ourselves, with jitter
+        return cls(k8s_client.ApiClient(conf))
+
+    def _prepare(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None,
+        body: Any,
+        content_type: str | None,
+    ) -> tuple[Any, ...]:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        url_path = path + ("?" + urlencode(query) if query else "")
+        return tuple(
+            self.api.param_serialize(
+                method=method,
+                resource_path=url_path,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> JSON:
+        """One call; raises ApiError with the status (0: unreachable) on any failure."""
+        self.requests_total += 1
+        params = self._prepare(method, path, query, body, content_type)
+        try:
+            resp = self.api.call_api(*params, _request_timeout=timeout or self.timeout)
+            data = resp.read()
+        except ApiException as exc:
+            raise ApiError(method, path, exc.status or 0, str(exc.reason or "")) from exc
+        except Exception as exc:  # urllib3 / socket errors: the server is unreachable
+            raise ApiError(method, path, 0, f"{type(exc).__name__}: {exc}") from exc
+        if not 200 <= resp.status < 300:
+            raise ApiError(method, path, resp.status, _status_message(data))
+        try:
+            out = json.loads(data) if data else {}
+        except ValueError as exc:
+            raise ApiError(method, path, resp.status, "response is not JSON") from exc
+        return out if isinstance(out, dict) else {"items": out}
+
+    def watch(self, path: str, query: dict[str, Any], timeout_seconds: int = 300) -> Iterator[JSON]:
+        """Stream watch events ({type, object}) until the server ends the watch. An ERROR event
+        with code 410 (Gone) means the resourceVersion expired: the caller re-lists."""
+        self.requests_total += 1
+        q = dict(query, watch="1", timeoutSeconds=str(timeout_seconds), allowWatchBookmarks="true")
+        params = self._prepare("GET", path, q, None, None)
+        try:
+            resp = self.api.call_api(*params, _request_timeout=(10, timeout_seconds + 30))
+        except ApiException as exc:
+            raise ApiError("WATCH", path, exc.status or 0, str(exc.reason or "")) from exc
+        except Exception as exc:
+            raise ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}") from exc
+        raw = resp.response
+        try:
+            if not 200 <= resp.status < 300:
+                raise ApiError("WATCH", path, resp.status, _status_message(raw.read()))
+            buf = b""
+            for chunk in raw.stream(amt=None, decode_content=False):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip():
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            raw.release_conn()
+
+    def with_retries(
+        self, fn: Any, *args: Any, attempts: int = 5, sleep: Any = time.sleep, **kwargs: Any
+    ) -> JSON:
+        """Retry 429/5xx/unreachable with jittered backoff; other errors are final."""
+        for attempt in range(attempts):
+            try:
+                result: JSON = fn(*args, **kwargs)
+                return result
+            except ApiError as exc:
+                if not exc.retryable or attempt == attempts - 1:
+                    raise
+                sleep(backoff_delay(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _status_message(data: bytes | None) -> str:
+    """The API server's Status message, or the start of the body."""
+    if not data:
+        return ""
+    try:
+        status = json.loads(data)
+        return str(status.get("message") or status.get("reason") or "")
+    except (ValueError, AttributeError):
+        return data[:200].decode("utf-8", errors="replace")

@@ -1,0 +1,179 @@
+"""Prometheus metrics (prefix memfrag_, base units, no unbounded labels) and the HTTP endpoint
+that serves /metrics and /healthz on one port.
+
+/healthz answers 200 while polls complete: it turns 503 when no poll finished within three poll
+intervals (the agent is stuck). It does not depend on the API server: an API outage shows in
+memfrag_api_up, and restarting the agent would not fix it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from agent import __version__
+from agent.assess import Assessment
+
+VERDICTS = ("healthy", "at-risk", "fragmented", "unknown")
+
+
+def order_label(order: int | None) -> str:
+    """Orders are small integers; anything odd collapses to 'unknown' to bound the label."""
+    return str(order) if order is not None and 0 <= order <= 15 else "unknown"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.build = Info("memfrag_build", "Version of the running agent", registry=r)
+        self.build.info({"version": __version__})
+        self.free_blocks = Gauge(
+            "memfrag_free_blocks",
+            "Free blocks per NUMA node, zone and order (buddyinfo)",
+            ["numa_node", "zone", "order"],
+            registry=r,
+        )
+        self.blocks_at_order = Gauge(
+            "memfrag_free_blocks_at_target_order",
+            "Free memory usable by a target-order request, in blocks of that order",
+            ["numa_node", "zone"],
+            registry=r,
+        )
+        self.unusable = Gauge(
+            "memfrag_unusable_free_space_index",
+            "The kernel's unusable free space index at the target order (0..1)",
+            ["numa_node", "zone"],
+            registry=r,
+        )
+        self.fragindex = Gauge(
+            "memfrag_fragmentation_index",
+            "The kernel's fragmentation index at the target order (-1: would succeed)",
+            ["numa_node", "zone"],
+            registry=r,
+        )
+        self.target_order = Gauge("memfrag_target_order", "Order the verdict is for", registry=r)
+        self.verdict = Gauge(
+            "memfrag_verdict", "1 for the node's current verdict", ["verdict"], registry=r
+        )
+        self.condition = Gauge(
+            "memfrag_condition_true", "1 while the MemoryFragmented condition is True", registry=r
+        )
+        self.tainted = Gauge(
+            "memfrag_tainted", "1 while the agent's taint is on the node", registry=r
+        )
+        self.findings = Counter(
+            "memfrag_kernel_log_findings",
+            "High-order allocation failures seen in the kernel log",
+            ["kind", "order"],
+            registry=r,
+        )
+        self.kmsg_lost = Counter(
+            "memfrag_kmsg_lost_records",
+            "Kernel-log records overwritten before they were read",
+            registry=r,
+        )
+        self.kmsg_reopens = Counter(
+            "memfrag_kmsg_reopens", "Times the kernel log had to be reopened", registry=r
+        )
+        self.kmsg_ignored = Counter(
+            "memfrag_kmsg_ignored_records",
+            "Matching kernel-log records ignored because they did not come from the kernel",
+            registry=r,
+        )
+        self.stuck_pods = Gauge(
+            "memfrag_stuck_pods", "Pods on this node stuck in ContainerCreating", registry=r
+        )
+        self.api_errors = Counter(
+            "memfrag_api_errors", "Failed API server calls", ["operation"], registry=r
+        )
+        self.api_up = Gauge("memfrag_api_up", "1 if the last API server call succeeded", registry=r)
+        self.last_poll = Gauge(
+            "memfrag_last_successful_poll_timestamp_seconds",
+            "When the last observe-and-assess cycle finished",
+            registry=r,
+        )
+        self.assess_seconds = Histogram(
+            "memfrag_assess_duration_seconds",
+            "One observe-and-assess cycle",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
+        self.input_errors = Counter(
+            "memfrag_input_errors", "Malformed or unreadable kernel files", registry=r
+        )
+        self.config_valid = Gauge(
+            "memfrag_config_valid",
+            "0 while the newest config file is invalid (last good kept)",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "memfrag_config_reloads", "Config reloads", ["result"], registry=r
+        )
+        self.actions = Counter(
+            "memfrag_remediation_actions", "Remediation actions", ["action", "result"], registry=r
+        )
+        self.action_blocks_gained = Gauge(
+            "memfrag_remediation_last_blocks_gained",
+            "Target-order blocks gained by the last remediation action",
+            registry=r,
+        )
+        self.action_seconds = Gauge(
+            "memfrag_remediation_last_duration_seconds", "Duration of the last action", registry=r
+        )
+        self.config_valid.set(1)
+
+    def record(self, a: Assessment) -> None:
+        self.target_order.set(a.order)
+        for z in a.zones:
+            labels = (str(z.node), z.zone)
+            for o, n in enumerate(z.free):
+                self.free_blocks.labels(*labels, str(o)).set(n)
+            self.blocks_at_order.labels(*labels).set(z.blocks_at_target)
+            self.unusable.labels(*labels).set(z.unusable_milli / 1000)
+            self.fragindex.labels(*labels).set(z.fragindex_milli / 1000)
+        self.set_verdict(a.verdict)
+
+    def set_verdict(self, verdict: str) -> None:
+        for v in VERDICTS:
+            self.verdict.labels(v).set(1 if v == verdict else 0)
+
+
+class Health:
+    """Shared between the poll loop and the HTTP handler."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self.last_poll = time.monotonic()
+
+    def ok(self) -> bool:
+        return time.monotonic() - self.last_poll <= self.max_age
+
+
+def serve(metrics: Metrics, health: Health, address: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] == "/metrics":
+                body, status, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
+            elif self.path.split("?")[0] in ("/healthz", "/livez"):
+                good = health.ok()
+                body = b"ok\n" if good else b"no poll completed recently\n"
+                status, ctype = (200 if good else 503), "text/plain"
+            else:
+                body, status, ctype = b"not found\n", 404, "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # scrapes every 15 s would drown the agent's own log
+
+    server = ThreadingHTTPServer((address, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    return server

@@ -1,0 +1,88 @@
+"""Pure views of the Node object: our condition and taint, read from and written to plain JSON.
+
+`spec.taints` has no merge key: a patch replaces the whole list, so every change is computed
+from the list just read (with its resourceVersion) and keeps every other controller's taint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+CONDITION_TYPE = "MemoryFragmented"
+
+
+@dataclass(frozen=True)
+class Condition:
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+    last_transition: str  # RFC 3339, as the API server stores it
+    last_heartbeat: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "type": CONDITION_TYPE,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": self.last_transition,
+            "lastHeartbeatTime": self.last_heartbeat,
+        }
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    uid: str
+    resource_version: str
+    condition: Condition | None
+    taints: tuple[dict[str, Any], ...]
+
+
+def node_view(node: dict[str, Any]) -> NodeView:
+    meta = node.get("metadata") or {}
+    cond = None
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == CONDITION_TYPE:
+            cond = Condition(
+                status=str(c.get("status", "Unknown")),
+                reason=str(c.get("reason", "")),
+                message=str(c.get("message", "")),
+                last_transition=str(c.get("lastTransitionTime", "")),
+                last_heartbeat=str(c.get("lastHeartbeatTime", "")),
+            )
+    return NodeView(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        resource_version=str(meta.get("resourceVersion", "")),
+        condition=cond,
+        taints=tuple((node.get("spec") or {}).get("taints") or ()),
+    )
+
+
+def has_taint(taints: tuple[dict[str, Any], ...], key: str) -> bool:
+    return any(t.get("key") == key for t in taints)
+
+
+def with_taint(
+    taints: tuple[dict[str, Any], ...], key: str, effect: str, value: str
+) -> list[dict[str, Any]]:
+    """The list with our taint present exactly once (replacing ours if its effect changed)."""
+    others = [t for t in taints if t.get("key") != key]
+    return [*others, {"key": key, "value": value, "effect": effect}]
+
+
+def without_taint(taints: tuple[dict[str, Any], ...], key: str) -> list[dict[str, Any]]:
+    return [t for t in taints if t.get("key") != key]
+
+
+def taint_patch(resource_version: str, taints: list[dict[str, Any]]) -> dict[str, Any]:
+    """A strategic-merge patch that replaces spec.taints only if nobody wrote the node since
+    we read it: the resourceVersion is a precondition (409 Conflict otherwise)."""
+    return {"metadata": {"resourceVersion": resource_version}, "spec": {"taints": taints}}
+
+
+def condition_patch(cond: Condition) -> dict[str, Any]:
+    """status.conditions merges by type: this touches our condition only."""
+    return {"status": {"conditions": [cond.to_json()]}}

@@ -1,0 +1,45 @@
+"""Pods on this node stuck in ContainerCreating: the Kubernetes face of a failed high-order
+allocation (runc's namespace set-up fails, kubelet reports FailedCreatePodSandBox and retries)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.reconcile import parse_rfc3339
+
+
+def _scheduled_at(pod: dict[str, Any]) -> float | None:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "True":
+            return parse_rfc3339(str(c.get("lastTransitionTime", "")))
+    return parse_rfc3339(str((pod.get("metadata") or {}).get("creationTimestamp", "")))
+
+
+def is_stuck(pod: dict[str, Any], now: float, threshold: float) -> bool:
+    """Pending, bound to the node, no container started, waiting in ContainerCreating (or with
+    no container status at all: the sandbox never came up) for longer than `threshold`."""
+    status = pod.get("status") or {}
+    if status.get("phase") != "Pending" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    statuses = status.get("containerStatuses") or []
+    for cs in statuses:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting is None or waiting.get("reason") != "ContainerCreating":
+            return False
+    since = _scheduled_at(pod)
+    return since is not None and now - since > threshold
+
+
+def stuck_pods(pods: list[dict[str, Any]], now: float, threshold: float) -> list[str]:
+    """namespace/name of each stuck pod, sorted for stable messages."""
+    return sorted(
+        f"{p['metadata'].get('namespace', '')}/{p['metadata'].get('name', '')}"
+        for p in pods
+        if is_stuck(p, now, threshold)
+    )
+
+
+def owned_by_controller(pod: dict[str, Any]) -> bool:
+    """Deleting such a pod gets it recreated; a bare pod would simply be gone."""
+    refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("controller") for r in refs)

@@ -1,0 +1,152 @@
+"""What the Node should say, decided as a pure function of the assessment, the node as last
+seen, the agent's small state, the config and the clock. The outer layer only carries it out.
+
+Hysteresis: the condition turns True as soon as the node is fragmented, the taint follows once
+the verdict has held for `fragmented_for_seconds`; both clear only after the node has been
+healthy for `healthy_for_seconds`. An at-risk node neither sets nor clears them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from agent.config import ReportingConfig
+from agent.node import Condition, NodeView, has_taint
+
+TaintAction = Literal["add", "remove"] | None
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ReportState:
+    verdict: str | None = None  # last raw verdict ("healthy", "at-risk", "fragmented", "unknown")
+    verdict_since: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Observed facts for one decision. `verdict` 'unknown' means the assessment failed."""
+
+    verdict: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    condition: Condition | None  # None: the node already says it; write nothing
+    taint: TaintAction
+    events: tuple[EventSpec, ...]
+    state: ReportState
+
+
+def rfc3339(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> float | None:
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def initial_state(view: NodeView | None, now: float) -> ReportState:
+    """Resume from what the Node says instead of resetting it (node-problem-detector resets its
+    conditions on restart and leaves a gap): a True condition's transition time is when the
+    fragmentation began, so a restarted agent keeps the hysteresis clock."""
+    if view is None or view.condition is None or view.condition.status != "True":
+        return ReportState()
+    since = parse_rfc3339(view.condition.last_transition)
+    return ReportState(verdict="fragmented", verdict_since=now if since is None else since)
+
+
+def decide(
+    now: float,
+    outcome: Outcome,
+    state: ReportState,
+    view: NodeView,
+    cfg: ReportingConfig,
+    may_taint: bool = True,
+) -> Decision:
+    if outcome.verdict != state.verdict:
+        state = replace(state, verdict=outcome.verdict, verdict_since=now)
+    held = now - state.verdict_since
+    cur = view.condition
+    cur_status = cur.status if cur else None
+    events: list[EventSpec] = []
+
+    reason, message = outcome.reason, outcome.message
+    if outcome.verdict == "fragmented":
+        status = "True"
+    elif outcome.verdict == "unknown":
+        status = "Unknown"
+    elif cur_status == "True" and not (
+        outcome.verdict == "healthy" and held >= cfg.healthy_for_seconds
+    ):
+        status = (
+            "True"  # recovering, or at-risk after fragmentation: keep until healthy long enough
+        )
+        reason = cur.reason if cur else reason
+        wait = max(0, int(cfg.healthy_for_seconds - held)) if outcome.verdict == "healthy" else None
+        message = (
+            f"Recovering: healthy for {int(held)}s, clears after {int(cfg.healthy_for_seconds)}s "
+            f"({wait}s left). {outcome.message}"
+            if wait is not None
+            else f"Still short of contiguous memory. {outcome.message}"
+        )
+    else:
+        status = "False"
+
+    tainted = has_taint(view.taints, cfg.taint_key)
+    taint: TaintAction = None
+    if cfg.taint_effect != "none" and status == "True" and not tainted:
+        if outcome.verdict == "fragmented" and held >= cfg.fragmented_for_seconds:
+            if may_taint:
+                taint = "add"
+                events.append(
+                    EventSpec(
+                        "Warning",
+                        "NodeTainted",
+                        f"Tainted {cfg.taint_key}:{cfg.taint_effect} after {int(held)}s "
+                        "fragmented, so new pods go elsewhere",
+                    )
+                )
+            else:
+                events.append(
+                    EventSpec(
+                        "Warning",
+                        "TaintSkipped",
+                        "Fragmented, but tainting would pass the cluster's cap on tainted "
+                        "nodes (reporting.max_tainted_percent): reporting only",
+                    )
+                )
+    elif tainted and (status == "False" or cfg.taint_effect == "none"):
+        taint = "remove"
+        events.append(EventSpec("Normal", "TaintRemoved", f"Removed {cfg.taint_key}"))
+
+    if status != cur_status:
+        if status == "True":
+            events.insert(0, EventSpec("Warning", "FragmentationDetected", message))
+        elif status == "False" and cur_status == "True":
+            events.insert(0, EventSpec("Normal", "Recovered", message))
+        elif status == "Unknown":
+            events.insert(0, EventSpec("Warning", "AssessmentFailed", message))
+
+    transition = cur.last_transition if cur and cur_status == status else rfc3339(now)
+    heartbeat_due = cur is None or (
+        (parse_rfc3339(cur.last_heartbeat) or 0.0) + cfg.heartbeat_seconds <= now
+    )
+    changed = cur is None or cur_status != status or cur.reason != reason
+    condition = None
+    if changed or heartbeat_due:
+        condition = Condition(status, reason, message, transition, rfc3339(now))
+    return Decision(condition, taint, tuple(events), state)
