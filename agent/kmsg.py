@@ -17,9 +17,11 @@ What counts as a finding (`KINDS`):
   ``nf_conntrack: falling back to vmalloc.``: the conntrack hash table failed its high-order page
   allocation; it is the companion line of the nf_conn failure on the same fragmented nodes.
 
-`LogRecord.facility` is reported as the source carries it and nothing is filtered on it here: a
-caller that must not act on lines injected by root into /dev/kmsg keeps ``facility == 0`` (and
-decides what to do with ``None``, an unknown facility).
+`LogRecord.facility` is reported as the source carries it and nothing is filtered on it here (root
+can write any line into /dev/kmsg; such records carry facility 1, user): kmsg ``prefix >> 3``;
+dmesg ``<N> >> 3`` or the ``-x`` name, else None; syslog 0 when the tag is ``kernel``, else None;
+journal SYSLOG_FACILITY, else 0 when _TRANSPORT is ``kernel``, else None; plain None. A caller that
+must not act on injected lines keeps ``facility == 0`` and decides what ``None`` (unknown) means.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ def parse_record(line: str | bytes) -> LogRecord | None:
     elif first.isdigit():
         record = _parse_kmsg(text) or _parse_iso(text)
     elif first in "<[":
-        record = _parse_dmesg(text, None, None)
+        record = _parse_dmesg(text)
     elif "A" <= first <= "Z":
         record = _parse_bsd_syslog(text)
     elif "a" <= first <= "z":
@@ -189,7 +191,7 @@ def _decode(line: str | bytes) -> str | None:
     """Bounded, lossless-enough text: invalid UTF-8 becomes U+FFFD instead of an exception."""
     if isinstance(line, str):
         return line[:MAX_LINE]
-    if isinstance(line, bytes | bytearray | memoryview):
+    if isinstance(line, (bytes, bytearray, memoryview)):
         return bytes(line[:MAX_LINE]).decode("utf-8", errors="replace")
     return None
 
@@ -244,8 +246,10 @@ def _strip_dmesg_ts(text: str) -> tuple[str, float | None, str | None, bool]:
     return rest, (float(up) if up is not None else None), m.group("wall"), True
 
 
-def _parse_dmesg(text: str, facility: int | None, level: int | None) -> LogRecord | None:
+def _parse_dmesg(text: str) -> LogRecord | None:
     rest = text
+    facility: int | None = None
+    level: int | None = None
     had_pri = False
     p = _RAW_PRI.match(rest)
     if p is not None:  # dmesg -r / /proc/kmsg: "<N>" is the full syslog priority.
@@ -444,7 +448,7 @@ def scan(lines: Iterable[str | bytes]) -> Iterator[Finding]:
             head = line[:MAX_LINE]
             if not head.startswith("{") and not might_match(head):
                 continue
-        elif isinstance(line, bytes | bytearray | memoryview):
+        elif isinstance(line, (bytes, bytearray, memoryview)):
             raw = bytes(line[:MAX_LINE])
             if not raw.startswith(b"{") and not _might_match_bytes(raw):
                 continue
