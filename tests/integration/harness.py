@@ -1,0 +1,208 @@
+"""Runs the real `memfrag-agent run` as a subprocess against the local control plane, over a
+/proc tree the test controls and a FIFO standing in for /dev/kmsg."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "proc"
+AGENT = Path(sys.executable).parent / "memfrag-agent"
+HELM = REPO / ".tools" / "bin" / "helm"
+KUBECTL = REPO / ".tools" / "bin" / "kubectl"
+NAMESPACE = "memfrag-system"
+T = TypeVar("T")
+
+
+def wait_for(pred: Callable[[], T], what: str, timeout: float = 30.0, every: float = 0.2) -> T:
+    """Poll until pred() is truthy; fail naming what we waited for (a wait, not a timing claim)."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class FakeHost:
+    """A /proc tree holding buddyinfo only: healthy (this machine's) or fragmented (the seed's)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.healthy()
+
+    def _put(self, fixture: str) -> None:
+        tmp = self.root / "buddyinfo.tmp"
+        shutil.copy(FIXTURES / fixture / "buddyinfo", tmp)
+        os.replace(tmp, self.root / "buddyinfo")  # atomic, as the kernel's file is coherent
+
+    def healthy(self) -> None:
+        self._put("vm-6.18-x86_64")
+
+    def fragmented(self) -> None:
+        self._put("seed-incident")
+
+    def garbage(self) -> None:
+        (self.root / "buddyinfo").write_text("Node 0, zone Normal 1 2 x\n")
+
+
+def kmsg_line(text: str, seq: int = 1, facility: int = 0, level: int = 4) -> bytes:
+    return f"{facility * 8 + level},{seq},{int(time.monotonic() * 1e6)},-;{text}\n".encode()
+
+
+SEED_LINE = "mysqld: page allocation failure. order:4, mode:0x10c0d0"
+
+
+class AgentProcess:
+    def __init__(
+        self,
+        workdir: Path,
+        node: str,
+        kubeconfig: Path,
+        host: FakeHost,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.workdir, self.node, self.kubeconfig, self.host = workdir, node, kubeconfig, host
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.kmsg = workdir / "kmsg"
+        if not self.kmsg.exists():
+            os.mkfifo(self.kmsg)
+        self.config_path = workdir / "config.yaml"
+        self.config: dict[str, Any] = {
+            "sources": {
+                "poll_interval_seconds": 1,
+                "pagetypeinfo_interval_seconds": 60,
+                "kmsg_path": str(self.kmsg),
+            },
+            "reporting": {
+                "fragmented_for_seconds": 2,
+                "healthy_for_seconds": 2,
+                "heartbeat_seconds": 30,
+                "metrics_port": self.port,
+                "metrics_address": "127.0.0.1",
+            },
+        }
+        for section, values in (config or {}).items():
+            self.config.setdefault(section, {}).update(values)
+        self.write_config()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "agent.log"
+        self._kmsg_fd: int | None = None
+
+    def write_config(self, text: str | None = None) -> None:
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(text if text is not None else yaml.safe_dump(self.config))
+        os.replace(tmp, self.config_path)
+
+    def start(self) -> AgentProcess:
+        env = dict(os.environ, NODE_NAME=self.node, KUBECONFIG=str(self.kubeconfig))
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        self.proc = subprocess.Popen(
+            [
+                str(AGENT),
+                "run",
+                "--config",
+                str(self.config_path),
+                "--proc-root",
+                str(self.host.root),
+                "--log-format",
+                "json",
+            ],
+            env=env,
+            stdout=open(self.log_path, "ab"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        # Hold the FIFO open for writing so the agent's reader never sees EOF between writes.
+        self._kmsg_fd = os.open(self.kmsg, os.O_RDWR)
+        wait_for(self.healthz, "the agent's /healthz", timeout=30)
+        return self
+
+    def write_kmsg(self, line: bytes) -> None:
+        assert self._kmsg_fd is not None
+        os.write(self._kmsg_fd, line)
+
+    def healthz(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self._kmsg_fd is not None:
+            os.close(self._kmsg_fd)
+            self._kmsg_fd = None
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(5)
+        self.proc = None
+        return rc
+
+
+def apply_chart_rbac(kubeconfig: Path, release: str = "memfrag-agent") -> None:
+    """Apply the chart's own ServiceAccount and RBAC: the agent gets exactly what the chart
+    grants, no more."""
+    rendered = subprocess.run(
+        [
+            str(HELM),
+            "template",
+            release,
+            str(REPO / "charts" / "memfrag-agent"),
+            "--namespace",
+            NAMESPACE,
+            "--show-only",
+            "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    kubectl = [str(KUBECTL), "--kubeconfig", str(kubeconfig)]
+    subprocess.run(
+        [*kubectl, "create", "namespace", NAMESPACE], capture_output=True, text=True, check=False
+    )
+    subprocess.run(
+        [*kubectl, "apply", "-f", "-"], input=rendered, check=True, capture_output=True, text=True
+    )

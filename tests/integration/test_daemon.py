@@ -1,0 +1,396 @@
+"""`memfrag-agent run` against the real local control plane, as the chart's ServiceAccount."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.kube import SMP, ApiError, Kube
+from agent.node import node_view
+from tests.cluster import ControlPlane
+from tests.integration.harness import (
+    NAMESPACE,
+    SEED_LINE,
+    AgentProcess,
+    FakeHost,
+    apply_chart_rbac,
+    kmsg_line,
+    wait_for,
+)
+
+TAINT = "memfrag.dev/fragmented"
+
+
+@pytest.fixture(scope="module")
+def admin(control_plane: ControlPlane) -> Kube:
+    return Kube.from_environment(str(control_plane.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def agent_kubeconfig(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    apply_chart_rbac(control_plane.kubeconfig)
+    path = tmp_path_factory.mktemp("sa") / "agent.kubeconfig"
+    return control_plane.service_account_kubeconfig(NAMESPACE, "memfrag-agent", path)
+
+
+_counter = iter(range(1000))
+
+
+@pytest.fixture
+def node(control_plane: ControlPlane) -> str:
+    name = f"node-{next(_counter)}"
+    control_plane.register_node(name)
+    return name
+
+
+@pytest.fixture
+def agents() -> Iterator[list[AgentProcess]]:
+    started: list[AgentProcess] = []
+    yield started
+    for a in started:
+        a.stop(signal.SIGKILL)
+
+
+def start_agent(
+    agents: list[AgentProcess],
+    tmp: Path,
+    node: str,
+    kubeconfig: Path,
+    config: dict[str, Any] | None = None,
+    host: FakeHost | None = None,
+) -> AgentProcess:
+    a = AgentProcess(
+        tmp / f"agent-{len(agents)}", node, kubeconfig, host or FakeHost(tmp / "proc"), config
+    )
+    agents.append(a)
+    return a.start()
+
+
+def condition(admin: Kube, node: str) -> dict[str, Any] | None:
+    n = admin.request("GET", f"/api/v1/nodes/{node}")
+    for c in n["status"].get("conditions") or []:
+        if c["type"] == "MemoryFragmented":
+            return dict(c)
+    return None
+
+
+def taints(admin: Kube, node: str) -> list[dict[str, Any]]:
+    return list(admin.request("GET", f"/api/v1/nodes/{node}")["spec"].get("taints") or [])
+
+
+def our_taint(admin: Kube, node: str) -> bool:
+    return any(t["key"] == TAINT for t in taints(admin, node))
+
+
+def events(admin: Kube, node: str) -> dict[str, dict[str, Any]]:
+    items = admin.request(
+        "GET",
+        "/api/v1/events",
+        {"fieldSelector": f"involvedObject.kind=Node,involvedObject.name={node}"},
+    )["items"]
+    return {e["reason"]: e for e in items}
+
+
+def status_is(admin: Kube, node: str, status: str) -> bool:
+    c = condition(admin, node)
+    return c is not None and c["status"] == status
+
+
+def test_condition_and_taint_follow_the_verdict(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    wait_for(lambda: status_is(admin, node, "False"), "condition False on a healthy node")
+    c = condition(admin, node)
+    assert c is not None and c["reason"] == "ContiguousMemoryAvailable"
+    assert not our_taint(admin, node)
+
+    a.host.fragmented()
+    wait_for(lambda: status_is(admin, node, "True"), "condition True once fragmented")
+    c = condition(admin, node)
+    assert c is not None and c["reason"] == "FreeMemoryFragmented"
+    assert "0 free blocks of order>=4" in c["message"]
+    wait_for(lambda: our_taint(admin, node), "the taint after fragmented_for_seconds")
+    assert [t for t in taints(admin, node) if t["key"] == TAINT] == [
+        {"key": TAINT, "value": "true", "effect": "NoSchedule"}
+    ]
+    transition = condition(admin, node)["lastTransitionTime"]  # type: ignore[index]
+
+    a.host.healthy()
+    wait_for(lambda: not our_taint(admin, node), "the taint removed after recovery")
+    wait_for(lambda: status_is(admin, node, "False"), "condition False after recovery")
+    assert condition(admin, node)["lastTransitionTime"] != transition  # type: ignore[index]
+    wait_for(lambda: "Recovered" in events(admin, node), "a Recovered event")
+    ev = events(admin, node)
+    assert {"FragmentationDetected", "NodeTainted", "Recovered", "TaintRemoved"} <= set(ev)
+    assert ev["FragmentationDetected"]["type"] == "Warning"
+    assert ev["FragmentationDetected"]["source"]["component"] == "memfrag-agent"
+
+    m = a.metrics()
+    assert m['memfrag_verdict{verdict="healthy"}'] == 1.0
+    assert m['memfrag_free_blocks{numa_node="0",order="10",zone="Normal"}'] > 0
+    assert m["memfrag_api_up"] == 1.0
+    assert a.stop() == 0  # SIGTERM: a clean exit
+
+
+def test_state_survives_a_kill_and_restart(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    host = FakeHost(tmp_path / "proc")
+    host.fragmented()
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig, host=host)
+    wait_for(lambda: our_taint(admin, node), "taint")
+    before = condition(admin, node)
+    assert before is not None
+    a.stop(signal.SIGKILL)
+    host.healthy()  # recovered while the agent was down: hysteresis still applies
+    b = start_agent(
+        agents,
+        tmp_path,
+        node,
+        agent_kubeconfig,
+        {"reporting": {"healthy_for_seconds": 4}},
+        host=host,
+    )
+    time.sleep(1.5)
+    kept = condition(admin, node)
+    assert kept is not None and kept["status"] == "True"
+    assert kept["lastTransitionTime"] == before["lastTransitionTime"]  # read, not reset
+    assert our_taint(admin, node)
+    wait_for(lambda: not our_taint(admin, node), "taint cleared after healthy_for_seconds")
+    assert "Recovering" not in (condition(admin, node) or {}).get("message", "")
+    b.stop()
+
+
+def test_never_loses_another_controllers_taint(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """Another writer adds its own taints (read-modify-write with resourceVersion, as a correct
+    controller does) while the agent taints and untaints: every one of them survives."""
+    a = start_agent(
+        agents,
+        tmp_path,
+        node,
+        agent_kubeconfig,
+        {"reporting": {"fragmented_for_seconds": 0, "healthy_for_seconds": 0}},
+    )
+    stop = threading.Event()
+    written: list[str] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set() and i < 60:
+            n = admin.request("GET", f"/api/v1/nodes/{node}")
+            v = node_view(n)
+            key = f"example.com/other-{i}"
+            try:
+                admin.request(
+                    "PATCH",
+                    f"/api/v1/nodes/{node}",
+                    body={
+                        "metadata": {"resourceVersion": v.resource_version},
+                        "spec": {"taints": [*v.taints, {"key": key, "effect": "PreferNoSchedule"}]},
+                    },
+                    content_type=SMP,
+                )
+                written.append(key)
+                i += 1
+            except ApiError as exc:
+                assert exc.status == 409
+            time.sleep(0.05)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    for _ in range(3):
+        a.host.fragmented()
+        wait_for(lambda: our_taint(admin, node), "our taint")
+        a.host.healthy()
+        wait_for(lambda: not our_taint(admin, node), "our taint gone")
+    stop.set()
+    t.join()
+    keys = [tt["key"] for tt in taints(admin, node)]
+    assert len(written) >= 10
+    assert sorted(written) == sorted(k for k in keys if k.startswith("example.com/"))
+    assert len(keys) == len(set(keys))  # nothing duplicated
+
+
+def test_kernel_log_finding_triggers_an_assessment_at_once(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    a = start_agent(
+        agents,
+        tmp_path,
+        node,
+        agent_kubeconfig,
+        {"sources": {"poll_interval_seconds": 600, "pagetypeinfo_interval_seconds": 600}},
+    )
+    wait_for(lambda: status_is(admin, node, "False"), "first poll")
+    a.host.fragmented()
+    a.write_kmsg(kmsg_line(SEED_LINE))
+    # The next poll is 10 minutes away: only the kernel-log trigger can make this True.
+    wait_for(lambda: status_is(admin, node, "True"), "condition True after the kmsg line", 60)
+    m = a.metrics()
+    assert m['memfrag_kernel_log_findings_total{kind="page_allocation_failure",order="4"}'] == 1
+    ev = events(admin, node)
+    assert "order 4, process mysqld" in ev["HighOrderAllocationFailed"]["message"]
+
+
+def test_user_facility_lines_are_ignored_by_default(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    a.write_kmsg(kmsg_line(SEED_LINE, facility=1))
+    wait_for(
+        lambda: a.metrics().get("memfrag_kmsg_ignored_records_total") == 1.0,
+        "the spoofed line counted as ignored",
+    )
+    assert "HighOrderAllocationFailed" not in events(admin, node)
+
+
+def test_scheduler_keeps_pods_off_the_tainted_node(
+    control_plane: ControlPlane,
+    admin: Kube,
+    agent_kubeconfig: Path,
+    node: str,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    control_plane.start_scheduler()
+    host = FakeHost(tmp_path / "proc")
+    host.fragmented()
+    start_agent(agents, tmp_path, node, agent_kubeconfig, host=host)
+    wait_for(lambda: our_taint(admin, node), "taint")
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"web-{node}", "namespace": "default"},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "containers": [{"name": "c", "image": "registry.example/web:1"}],
+        },
+    }
+    admin.request("POST", "/api/v1/namespaces/default/pods", body=pod)
+    path = f"/api/v1/namespaces/default/pods/web-{node}"
+
+    def unschedulable() -> bool:
+        conds = admin.request("GET", path)["status"].get("conditions") or []
+        return any(
+            c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conds
+        )
+
+    wait_for(unschedulable, "the scheduler to refuse the tainted node")
+    assert not admin.request("GET", path)["spec"].get("nodeName")
+    host.healthy()
+    wait_for(
+        lambda: admin.request("GET", path)["spec"].get("nodeName") == node,
+        "the pod bound once the taint is gone",
+        60,
+    )
+
+
+def test_stuck_pods_are_reported(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    name = f"stuck-{node}"
+    admin.request(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        body={
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "c", "image": "registry.example/app:1"}],
+            },
+        },
+    )
+    admin.request(
+        "PATCH",
+        f"/api/v1/namespaces/default/pods/{name}/status",
+        body={
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "True",
+                        "lastTransitionTime": "2020-01-01T00:00:00Z",
+                    }
+                ],
+                "containerStatuses": [
+                    {
+                        "name": "c",
+                        "image": "registry.example/app:1",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"waiting": {"reason": "ContainerCreating"}},
+                    }
+                ],
+            }
+        },
+        content_type=SMP,
+    )
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    wait_for(lambda: a.metrics().get("memfrag_stuck_pods") == 1.0, "one stuck pod")
+    wait_for(
+        lambda: f"default/{name}" in (condition(admin, node) or {}).get("message", ""),
+        "the stuck pod named in the condition message",
+    )
+
+
+def test_invalid_config_keeps_the_last_good_one(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    a.write_config("reporting:\n  taint_efect: NoSchedule\n")
+    wait_for(lambda: a.metrics().get("memfrag_config_valid") == 0.0, "config_valid 0")
+    wait_for(lambda: "ConfigInvalid" in events(admin, node), "a ConfigInvalid event")
+    assert "reporting.taint_efect: unknown key" in events(admin, node)["ConfigInvalid"]["message"]
+    a.host.fragmented()  # still working with the last good config
+    wait_for(lambda: our_taint(admin, node), "taint with the last good config")
+    a.write_config()
+    wait_for(lambda: a.metrics().get("memfrag_config_valid") == 1.0, "config_valid 1 again")
+
+
+def test_garbage_proc_reports_unknown_and_recovers(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    wait_for(lambda: status_is(admin, node, "False"), "first poll")
+    a.host.garbage()
+    wait_for(lambda: status_is(admin, node, "Unknown"), "Unknown on a malformed buddyinfo")
+    c = condition(admin, node)
+    assert c is not None and "buddyinfo:1" in c["message"]
+    assert a.healthz()  # still polling
+    a.host.healthy()
+    wait_for(lambda: status_is(admin, node, "False"), "back to False")
+
+
+def test_missing_permission_fails_clearly(
+    control_plane: ControlPlane,
+    admin: Kube,
+    node: str,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """A ServiceAccount without the chart's RBAC: the agent keeps running and says 403."""
+    admin.request(
+        "POST",
+        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
+        body={"metadata": {"name": f"bare-{node}"}},
+    )
+    kc = control_plane.service_account_kubeconfig(NAMESPACE, f"bare-{node}", tmp_path / "kc")
+    a = start_agent(agents, tmp_path, node, kc)
+    wait_for(lambda: "403" in a.log() and "forbidden" in a.log(), "a 403 in the agent's log")
+    assert a.proc is not None and a.proc.poll() is None
+    assert condition(admin, node) is None
