@@ -14,11 +14,13 @@ from pathlib import Path
 
 from agent import __version__
 from agent.assess import assess
-from agent.config import Config, parse_config
+from agent.config import Config, ReportingConfig, parse_config
 from agent.errors import MemfragError
-from agent.ladder import ladder
+from agent.ladder import Step, ladder
 from agent.procfs import ProcReader, read_text
+from agent.remediate import run_step, target
 from agent.render import assessment_json, assessment_table
+from agent.tunables import recommend
 
 EXIT = {"healthy": 0, "at-risk": 1, "fragmented": 2}
 EXIT_UNKNOWN = 3
@@ -49,11 +51,66 @@ def cmd_check(args: argparse.Namespace) -> int:
     obs = reader.observe(with_pagetypeinfo=True)
     a = assess(obs, cfg.assessment, args.order)
     plan = ladder(a, reader.numa_nodes_with_compact(), cfg.remediation.allow_drop_caches)
+    tunables = recommend(obs.sysctl, (obs.meminfo or {}).get("MemTotal"))
     if args.output == "json":
-        print(json.dumps(assessment_json(a, plan, args.proc_root), indent=2))
+        print(json.dumps(assessment_json(a, plan, args.proc_root, tunables), indent=2))
     else:
-        sys.stdout.write(assessment_table(a, plan, args.proc_root, cfg.remediation.mode))
+        sys.stdout.write(assessment_table(a, plan, args.proc_root, cfg.remediation.mode, tunables))
     return EXIT[a.verdict]
+
+
+def _parse_action(text: str) -> Step:
+    name, _, arg = text.partition("=")
+    if name == "compact" and not arg:
+        return Step("compact", None, "requested on the command line")
+    if name == "compact-node" and arg.isdigit():
+        return Step("compact-node", int(arg), "requested on the command line")
+    if name == "drop-caches" and arg in ("1", "2", "3"):
+        return Step("drop-caches", int(arg), "requested on the command line")
+    raise MemfragError(f"--action {text!r}: expected compact, compact-node=N or drop-caches=1|2|3")
+
+
+def _snapshot(reader: ProcReader, order: int) -> dict[str, int]:
+    obs = reader.observe(with_pagetypeinfo=False)
+    a = assess(obs, Config().assessment, order)
+    vm = obs.vmstat or {}
+    return {
+        "blocks": sum(n.blocks_at_target for n in a.numa),
+        "cached_mib": (obs.meminfo or {}).get("Cached", 0) // 1024,
+        "free_mib": (obs.meminfo or {}).get("MemFree", 0) // 1024,
+        **{k: v for k, v in vm.items() if k.startswith(("compact_", "drop_"))},
+    }
+
+
+def cmd_remediate(args: argparse.Namespace) -> int:
+    """One action, measured before and after: what the daemon does, by hand."""
+    step = _parse_action(args.action)
+    reader = ProcReader(args.proc_root, args.sys_root)
+    path, value = target(step, reader.proc, reader.sys)
+    before = _snapshot(reader, args.order)
+    if args.dry_run:
+        print(
+            f"dry-run: would write {value!r} to {path}"
+            + (" after sync" if step.action == "drop-caches" else "")
+        )
+        print(
+            f"now: {before['blocks']} free blocks of order>={args.order}, "
+            f"page cache {before['cached_mib']} MiB"
+        )
+        return 0
+    res = run_step(step, reader.proc, reader.sys, args.timeout)
+    after = _snapshot(reader, args.order)
+    rows = [(k, before.get(k, 0), after.get(k, 0)) for k in sorted(set(before) | set(after))]
+    print(
+        f"{step.name}: wrote {value!r} to {path} in {res.seconds:.2f}s"
+        + ("" if res.ok else f": {res.error}")
+    )
+    width = max(len(k) for k, _, _ in rows)
+    print(f"{'':{width}}  {'before':>12}  {'after':>12}  {'change':>10}")
+    for k, b, a in rows:
+        label = f"blocks order>={args.order}" if k == "blocks" else k
+        print(f"{label:{width}}  {b:>12}  {a:>12}  {a - b:>+10}")
+    return 0 if res.ok else EXIT_UNKNOWN
 
 
 def cmd_scan_log(args: argparse.Namespace) -> int:
@@ -93,6 +150,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return agent.run()
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from agent.admin import status_rows, status_table
+    from agent.kube import Kube
+
+    rows = status_rows(Kube.from_environment(args.kubeconfig), args.taint_key)
+    if args.output == "json":
+        print(json.dumps({"nodes": rows}, indent=2))
+    else:
+        sys.stdout.write(status_table(rows))
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from agent.admin import cleanup
+    from agent.kube import Kube
+
+    for line in cleanup(Kube.from_environment(args.kubeconfig), args.namespace, args.taint_key):
+        print(line)
+    print("cleanup: done")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="memfrag-agent", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"memfrag-agent {__version__}")
@@ -109,12 +188,37 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scan-log", help="find high-order allocation failures in a kernel log")
     s.add_argument("file", nargs="?", default="-", help="a log file, or - for standard input")
     s.set_defaults(func=cmd_scan_log)
+    m = sub.add_parser("remediate", help="run one remediation action, measured before/after")
+    m.add_argument("--action", required=True, help="compact | compact-node=N | drop-caches=N")
+    m.add_argument(
+        "--dry-run", action="store_true", help="say what would be written, write nothing"
+    )
+    m.add_argument("--order", type=int, default=4, help="order to count free blocks at")
+    m.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the kernel")
+    m.add_argument("--proc-root", default="/proc")
+    m.add_argument("--sys-root", default="/sys")
+    m.set_defaults(func=cmd_remediate)
+
+    default_key = ReportingConfig().taint_key
+    st = sub.add_parser("status", help="the agent's condition and taint on every node")
+    st.add_argument("--kubeconfig")
+    st.add_argument("--taint-key", default=default_key)
+    st.add_argument("--output", choices=("table", "json"), default="table")
+    st.set_defaults(func=cmd_status)
+
+    cl = sub.add_parser("cleanup", help="remove the agent's taints, conditions and leases")
+    cl.add_argument("--kubeconfig")
+    cl.add_argument("--namespace", default="memfrag-system", help="where the Lease slots live")
+    cl.add_argument("--taint-key", default=default_key)
+    cl.set_defaults(func=cmd_cleanup)
+
     r = sub.add_parser("run", help="the per-node daemon (DaemonSet)")
     r.add_argument("--config", help="config file (the mounted ConfigMap); reloaded on change")
     r.add_argument("--node-name", help="default: $NODE_NAME")
     r.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG")
     r.add_argument("--proc-root", default="/proc")
     r.add_argument("--sys-root", default="/sys")
+    r.add_argument("--namespace", help="for Lease slots; default: $POD_NAMESPACE, memfrag-system")
     r.add_argument("--log-format", choices=("json", "text"), default="json")
     r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     r.set_defaults(func=cmd_run)

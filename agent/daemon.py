@@ -23,6 +23,8 @@ from agent.informer import Informer
 from agent.kmsg import Finding
 from agent.kmsgreader import KmsgFollower
 from agent.kube import SMP, ApiError, Kube
+from agent.ladder import Step, ladder
+from agent.leases import Semaphore, node_count, taint_slots
 from agent.metrics import Health, Metrics, order_label, serve
 from agent.node import (
     NodeView,
@@ -33,10 +35,14 @@ from agent.node import (
     with_taint,
     without_taint,
 )
+from agent.observation import Observation
 from agent.pagetypeinfo import PageTypeInfo
-from agent.pods import stuck_pods
+from agent.pods import owned_by_controller, stuck_pods
+from agent.policy import RemedyDecision, RemedyState, after_action, decide_remediation
 from agent.procfs import ProcReader
 from agent.reconcile import Decision, EventSpec, Outcome, ReportState, decide, initial_state
+from agent.remediate import run_step, write_tunable
+from agent.tunables import recommend
 
 log = logging.getLogger("memfrag.agent")
 FINDING_TTL = 600.0  # a finding keeps its order in the assessment this long
@@ -50,6 +56,7 @@ class Agent:
         kube: Kube,
         config: ConfigFile,
         reader: ProcReader,
+        namespace: str = "memfrag-system",
         clock: Any = time.time,
     ) -> None:
         self.node_name = node_name
@@ -66,6 +73,11 @@ class Agent:
         self.stop_event = threading.Event()
         self.state: ReportState | None = None
         self.last_assessment: Assessment | None = None
+        self.remedy = RemedyState()
+        self.namespace = namespace
+        self.taint_sem = Semaphore(kube, namespace, "memfrag-taint", node_name)
+        self.remedy_sem = Semaphore(kube, namespace, "memfrag-remediation", node_name)
+        self._taint_slot_renewed = -1e18
         self._pti: PageTypeInfo | None = None
         self._pti_at = -1e18
         self.node_inf = Informer(
@@ -109,6 +121,10 @@ class Agent:
             extra={"node": self.node_name, "poll_s": self.cfg.sources.poll_interval_seconds},
         )
         self.node_inf.synced.wait(10)
+        try:
+            self.review_tunables(self.reader.observe(with_pagetypeinfo=False))
+        except MemfragError as exc:
+            log.error("cannot review vm tunables: %s", exc)
         next_poll = 0.0
         while not self.stop_event.is_set():
             batch: list[Finding] = []
@@ -151,7 +167,9 @@ class Agent:
         orders = [k[1] for k in self.recent if k[1] is not None]
         return max([self.cfg.assessment.target_order, *orders])
 
-    def _observe_assess(self, now: float, order: int, urgent: bool) -> Assessment:
+    def _observe_assess(
+        self, now: float, order: int, urgent: bool
+    ) -> tuple[Observation, Assessment]:
         prev = self.last_assessment
         interval = self.cfg.sources.pagetypeinfo_interval_seconds
         if urgent or (prev is not None and prev.verdict != "healthy"):
@@ -162,7 +180,7 @@ class Agent:
             self._pti, self._pti_at = obs.pagetype, now
         elif self._pti is not None:
             obs = dataclasses.replace(obs, pagetype=self._pti)
-        return assess(obs, self.cfg.assessment, order)
+        return obs, assess(obs, self.cfg.assessment, order)
 
     def cycle(self, batch: list[Finding]) -> None:
         now = self.clock()
@@ -181,8 +199,10 @@ class Agent:
             )
         order = self._order(now, batch)
         start = time.perf_counter()
+        obs: Observation | None = None
+        a: Assessment | None = None
         try:
-            a = self._observe_assess(now, order, urgent=bool(batch))
+            obs, a = self._observe_assess(now, order, urgent=bool(batch))
             outcome = Outcome(a.verdict, a.reason, a.message)
             self.metrics.record(a)
             self.last_assessment = a
@@ -204,7 +224,162 @@ class Agent:
                 message=f"{outcome.message}; {len(stuck)} pod(s) stuck in ContainerCreating: "
                 f"{shown}",
             )
-        self.report(now, outcome)
+        rd: RemedyDecision | None = None
+        if a is not None and obs is not None:
+            steps = ladder(
+                a, self.reader.numa_nodes_with_compact(), self.cfg.remediation.allow_drop_caches
+            )
+            rd = decide_remediation(now, a, steps, self.remedy, self.cfg.remediation, obs.pressure)
+            self.remedy = rd.state
+            if a.verdict == "fragmented" and rd.step is None:
+                outcome = dataclasses.replace(
+                    outcome, message=f"{outcome.message}. Remediation: {rd.why}"
+                )
+                if a.cause.kind == "unmovable" and self.cfg.remediation.mode != "off":
+                    self._emit(EventSpec("Warning", "RemediationNotPossible", rd.why))
+        d = self.report(now, outcome)
+        if (
+            d is not None
+            and self.cfg.remediation.delete_stuck_pods
+            and any(e.reason == "Recovered" for e in d.events)
+        ):
+            self.delete_stuck_pods(now)
+        if rd is not None and rd.step is not None and a is not None:
+            self.remediate(now, rd.step, a, order)
+
+    # --- remediation ---------------------------------------------------------------------------
+    def _blocks(self, a: Assessment) -> int:
+        troubled = [n for n in a.numa if n.state != "healthy"] or list(a.numa)
+        return sum(n.blocks_at_target for n in troubled)
+
+    def remediate(self, now: float, step: Step, before: Assessment, order: int) -> None:
+        cfg = self.cfg.remediation
+        if cfg.mode == "dry-run":
+            log.info(
+                "dry-run: would run %s",
+                step.name,
+                extra={"action": step.name, "why": step.why, "result": "dry_run"},
+            )
+            self.metrics.actions.labels(step.name, "dry_run").inc()
+            self._emit(
+                EventSpec(
+                    "Normal",
+                    "RemediationDryRun",
+                    f"Would run {step.name}: {step.why} (remediation.mode dry-run)",
+                )
+            )
+            self.remedy = after_action(self.remedy, step, now, "dry_run", 0, 0)
+            return
+        try:
+            slot = self.remedy_sem.acquire(cfg.max_concurrent_nodes, cfg.lease_seconds, now)
+        except ApiError as exc:
+            self._api_failed("lease", exc)
+            return
+        if slot is None:
+            log.info(
+                "waiting for a remediation slot (%d nodes remediating already)",
+                cfg.max_concurrent_nodes,
+            )
+            self.metrics.actions.labels(step.name, "skipped").inc()
+            return
+        try:
+            self._run(now, step, before, order)
+        finally:
+            try:
+                self.remedy_sem.release(slot)
+            except ApiError as exc:
+                self._api_failed("lease", exc)
+
+    def _run(self, now: float, step: Step, before: Assessment, order: int) -> None:
+        cfg = self.cfg.remediation
+        cached_before = self._cached_kb()
+        res = run_step(step, self.reader.proc, self.reader.sys, cfg.action_timeout_seconds)
+        b0 = self._blocks(before)
+        try:
+            _, after = self._observe_assess(self.clock(), order, urgent=True)
+            b1 = self._blocks(after)
+            recovered = after.verdict != "fragmented"
+        except MemfragError:
+            b1, recovered = b0, False
+        dropped = max(0, cached_before - self._cached_kb()) // 1024
+        result = (
+            ("timeout" if res.timed_out else "failed")
+            if not res.ok
+            else ("ok" if b1 > b0 else "no_effect")
+        )
+        self.metrics.actions.labels(step.name, result).inc()
+        self.metrics.action_blocks_gained.set(b1 - b0)
+        self.metrics.action_seconds.set(res.seconds)
+        detail = (
+            f"{step.name}: order>={order} blocks {b0} -> {b1} in {res.seconds:.1f}s, "
+            f"page cache dropped {dropped} MiB"
+            + (", recovered" if recovered else ", still fragmented")
+            + (f"; {res.error}" if res.error else "")
+        )
+        log.info(
+            "remediation %s",
+            result,
+            extra={
+                "action": step.name,
+                "result": result,
+                "blocks_before": b0,
+                "blocks_after": b1,
+                "seconds": round(res.seconds, 3),
+                "cache_dropped_mib": dropped,
+                "recovered": recovered,
+                "error": res.error,
+            },
+        )
+        reason = {"ok": "RemediationSucceeded", "no_effect": "RemediationNoEffect"}.get(
+            result, "RemediationFailed"
+        )
+        self._emit(EventSpec("Normal" if result == "ok" else "Warning", reason, detail))
+        self.remedy = after_action(self.remedy, step, now, result, b0, b1)
+
+    def _cached_kb(self) -> int:
+        try:
+            return self.reader.observe(with_pagetypeinfo=False).meminfo.get("Cached", 0)  # type: ignore[union-attr]
+        except (MemfragError, AttributeError):
+            return 0
+
+    def delete_stuck_pods(self, now: float) -> None:
+        pods = {
+            f"{p['metadata'].get('namespace')}/{p['metadata'].get('name')}": p
+            for p in self.pod_inf.items()
+        }
+        for key in stuck_pods(list(pods.values()), now, self.cfg.reporting.stuck_pod_seconds):
+            pod = pods[key]
+            if not owned_by_controller(pod):
+                continue
+            ns, name = key.split("/", 1)
+            try:
+                self.kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}")
+                self._emit(
+                    EventSpec(
+                        "Normal",
+                        "StuckPodDeleted",
+                        f"Deleted {key} (stuck in ContainerCreating) so its "
+                        "controller recreates it on the recovered node",
+                    )
+                )
+            except ApiError as exc:
+                self._api_failed("pod-delete", exc)
+
+    def review_tunables(self, obs: Observation) -> None:
+        total = (obs.meminfo or {}).get("MemTotal")
+        for r in recommend(obs.sysctl, total):
+            if self.cfg.remediation.apply_tunables and self.cfg.remediation.mode == "on":
+                err = write_tunable(self.reader.proc, r.name, r.recommended)
+                log.info(
+                    "tunable vm.%s %d -> %d: %s",
+                    r.name,
+                    r.current,
+                    r.recommended,
+                    err or "applied",
+                    extra={"why": r.why},
+                )
+            else:
+                log.info("recommend vm.%s=%d (now %d): %s", r.name, r.recommended, r.current, r.why)
 
     # --- acting on the API ---------------------------------------------------------------------
     def _emit(self, ev: EventSpec) -> None:
@@ -233,6 +408,8 @@ class Agent:
         if self.state is None:
             self.state = initial_state(view, now)
         d = decide(now, outcome, self.state, view, self.cfg.reporting)
+        if d.taint == "add" and not self._taint_slot(now):
+            d = decide(now, outcome, self.state, view, self.cfg.reporting, may_taint=False)
         self.state = d.state
         if d.condition is not None:
             try:
@@ -250,6 +427,10 @@ class Agent:
                 self._api_failed("condition", exc)
         if d.taint is not None:
             self.set_taint(d.taint == "add")
+            if d.taint == "remove":
+                self._release_taint_slot()
+        elif has_taint(view.taints, self.cfg.reporting.taint_key):
+            self._taint_slot(now)  # renew our slot while the taint stays
         for ev in d.events:
             self._emit(ev)
         cur = self.view()
@@ -260,6 +441,30 @@ class Agent:
             1 if cur and has_taint(cur.taints, self.cfg.reporting.taint_key) else 0
         )
         return d
+
+    def _taint_slot(self, now: float) -> bool:
+        """A slot of the cluster-wide cap on tainted nodes (reporting.max_tainted_percent)."""
+        duration = max(600.0, 4 * self.cfg.reporting.heartbeat_seconds)
+        if now - self._taint_slot_renewed < duration / 4:
+            return True
+        try:
+            slots = taint_slots(node_count(self.kube), self.cfg.reporting.max_tainted_percent)
+            got = self.taint_sem.acquire(slots, duration, now) is not None
+        except ApiError as exc:
+            self._api_failed("lease", exc)
+            return False
+        if got:
+            self._taint_slot_renewed = now
+        return got
+
+    def _release_taint_slot(self) -> None:
+        self._taint_slot_renewed = -1e18
+        try:
+            held = self.taint_sem.held(1 << 20)
+            if held is not None:
+                self.taint_sem.release(held)
+        except ApiError as exc:
+            self._api_failed("lease", exc)
 
     def set_taint(self, present: bool) -> bool:
         """Read-modify-write of spec.taints with the resourceVersion as precondition; on 409

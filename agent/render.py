@@ -10,11 +10,17 @@ from typing import Any
 from agent.assess import Assessment
 from agent.indices import kernel_format
 from agent.ladder import Step
+from agent.tunables import Recommendation
 
 SCHEMA_VERSION = 1
 
 
-def assessment_json(a: Assessment, plan: tuple[Step, ...], source: str) -> dict[str, Any]:
+def assessment_json(
+    a: Assessment,
+    plan: tuple[Step, ...],
+    source: str,
+    tunables: tuple[Recommendation, ...] = (),
+) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "source": source,
@@ -55,6 +61,15 @@ def assessment_json(a: Assessment, plan: tuple[Step, ...], source: str) -> dict[
             for z in a.zones
         ],
         "plan": [{"action": s.action, "arg": s.arg, "why": s.why} for s in plan],
+        "tunables": [
+            {
+                "name": f"vm.{t.name}",
+                "current": t.current,
+                "recommended": t.recommended,
+                "why": t.why,
+            }
+            for t in tunables
+        ],
         "gaps": list(a.gaps),
     }
 
@@ -64,7 +79,13 @@ def _pages(pages: int) -> str:
     return f"{mib:.0f}M" if mib >= 10 else f"{mib:.1f}M"
 
 
-def assessment_table(a: Assessment, plan: tuple[Step, ...], source: str, mode: str) -> str:
+def assessment_table(
+    a: Assessment,
+    plan: tuple[Step, ...],
+    source: str,
+    mode: str,
+    tunables: tuple[Recommendation, ...] = (),
+) -> str:
     orders = max(len(z.free) for z in a.zones)
     head = ["NODE", "ZONE", "USE"] + [str(o) for o in range(orders)]
     head += [f">={a.order}", "UNUSABLE", "FRAGIDX", "FREE", "WMARK"]
@@ -115,6 +136,9 @@ def assessment_table(a: Assessment, plan: tuple[Step, ...], source: str, mode: s
         lines.append("Would do: nothing; free memory is short (kubelet's MemoryPressure).")
     else:
         lines.append("Would do: nothing.")
+    if tunables:
+        lines.append("Prevention (vm tunables; applied only with remediation.apply_tunables):")
+        lines += [f"  vm.{t.name}: {t.current} -> {t.recommended}: {t.why}" for t in tunables]
     if a.gaps:
         lines.append("Not read (the report is narrower):")
         lines += [f"  - {g}" for g in a.gaps]

@@ -102,6 +102,8 @@ class AgentProcess:
                 "heartbeat_seconds": 30,
                 "metrics_port": self.port,
                 "metrics_address": "127.0.0.1",
+                # Tests share one API server and many nodes; the cap has its own test.
+                "max_tainted_percent": 100,
             },
         }
         for section, values in (config or {}).items():

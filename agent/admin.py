@@ -1,0 +1,123 @@
+"""Cluster-wide operator commands: `status` (what the agent says about every node) and
+`cleanup` (remove every trace of the agent: taints, conditions, leases)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.kube import SMP, ApiError, Kube
+from agent.leases import LABEL, LABEL_VALUE
+from agent.node import CONDITION_TYPE, has_taint, node_view, taint_patch, without_taint
+
+
+def list_all(kube: Kube, path: str, query: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Paged list (limit/continue), so a 5,000-node cluster is read in bounded chunks."""
+    items: list[dict[str, Any]] = []
+    q = dict(query or {}, limit="500")
+    while True:
+        page = kube.request("GET", path, q)
+        items += page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return items
+        q["continue"] = token
+
+
+def status_rows(kube: Kube, taint_key: str) -> list[dict[str, Any]]:
+    nodes = list_all(kube, "/api/v1/nodes")
+    last: dict[str, dict[str, Any]] = {}
+    try:
+        for e in list_all(kube, "/api/v1/events", {"fieldSelector": "source=memfrag-agent"}):
+            if not str(e.get("reason", "")).startswith("Remediation"):
+                continue
+            node = (e.get("involvedObject") or {}).get("name", "")
+            if str(e.get("lastTimestamp", "")) >= str(last.get(node, {}).get("lastTimestamp", "")):
+                last[node] = e
+    except ApiError:
+        pass  # events are optional to the table; the conditions are what matters
+    rows = []
+    for n in nodes:
+        v = node_view(n)
+        c = v.condition
+        ev = last.get(v.name)
+        rows.append(
+            {
+                "node": v.name,
+                "condition": c.status if c else "-",
+                "reason": c.reason if c else "-",
+                "since": c.last_transition if c else "-",
+                "tainted": has_taint(v.taints, taint_key),
+                "last_remediation": (
+                    f"{ev.get('lastTimestamp', '')} {ev.get('reason', '')}: {ev.get('message', '')}"
+                    if ev
+                    else "-"
+                ),
+                "message": c.message if c else "",
+            }
+        )
+    return rows
+
+
+def status_table(rows: list[dict[str, Any]]) -> str:
+    head = ("NODE", "MEMORYFRAGMENTED", "REASON", "SINCE", "TAINT", "LAST REMEDIATION")
+    table = [head] + [
+        (
+            r["node"],
+            r["condition"],
+            r["reason"],
+            r["since"],
+            "yes" if r["tainted"] else "no",
+            r["last_remediation"][:70],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
+    return (
+        "\n".join(
+            "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in table
+        )
+        + "\n"
+    )
+
+
+def cleanup(kube: Kube, namespace: str, taint_key: str) -> list[str]:
+    """Remove our taint and condition from every node and our Leases; report what was done."""
+    done: list[str] = []
+    for listed in list_all(kube, "/api/v1/nodes"):
+        n, name = listed, listed["metadata"]["name"]
+        for _ in range(10):  # read-modify-write; 409 means someone wrote in between: re-read
+            v = node_view(n)
+            if not has_taint(v.taints, taint_key):
+                break
+            try:
+                kube.request(
+                    "PATCH",
+                    f"/api/v1/nodes/{name}",
+                    body=taint_patch(v.resource_version, without_taint(v.taints, taint_key)),
+                    content_type=SMP,
+                )
+                done.append(f"node/{name}: removed taint {taint_key}")
+                break
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                n = kube.request("GET", f"/api/v1/nodes/{name}")
+        if node_view(n).condition is not None:
+            kube.request(
+                "PATCH",
+                f"/api/v1/nodes/{name}/status",
+                body={"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}},
+                content_type=SMP,
+            )
+            done.append(f"node/{name}: removed condition {CONDITION_TYPE}")
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    for lease in list_all(kube, path, {"labelSelector": f"{LABEL}={LABEL_VALUE}"}):
+        name = lease["metadata"]["name"]
+        try:
+            kube.request("DELETE", f"{path}/{name}")
+            done.append(f"lease/{name}: deleted")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    return done

@@ -1,0 +1,126 @@
+"""Whether and when to climb the remediation ladder: a pure function of the assessment, the
+ladder, the config, the agent's small state and the clock.
+
+Never a loop: each step runs at most once per fragmented episode, the ladder only goes up, and
+once it is climbed without recovery nothing more runs until the node has recovered. On top of
+that, a cooldown per action and a cap on actions per hour hold across episodes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+
+from agent.assess import Assessment
+from agent.config import RemediationConfig
+from agent.ladder import Step
+from agent.psi import Pressure
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    step: str
+    at: float
+    result: str  # ok | no_effect | failed | dry_run | timeout
+    blocks_before: int
+    blocks_after: int
+
+
+@dataclass(frozen=True)
+class RemedyState:
+    history: tuple[ActionRecord, ...] = ()
+    in_episode: bool = False
+    next_step: int = 0
+    climbed: bool = False  # the whole ladder ran without recovery in this episode
+
+
+@dataclass(frozen=True)
+class RemedyDecision:
+    step: Step | None
+    why: str
+    state: RemedyState
+
+
+def in_window(window: str, now: float) -> bool:
+    """'HH:MM-HH:MM' in UTC; a window may wrap midnight; '' means always."""
+    if not window:
+        return True
+    start, end = window.split("-")
+    t = dt.datetime.fromtimestamp(now, dt.UTC)
+    minute = t.hour * 60 + t.minute
+
+    def m(s: str) -> int:
+        h, mm = s.split(":")
+        return int(h) * 60 + int(mm)
+
+    a, b = m(start), m(end)
+    return a <= minute < b if a <= b else minute >= a or minute < b
+
+
+def decide_remediation(
+    now: float,
+    a: Assessment,
+    steps: tuple[Step, ...],
+    state: RemedyState,
+    cfg: RemediationConfig,
+    pressure: Pressure | None,
+) -> RemedyDecision:
+    history = tuple(r for r in state.history if now - r.at < max(HOUR, cfg.cooldown_seconds))
+    state = replace(state, history=history)
+    if a.verdict != "fragmented":
+        return RemedyDecision(None, "not fragmented", RemedyState(history=history))
+    if not state.in_episode:
+        state = replace(state, in_episode=True, next_step=0, climbed=False)
+    if cfg.mode == "off":
+        return RemedyDecision(None, "remediation is off (remediation.mode)", state)
+    if a.cause.kind == "unmovable":
+        return RemedyDecision(
+            None,
+            "the cause is unmovable kernel memory: neither compaction nor dropping caches "
+            "frees it; draining or rebooting the node is the operator's call",
+            state,
+        )
+    if not steps:
+        return RemedyDecision(None, "no remediation step applies", state)
+    if state.climbed or state.next_step >= len(steps):
+        return RemedyDecision(
+            None,
+            f"every step ({', '.join(s.name for s in steps)}) ran without recovery in this "
+            "episode; waiting for the node to recover or for an operator",
+            replace(state, climbed=True),
+        )
+    if not in_window(cfg.maintenance_window, now):
+        return RemedyDecision(
+            None, f"outside the maintenance window {cfg.maintenance_window} UTC", state
+        )
+    if pressure is not None and pressure.some_avg10 > cfg.max_psi_some_avg10:
+        return RemedyDecision(
+            None,
+            f"memory pressure is high (PSI some avg10 {pressure.some_avg10:.1f}% > "
+            f"{cfg.max_psi_some_avg10:g}%): compaction would make it worse",
+            state,
+        )
+    last_hour = [r for r in history if now - r.at < HOUR and r.result != "dry_run"]
+    if len(last_hour) >= cfg.max_actions_per_hour:
+        return RemedyDecision(
+            None,
+            f"{len(last_hour)} actions in the last hour (max {cfg.max_actions_per_hour})",
+            state,
+        )
+    step = steps[state.next_step]
+    recent = [r for r in history if r.step == step.name and now - r.at < cfg.cooldown_seconds]
+    if recent:
+        wait = int(cfg.cooldown_seconds - (now - recent[-1].at))
+        return RemedyDecision(None, f"{step.name} is cooling down ({wait}s left)", state)
+    return RemedyDecision(step, step.why, state)
+
+
+def after_action(
+    state: RemedyState, step: Step, now: float, result: str, before: int, after: int
+) -> RemedyState:
+    """Record an action and move up the ladder: a step never runs twice in one episode, and a
+    recovered node leaves the episode at the next decision."""
+    history = (*state.history, ActionRecord(step.name, now, result, before, after))
+    return replace(state, history=history, next_step=state.next_step + 1)
