@@ -47,6 +47,7 @@ from agent.tunables import recommend
 log = logging.getLogger("memfrag.agent")
 FINDING_TTL = 600.0  # a finding keeps its order in the assessment this long
 NOT_HEALTHY_PTI_INTERVAL = 30.0
+SETTLE_SECONDS = 1.0
 
 
 class Agent:
@@ -294,6 +295,9 @@ class Agent:
         cfg = self.cfg.remediation
         cached_before = self._cached_kb()
         res = run_step(step, self.reader.proc, self.reader.sys, cfg.action_timeout_seconds)
+        # The write returns when the kernel is done, but kswapd/kcompactd may still be merging
+        # what it set in motion: measure a moment later to count the action's whole effect.
+        self.stop_event.wait(SETTLE_SECONDS)
         b0 = self._blocks(before)
         try:
             _, after = self._observe_assess(self.clock(), order, urgent=True)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -208,3 +210,39 @@ def apply_chart_rbac(kubeconfig: Path, release: str = "memfrag-agent") -> None:
     subprocess.run(
         [*kubectl, "apply", "-f", "-"], input=rendered, check=True, capture_output=True, text=True
     )
+
+
+class FakeKernel:
+    """Stands in for /proc/sys/vm/{compact_memory,drop_caches}: FIFOs read by threads that
+    record every write, and optionally heal the FakeHost when a given action arrives."""
+
+    def __init__(self, host: FakeHost, heals_on: str | None = None) -> None:
+        self.host, self.heals_on = host, heals_on
+        self.writes: list[tuple[str, str]] = []
+        vm = host.root / "sys" / "vm"
+        vm.mkdir(parents=True, exist_ok=True)
+        self._stop = False
+        self.threads: list[threading.Thread] = []
+        for name in ("compact_memory", "drop_caches"):
+            path = vm / name
+            os.mkfifo(path)
+            t = threading.Thread(target=self._serve, args=(name, path), name=name, daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, name: str, path: Path) -> None:
+        while not self._stop:
+            with open(path, "rb") as fh:  # blocks until the agent opens it to write
+                value = fh.read().decode().strip()
+            if self._stop:
+                return
+            self.writes.append((name, value))
+            if self.heals_on == f"{name}={value}":
+                self.host.healthy()
+
+    def close(self) -> None:
+        self._stop = True
+        for t in self.threads:  # unblock readers waiting in open()
+            with contextlib.suppress(OSError):
+                fd = os.open(self.host.root / "sys" / "vm" / t.name, os.O_WRONLY | os.O_NONBLOCK)
+                os.close(fd)

@@ -1,0 +1,284 @@
+"""Remediation on a policy, bounded across the cluster: Lease slots under contention, a dead
+holder's slot coming back, the tainted-share cap, and the ladder that never loops."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.kube import Kube
+from agent.leases import Semaphore, node_count, taint_slots
+from tests.cluster import ControlPlane
+from tests.integration.harness import (
+    NAMESPACE,
+    AgentProcess,
+    FakeHost,
+    FakeKernel,
+    apply_chart_rbac,
+    wait_for,
+)
+
+TAINT = "memfrag.dev/fragmented"
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A control plane of its own: the cap depends on how many Nodes exist."""
+    with ControlPlane(tmp_path_factory.mktemp("remediation-plane")) as p:
+        apply_chart_rbac(p.kubeconfig)
+        yield p
+
+
+@pytest.fixture(scope="module")
+def admin(plane: ControlPlane) -> Kube:
+    return Kube.from_environment(str(plane.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def sa(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sa") / "agent.kubeconfig"
+    return plane.service_account_kubeconfig(NAMESPACE, "memfrag-agent", path)
+
+
+def reasons(admin: Kube, node: str) -> dict[str, str]:
+    items = admin.request(
+        "GET",
+        "/api/v1/events",
+        {"fieldSelector": f"involvedObject.kind=Node,involvedObject.name={node}"},
+    )["items"]
+    return {e["reason"]: e["message"] for e in items}
+
+
+def test_lease_slots_hold_under_contention(admin: Kube, sa: Path) -> None:
+    """Eight contenders, two slots, as the agent's ServiceAccount: never more than two holders."""
+    agent = Kube.from_environment(str(sa))
+    holding: set[str] = set()
+    lock = threading.Lock()
+    peak = [0]
+    turns: dict[str, int] = {}
+    errors: list[BaseException] = []
+
+    def contender(name: str) -> None:
+        sem = Semaphore(agent, NAMESPACE, "test-slot", name)
+        try:
+            while turns.get(name, 0) < 3:
+                slot = sem.acquire(2, 30, time.time())
+                if slot is None:
+                    time.sleep(0.02)
+                    continue
+                with lock:
+                    holding.add(name)
+                    peak[0] = max(peak[0], len(holding))
+                time.sleep(0.05)
+                with lock:
+                    holding.discard(name)
+                turns[name] = turns.get(name, 0) + 1
+                sem.release(slot)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contender, args=(f"node-{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert peak[0] == 2  # contention really happened, and the cap held
+    assert turns == {f"node-{i}": 3 for i in range(8)}
+
+
+def test_a_dead_holders_slot_frees_itself(sa: Path) -> None:
+    agent = Kube.from_environment(str(sa))
+    dead = Semaphore(agent, NAMESPACE, "test-expiry", "dead-node")
+    alive = Semaphore(agent, NAMESPACE, "test-expiry", "alive-node")
+    now = time.time()
+    assert dead.acquire(1, 2, now) == "test-expiry-0"  # and never released: kill -9
+    assert alive.acquire(1, 2, time.time()) is None
+    assert alive.acquire(1, 2, now + 3) == "test-expiry-0"  # expired: taken over
+    assert dead.acquire(1, 2, now + 3.5) is None  # the old holder cannot grab it back
+
+
+def test_tainted_share_cap(plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path) -> None:
+    """Ten nodes, a 20 % cap: of five fragmented nodes, exactly two get tainted; the others
+    report TaintSkipped."""
+    nodes = [f"cap-{i}" for i in range(10)]
+    for n in nodes:
+        plane.register_node(n)
+    assert node_count(admin) == 10
+    assert taint_slots(10, 20) == 2
+    agents = []
+    try:
+        for i, n in enumerate(nodes[:5]):
+            host = FakeHost(tmp_path / f"proc-{i}")
+            host.fragmented()
+            agents.append(
+                AgentProcess(
+                    tmp_path / f"a{i}",
+                    n,
+                    sa,
+                    host,
+                    {
+                        "reporting": {"max_tainted_percent": 20, "fragmented_for_seconds": 0},
+                    },
+                ).start()
+            )
+
+        def tainted() -> list[str]:
+            return [
+                n
+                for n in nodes
+                if any(
+                    t["key"] == TAINT
+                    for t in admin.request("GET", f"/api/v1/nodes/{n}")["spec"].get("taints") or []
+                )
+            ]
+
+        wait_for(lambda: len(tainted()) == 2, "two tainted nodes")
+        wait_for(
+            lambda: sum("TaintSkipped" in reasons(admin, n) for n in nodes[:5]) == 3,
+            "three TaintSkipped events",
+        )
+        time.sleep(3)  # a few more polls: still two
+        assert len(tainted()) == 2
+        # One tainted node recovers: its slot frees and a waiting node takes it.
+        first = tainted()[0]
+        agents[nodes.index(first)].host.healthy()
+        wait_for(lambda: first not in tainted() and len(tainted()) == 2, "the slot handed on")
+    finally:
+        for a in agents:
+            a.stop(signal.SIGKILL)
+
+
+def test_ladder_climbs_once_and_never_loops(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    """Nothing helps (the fake kernel never heals): each step runs once, then the agent stops
+    and says why, however many polls follow."""
+    plane.register_node("ladder")
+    host = FakeHost(tmp_path / "proc")
+    kernel = FakeKernel(host)
+    host.fragmented()
+    a = AgentProcess(
+        tmp_path / "a",
+        "ladder",
+        sa,
+        host,
+        {
+            "remediation": {"mode": "on", "cooldown_seconds": 0, "max_actions_per_hour": 100},
+        },
+    ).start()
+    try:
+        wait_for(lambda: len(kernel.writes) == 3, "three actions")
+        assert kernel.writes == [
+            ("compact_memory", "1"),
+            ("drop_caches", "1"),
+            ("drop_caches", "2"),
+        ]
+        wait_for(
+            lambda: "ran without recovery" in (_condition(admin, "ladder") or ""),
+            "the condition saying the ladder is exhausted",
+        )
+        time.sleep(4)  # four more polls
+        assert len(kernel.writes) == 3
+        m = a.metrics()
+        assert m['memfrag_remediation_actions_total{action="compact",result="no_effect"}'] == 1
+        assert "RemediationNoEffect" in reasons(admin, "ladder")
+    finally:
+        a.stop(signal.SIGKILL)
+        kernel.close()
+
+
+def test_compaction_that_works_stops_the_ladder_and_clears_the_taint(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    plane.register_node("heals")
+    host = FakeHost(tmp_path / "proc")
+    kernel = FakeKernel(host, heals_on="compact_memory=1")
+    host.fragmented()
+    a = AgentProcess(
+        tmp_path / "a",
+        "heals",
+        sa,
+        host,
+        {
+            "remediation": {"mode": "on"},
+            "reporting": {"fragmented_for_seconds": 0},
+        },
+    ).start()
+    try:
+        wait_for(lambda: "RemediationSucceeded" in reasons(admin, "heals"), "success event")
+        assert "blocks 0 -> " in reasons(admin, "heals")["RemediationSucceeded"]
+        wait_for(
+            lambda: (_condition(admin, "heals") or "").startswith("Enough"),
+            "condition back to healthy",
+        )
+        assert kernel.writes == [("compact_memory", "1")]  # no drop_caches: it was not needed
+    finally:
+        a.stop(signal.SIGKILL)
+        kernel.close()
+
+
+def test_dry_run_reports_and_writes_nothing(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    plane.register_node("dry")
+    host = FakeHost(tmp_path / "proc")
+    kernel = FakeKernel(host)
+    host.fragmented()
+    a = AgentProcess(
+        tmp_path / "a",
+        "dry",
+        sa,
+        host,
+        {
+            "remediation": {"mode": "dry-run", "cooldown_seconds": 0},
+        },
+    ).start()
+    try:
+        wait_for(lambda: "RemediationDryRun" in reasons(admin, "dry"), "dry-run event")
+        assert reasons(admin, "dry")["RemediationDryRun"].startswith("Would run compact")
+        time.sleep(2)
+        assert kernel.writes == []
+    finally:
+        a.stop(signal.SIGKILL)
+        kernel.close()
+
+
+def test_cleanup_removes_every_trace(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    from agent.admin import cleanup
+
+    plane.register_node("gone")
+    host = FakeHost(tmp_path / "proc")
+    host.fragmented()
+    a = AgentProcess(
+        tmp_path / "a", "gone", sa, host, {"reporting": {"fragmented_for_seconds": 0}}
+    ).start()
+    wait_for(
+        lambda: any(
+            t["key"] == TAINT
+            for t in admin.request("GET", "/api/v1/nodes/gone")["spec"].get("taints") or []
+        ),
+        "taint",
+    )
+    a.stop()
+    done = cleanup(admin, NAMESPACE, TAINT)
+    assert "node/gone: removed taint memfrag.dev/fragmented" in done
+    node = admin.request("GET", "/api/v1/nodes/gone")
+    assert not any(t["key"] == TAINT for t in node["spec"].get("taints") or [])
+    assert not any(c["type"] == "MemoryFragmented" for c in node["status"]["conditions"])
+    leases = admin.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases")
+    assert [x["metadata"]["name"] for x in leases["items"]] == []
+
+
+def _condition(admin: Kube, node: str) -> str | None:
+    for c in admin.request("GET", f"/api/v1/nodes/{node}")["status"].get("conditions") or []:
+        if c["type"] == "MemoryFragmented":
+            return str(c["message"])
+    return None
