@@ -34,7 +34,7 @@ test: venv tools lint
 	$(BIN)/pytest -q tests
 
 demo: venv tools
-	$(BIN)/python -m tests.cluster.demo $(DEMO_ARGS)
+	$(BIN)/python -m tests.cluster.demo --inject-kmsg $(DEMO_ARGS)
 
 bench: venv tools
 	$(BIN)/python -m bench.run

@@ -12,13 +12,21 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
 from agent.assess import Assessment
 
 VERDICTS = ("healthy", "at-risk", "fragmented", "unknown")
+disable_created_metrics()  # *_created series double the scrape for no operator value
 
 
 def order_label(order: int | None) -> str:

@@ -89,8 +89,6 @@ class AgentProcess:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.kmsg = workdir / "kmsg"
-        if not self.kmsg.exists():
-            os.mkfifo(self.kmsg)
         self.config_path = workdir / "config.yaml"
         self.config: dict[str, Any] = {
             "sources": {
@@ -110,6 +108,9 @@ class AgentProcess:
         }
         for section, values in (config or {}).items():
             self.config.setdefault(section, {}).update(values)
+        self.fifo = self.config["sources"]["kmsg_path"] == str(self.kmsg)
+        if self.fifo and not self.kmsg.exists():
+            os.mkfifo(self.kmsg)
         self.write_config()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "agent.log"
@@ -139,7 +140,8 @@ class AgentProcess:
             stderr=subprocess.STDOUT,
         )
         # Hold the FIFO open for writing so the agent's reader never sees EOF between writes.
-        self._kmsg_fd = os.open(self.kmsg, os.O_RDWR)
+        if self.fifo:
+            self._kmsg_fd = os.open(self.kmsg, os.O_RDWR)
         wait_for(self.healthz, "the agent's /healthz", timeout=30)
         return self
 
@@ -194,6 +196,8 @@ def apply_chart_rbac(kubeconfig: Path, release: str = "memfrag-agent") -> None:
             str(REPO / "charts" / "memfrag-agent"),
             "--namespace",
             NAMESPACE,
+            "--kube-version",
+            "v1.35.4",
             "--show-only",
             "templates/serviceaccount.yaml",
             "--show-only",
