@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from agent.kube import Kube
@@ -29,6 +28,7 @@ from tests.integration.harness import (
     KUBECTL,
     NAMESPACE,
     AgentProcess,
+    FakeHost,
     apply_chart_rbac,
     wait_for,
 )
@@ -36,10 +36,14 @@ from tests.integration.harness import (
 SEED_LINE = "<4>mysqld: page allocation failure. order:4, mode:0x10c0d0\n"
 
 
-class RealHost:
-    """The FakeHost interface over this machine's real /proc (nothing is written there)."""
+class RealHost(FakeHost):
+    """This machine's real /proc in the FakeHost's place: never written to."""
 
-    root = Path("/proc")
+    def __init__(self) -> None:
+        self.root = Path("/proc")
+
+    def _put(self, fixture: str) -> None:
+        raise RuntimeError("the demo never writes to the real /proc")
 
 
 def say(text: str) -> None:
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             node,
             sa,
             RealHost(),
-            {  # type: ignore[arg-type]
+            {
                 "sources": {
                     "poll_interval_seconds": 3,
                     "pagetypeinfo_interval_seconds": 30,
@@ -145,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                 "writing the seed incident's line into /dev/kmsg (as root; user facility): "
                 + SEED_LINE.strip()[3:]
             )
-            with open("/dev/kmsg", "w") as k:
-                k.write(SEED_LINE)
+            with open("/dev/kmsg", "w") as kmsg:
+                kmsg.write(SEED_LINE)
             wait_for(
                 lambda: (
                     agent is not None
