@@ -77,14 +77,15 @@ class Assessment:
     numa: tuple[NumaReport, ...]
     zones: tuple[ZoneReport, ...]
     gaps: tuple[str, ...]
+    page_size: int = 4096
 
     @property
     def fragmented_numa_nodes(self) -> tuple[int, ...]:
         return tuple(n.node for n in self.numa if n.state == "fragmented")
 
 
-def _kib(pages: int) -> str:
-    kib = pages * 4
+def _size(pages: int, page_size: int) -> str:
+    kib = pages * page_size // 1024
     return f"{kib // 1024} MiB" if kib >= 1024 else f"{kib} KiB"
 
 
@@ -142,7 +143,9 @@ def _numa_state(zones: list[ZoneReport], cfg: AssessmentConfig) -> NodeState:
     return "healthy"
 
 
-def find_cause(pagetype: PageTypeInfo | None, zones: list[tuple[int, str]], order: int) -> Cause:
+def find_cause(
+    pagetype: PageTypeInfo | None, zones: list[tuple[int, str]], order: int, page_size: int = 4096
+) -> Cause:
     """Where the free memory stranded below `order` sits, by pageblock migrate type.
 
     Free pages in Movable pageblocks sit between movable pages (user memory, page cache) that
@@ -171,7 +174,7 @@ def find_cause(pagetype: PageTypeInfo | None, zones: list[tuple[int, str]], orde
         kind,
         shares,
         f"{top_share:.0%} of the free memory in blocks below order {order} "
-        f"({_kib(total)}) sits in {top} pageblocks: {remedy}",
+        f"({_size(total, page_size)}) sits in {top} pageblocks: {remedy}",
     )
 
 
@@ -225,7 +228,8 @@ def assess(obs: Observation, cfg: AssessmentConfig, order: int | None = None) ->
     return Assessment(
         verdict=verdict,
         reason=REASONS[worst],
-        message=_message(worst, numa, zones, order, cfg, cause),
+        message=_message(worst, numa, zones, order, cfg, cause, obs.page_size),
+        page_size=obs.page_size,
         order=order,
         exhausted=any(n.state == "exhausted" for n in numa),
         cause=cause,
@@ -242,6 +246,7 @@ def _message(
     order: int,
     cfg: AssessmentConfig,
     cause: Cause,
+    page_size: int,
 ) -> str:
     """One line a person can act on: the numbers behind the verdict."""
     parts = []
@@ -252,14 +257,15 @@ def _message(
         frag = min((z.fragindex_milli for z in mine), default=0)
         parts.append(
             f"NUMA node {n.node} ({'+'.join(n.zones)}): {n.blocks_at_target} free blocks of "
-            f"order>={order} ({_kib(n.blocks_at_target << order)}), {_kib(stranded)} free in "
+            f"order>={order} ({_size(n.blocks_at_target << order, page_size)}), "
+            f"{_size(stranded, page_size)} free in "
             f"smaller blocks" + (f", fragmentation index {frag / 1000:.3f}" if frag >= 0 else "")
         )
     head = {
         "healthy": "Enough contiguous free memory",
         "at-risk": f"Few free blocks of order>={order} (at-risk below {cfg.at_risk_below_blocks})",
-        "fragmented": f"Free memory is fragmented: high-order (order>={order}) allocations will "
-        f"fail (fragmented below {cfg.fragmented_below_blocks} blocks)",
+        "fragmented": f"Free memory is fragmented: high-order (order>={order}) allocations are "
+        f"likely to fail (fragmented below {cfg.fragmented_below_blocks} blocks)",
         "exhausted": "Free memory is exhausted (at the zone watermarks): compaction cannot help, "
         "this is memory pressure",
     }[worst]

@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import ParseError
+from agent.numbers import is_uint
 
-_ROW = re.compile(r"^Node\s+(\d+),\s*zone\s+(\S+)\s+(.*)$")
+_ROW = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+)\s+(.*)$")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def parse_buddyinfo(text: str, source: str = "/proc/buddyinfo") -> tuple[ZoneBlo
         fields = m.group(3).split()
         if not fields:
             raise ParseError(source, lineno, "zone row has no free-block counts")
-        if not all(f.isdigit() for f in fields):
+        if not all(is_uint(f) for f in fields):
             raise ParseError(
                 source, lineno, f"free-block counts must be integers: {m.group(3)!r:.80}"
             )

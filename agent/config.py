@@ -131,7 +131,7 @@ class Config:
     remediation: RemediationConfig = field(default_factory=RemediationConfig)
 
 
-_WINDOW = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+_WINDOW = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
 _TAINT_KEY = re.compile(
     r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
@@ -165,9 +165,13 @@ def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(source, path, f"must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(source, path, f"must be a finite number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(source, path, f"must be a finite number, got {str(value)[:40]}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(source, path, f"must be a string, got {value!r}")

@@ -294,6 +294,8 @@ class Agent:
     def _run(self, now: float, step: Step, before: Assessment, order: int) -> None:
         cfg = self.cfg.remediation
         cached_before = self._cached_kb()
+        # Said before the write: if the kernel stalls the node, the log shows what was running.
+        log.info("remediation starting", extra={"action": step.name, "why": step.why})
         res = run_step(step, self.reader.proc, self.reader.sys, cfg.action_timeout_seconds)
         # The write returns when the kernel is done, but kswapd/kcompactd may still be merging
         # what it set in motion: measure a moment later to count the action's whole effect.

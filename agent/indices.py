@@ -52,8 +52,8 @@ def fragmentation_index_milli(free: Sequence[int], order: int) -> int:
 
 
 def kernel_format(milli: int) -> str:
-    """How the kernel prints an index in debugfs: '%d.%03d' of value/1000 and value%1000 (C
-    semantics: truncation toward zero), so -1000 prints as '-1.000'."""
-    whole = int(milli / 1000)
-    frac = abs(milli) - abs(whole) * 1000
-    return f"{whole}.{frac:03d}"
+    """Exactly what debugfs prints: C's '%d.%03d' of value / 1000 and value % 1000, both
+    truncating toward zero, so -1000 prints '-1.000' and -500 (possible: the formula goes
+    negative when free pages outnumber blocks) prints '0.-500'."""
+    whole = abs(milli) // 1000 * (1 if milli >= 0 else -1)
+    return f"{whole}.{milli - whole * 1000:03d}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.errors import ParseError
+from agent.numbers import is_uint
 
 
 def parse_meminfo(text: str, source: str = "/proc/meminfo") -> dict[str, int]:
@@ -13,7 +14,7 @@ def parse_meminfo(text: str, source: str = "/proc/meminfo") -> dict[str, int]:
             continue
         key, sep, rest = line.partition(":")
         parts = rest.split()
-        if not sep or not key.strip() or not parts or not parts[0].isdigit() or len(parts) > 2:
+        if not sep or not key.strip() or not parts or not is_uint(parts[0]) or len(parts) > 2:
             raise ParseError(source, lineno, f"expected 'Key: value [kB]', got {line!r:.80}")
         out[key.strip()] = int(parts[0])
     return out

@@ -20,5 +20,8 @@ class Observation:
     meminfo: Mapping[str, int] | None = None
     pressure: Pressure | None = None
     sysctl: Mapping[str, int] = field(default_factory=dict)
+    # buddyinfo counts pages, never bytes: the size comes from the live system (os.sysconf),
+    # 4 KiB for a snapshot of unknown origin.
+    page_size: int = 4096
     # Human-readable notes on inputs that were missing or unreadable: they narrow the report.
     gaps: tuple[str, ...] = ()

@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import ParseError
+from agent.numbers import is_uint
 
 CAP = 100000  # the kernel prints counts above this as ">100000"
 
-_FREE_ROW = re.compile(r"^Node\s+(\d+),\s*zone\s+(\S+),\s*type\s+(\S+)\s+(.*)$")
-_BLOCK_ROW = re.compile(r"^Node\s+(\d+),\s*zone\s+(\S+)\s+(.*)$")
+_FREE_ROW = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+),\s*type\s+(\S+)\s+(.*)$")
+_BLOCK_ROW = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+)\s+(.*)$")
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,9 @@ class PageTypeInfo:
 
 
 def _count(field: str, source: str, lineno: int) -> tuple[int, bool]:
-    if field.startswith(">") and field[1:].isdigit():
+    if field.startswith(">") and is_uint(field[1:]):
         return int(field[1:]), True
-    if field.isdigit():
+    if is_uint(field):
         return int(field), False
     raise ParseError(source, lineno, f"expected a count, got {field!r:.40}")
 
@@ -78,7 +79,7 @@ def parse_pagetypeinfo(text: str, source: str = "/proc/pagetypeinfo") -> PageTyp
             continue
         if line.startswith("Page block order:") or line.startswith("Pages per block:"):
             key, _, value = line.partition(":")
-            if not value.strip().isdigit():
+            if not is_uint(value.strip()):
                 raise ParseError(source, lineno, f"{key} is not an integer: {value.strip()!r:.40}")
             header[key] = int(value)
             continue
@@ -113,7 +114,7 @@ def parse_pagetypeinfo(text: str, source: str = "/proc/pagetypeinfo") -> PageTyp
         elif section == "blocks":
             m = _BLOCK_ROW.match(line)
             fields = m.group(3).split() if m else []
-            if m is None or len(fields) != len(block_types) or not all(f.isdigit() for f in fields):
+            if m is None or len(fields) != len(block_types) or not all(is_uint(f) for f in fields):
                 raise ParseError(
                     source, lineno, f"expected {len(block_types)} block counts: {line!r:.80}"
                 )

@@ -7,6 +7,8 @@ from typing import Any
 
 from agent.reconcile import parse_rfc3339
 
+_WAITING = ("ContainerCreating", "PodInitializing")
+
 
 def _scheduled_at(pod: dict[str, Any]) -> float | None:
     for c in (pod.get("status") or {}).get("conditions") or []:
@@ -21,10 +23,12 @@ def is_stuck(pod: dict[str, Any], now: float, threshold: float) -> bool:
     status = pod.get("status") or {}
     if status.get("phase") != "Pending" or (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
-    statuses = status.get("containerStatuses") or []
+    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
     for cs in statuses:
         waiting = (cs.get("state") or {}).get("waiting")
-        if waiting is None or waiting.get("reason") != "ContainerCreating":
+        # Without a sandbox no container starts: kubelet says ContainerCreating, or
+        # PodInitializing for a pod with init containers.
+        if waiting is None or waiting.get("reason") not in _WAITING:
             return False
     since = _scheduled_at(pod)
     return since is not None and now - since > threshold

@@ -7,6 +7,7 @@ recorded as a gap that narrows the report.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +15,7 @@ from typing import TypeVar
 from agent.buddyinfo import parse_buddyinfo
 from agent.errors import ParseError
 from agent.meminfo import parse_meminfo
+from agent.numbers import is_int
 from agent.observation import Observation
 from agent.pagetypeinfo import PageTypeInfo, parse_pagetypeinfo
 from agent.psi import parse_pressure
@@ -56,6 +58,7 @@ class ProcReader:
     def __init__(self, proc_root: str | Path = "/proc", sys_root: str | Path = "/sys") -> None:
         self.proc = Path(proc_root)
         self.sys = Path(sys_root)
+        self.live = self.proc.resolve() == Path("/proc")
 
     def buddyinfo_text(self) -> str:
         return read_text(self.proc / "buddyinfo")
@@ -89,6 +92,7 @@ class ProcReader:
             meminfo=_optional(self.proc / "meminfo", parse_meminfo, gaps),
             pressure=_optional(self.proc / "pressure" / "memory", parse_pressure, gaps),
             sysctl=sysctl,
+            page_size=os.sysconf("SC_PAGE_SIZE") if self.live else 4096,
             gaps=tuple(gaps),
         )
 
@@ -104,6 +108,6 @@ class ProcReader:
 
 def _int_file(text: str, source: str) -> int:
     value = text.strip()
-    if not value.lstrip("-").isdigit():
+    if not is_int(value):
         raise ParseError(source, 1, f"expected an integer, got {value!r:.40}")
     return int(value)

@@ -16,6 +16,7 @@ from agent.config import ReportingConfig
 from agent.node import Condition, NodeView, has_taint
 
 TaintAction = Literal["add", "remove"] | None
+REASON_FRAGMENTED = "FreeMemoryFragmented"
 
 
 @dataclass(frozen=True)
@@ -85,17 +86,19 @@ def decide(
     events: list[EventSpec] = []
 
     reason, message = outcome.reason, outcome.message
+    # Still tainted after a failed read: recovering all the same, so the hold applies.
+    tainted = has_taint(view.taints, cfg.taint_key)
     if outcome.verdict == "fragmented":
         status = "True"
     elif outcome.verdict == "unknown":
         status = "Unknown"
-    elif cur_status == "True" and not (
+    elif (cur_status == "True" or (cur_status == "Unknown" and tainted)) and not (
         outcome.verdict == "healthy" and held >= cfg.healthy_for_seconds
     ):
         status = (
             "True"  # recovering, or at-risk after fragmentation: keep until healthy long enough
         )
-        reason = cur.reason if cur else reason
+        reason = cur.reason if cur and cur_status == "True" else REASON_FRAGMENTED
         wait = max(0, int(cfg.healthy_for_seconds - held)) if outcome.verdict == "healthy" else None
         message = (
             f"Recovering: healthy for {int(held)}s, clears after {int(cfg.healthy_for_seconds)}s "
@@ -106,7 +109,6 @@ def decide(
     else:
         status = "False"
 
-    tainted = has_taint(view.taints, cfg.taint_key)
     taint: TaintAction = None
     if cfg.taint_effect != "none" and status == "True" and not tainted:
         if outcome.verdict == "fragmented" and held >= cfg.fragmented_for_seconds:

@@ -28,6 +28,7 @@ def assessment_json(
         "reason": a.reason,
         "message": a.message,
         "order": a.order,
+        "page_size": a.page_size,
         "exhausted": a.exhausted,
         "cause": {
             "kind": a.cause.kind,
@@ -74,8 +75,8 @@ def assessment_json(
     }
 
 
-def _pages(pages: int) -> str:
-    mib = pages * 4 / 1024
+def _pages(pages: int, page_size: int) -> str:
+    mib = pages * page_size / (1 << 20)
     return f"{mib:.0f}M" if mib >= 10 else f"{mib:.1f}M"
 
 
@@ -99,12 +100,13 @@ def assessment_table(
                 str(z.blocks_at_target),
                 kernel_format(z.unusable_milli),
                 kernel_format(z.fragindex_milli),
-                _pages(z.free_pages),
-                _pages(z.watermark_pages) if z.watermark_pages is not None else "-",
+                _pages(z.free_pages, a.page_size),
+                _pages(z.watermark_pages, a.page_size) if z.watermark_pages is not None else "-",
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = [f"memfrag-agent check: {source}, target order {a.order} ({4 << a.order} KiB blocks)"]
+    block_kib = (a.page_size << a.order) // 1024
+    lines = [f"memfrag-agent check: {source}, target order {a.order} ({block_kib} KiB blocks)"]
     lines.append("")
     for r in rows:
         cells = [

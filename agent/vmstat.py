@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.errors import ParseError
+from agent.numbers import is_int
 
 
 def parse_vmstat(text: str, source: str = "/proc/vmstat") -> dict[str, int]:
@@ -12,7 +13,7 @@ def parse_vmstat(text: str, source: str = "/proc/vmstat") -> dict[str, int]:
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        if len(parts) != 2 or not is_int(parts[1]):
             raise ParseError(source, lineno, f"expected 'name value', got {line!r:.80}")
         out[parts[0]] = int(parts[1])
     return out

@@ -11,8 +11,9 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import ParseError
+from agent.numbers import is_uint
 
-_HEAD = re.compile(r"^Node\s+(\d+),\s*zone\s+(\S+)\s*$")
+_HEAD = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+)\s*$")
 _FIELDS = ("free", "min", "low", "high", "spanned", "present", "managed")
 
 
@@ -60,7 +61,7 @@ def parse_zoneinfo(text: str, source: str = "/proc/zoneinfo") -> tuple[ZoneWater
         if parts[:2] == ["pages", "free"]:
             parts = parts[1:]
         if len(parts) == 2 and parts[0] in _FIELDS and parts[0] not in values:
-            if not parts[1].isdigit():
+            if not is_uint(parts[1]):
                 raise ParseError(source, lineno, f"{parts[0]} is not an integer: {parts[1]!r:.40}")
             values[parts[0]] = int(parts[1])
     close()

@@ -220,8 +220,8 @@ class FakeKernel:
     """Stands in for /proc/sys/vm/{compact_memory,drop_caches}: FIFOs read by threads that
     record every write, and optionally heal the FakeHost when a given action arrives."""
 
-    def __init__(self, host: FakeHost, heals_on: str | None = None) -> None:
-        self.host, self.heals_on = host, heals_on
+    def __init__(self, host: FakeHost, heals_on: str | None = None, delay: float = 0.0) -> None:
+        self.host, self.heals_on, self.delay = host, heals_on, delay
         self.writes: list[tuple[str, str]] = []
         vm = host.root / "sys" / "vm"
         vm.mkdir(parents=True, exist_ok=True)
@@ -236,6 +236,7 @@ class FakeKernel:
 
     def _serve(self, name: str, path: Path) -> None:
         while not self._stop:
+            time.sleep(self.delay)  # a slow kernel: the agent's open() waits this long
             with open(path, "rb") as fh:  # blocks until the agent opens it to write
                 value = fh.read().decode().strip()
             if self._stop:

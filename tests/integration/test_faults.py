@@ -1,0 +1,196 @@
+"""Faults on the real control plane and in the agent's own process: an API server outage, an
+expired watch, SIGTERM in the middle of an action, and nothing beyond the chart's RBAC."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.informer import Informer
+from agent.kube import ApiError, Kube
+from tests.cluster import ControlPlane
+from tests.integration.harness import (
+    NAMESPACE,
+    AgentProcess,
+    FakeHost,
+    FakeKernel,
+    apply_chart_rbac,
+    wait_for,
+)
+
+TAINT = "memfrag.dev/fragmented"
+
+
+@pytest.fixture(scope="module")
+def admin(control_plane: ControlPlane) -> Kube:
+    return Kube.from_environment(str(control_plane.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def sa(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    apply_chart_rbac(control_plane.kubeconfig)
+    path = tmp_path_factory.mktemp("sa") / "agent.kubeconfig"
+    return control_plane.service_account_kubeconfig(NAMESPACE, "memfrag-agent", path)
+
+
+def node_json(admin: Kube, node: str) -> dict[str, Any]:
+    return admin.request("GET", f"/api/v1/nodes/{node}")
+
+
+def cond_status(admin: Kube, node: str) -> str | None:
+    for c in node_json(admin, node)["status"].get("conditions") or []:
+        if c["type"] == "MemoryFragmented":
+            return str(c["status"])
+    return None
+
+
+def test_api_server_outage_of_30s(
+    control_plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    """The agent keeps assessing through a 30 s outage, says so in metrics, reconciles the
+    condition and the taint after the reconnect, and never crashes or duplicates the taint."""
+    control_plane.register_node("outage")
+    a = AgentProcess(
+        tmp_path / "a",
+        "outage",
+        sa,
+        FakeHost(tmp_path / "proc"),
+        {"reporting": {"fragmented_for_seconds": 0}},
+    ).start()
+    try:
+        wait_for(lambda: cond_status(admin, "outage") == "False", "first report")
+        control_plane.stop_apiserver()
+        a.host.fragmented()  # fragmentation begins while the API server is away
+        down_at = time.monotonic()
+        wait_for(lambda: a.metrics().get("memfrag_api_up") == 0.0, "api_up 0", 20)
+        polls = a.metrics()["memfrag_last_successful_poll_timestamp_seconds"]
+        time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
+        m = a.metrics()
+        assert m["memfrag_last_successful_poll_timestamp_seconds"] > polls  # still assessing
+        assert m['memfrag_verdict{verdict="fragmented"}'] == 1.0
+        assert a.healthz()  # /healthz is about polls, not the API server
+        assert a.proc is not None and a.proc.poll() is None
+        control_plane.start_apiserver()
+        wait_for(lambda: cond_status(admin, "outage") == "True", "condition after reconnect", 60)
+        wait_for(
+            lambda: any(
+                t["key"] == TAINT for t in node_json(admin, "outage")["spec"].get("taints") or []
+            ),
+            "taint after reconnect",
+            60,
+        )
+        wait_for(lambda: a.metrics().get("memfrag_api_up") == 1.0, "api_up 1 again", 30)
+        keys = [t["key"] for t in node_json(admin, "outage")["spec"].get("taints") or []]
+        assert keys.count(TAINT) == 1
+        assert a.metrics()['memfrag_api_errors_total{operation="condition"}'] >= 1
+    finally:
+        if not control_plane.running("kube-apiserver"):
+            control_plane.start_apiserver()
+        a.stop(signal.SIGKILL)
+
+
+def test_expired_watch_relists(control_plane: ControlPlane, admin: Kube) -> None:
+    """A watch from a resourceVersion older than the API server keeps answers 410 Gone: the
+    informer re-lists instead of failing or silently stopping."""
+    control_plane.register_node("relist")
+    inf = Informer(admin, "/api/v1/nodes", {"fieldSelector": "metadata.name=relist"})
+    assert inf._watch_once("1") == ""  # 410 Gone: the caller must re-list
+    inf.start()
+    wait_for(lambda: inf.get("relist") is not None, "the informer's list")
+    relists = inf.relists
+    admin.request(
+        "PATCH",
+        "/api/v1/nodes/relist",
+        body={"metadata": {"labels": {"x": "1"}}},
+        content_type="application/strategic-merge-patch+json",
+    )
+    wait_for(
+        lambda: (inf.get("relist") or {}).get("metadata", {}).get("labels", {}).get("x"),
+        "the watch delivering the change",
+    )
+    assert inf.relists == relists  # followed by watch, not by listing again
+    inf.stop()
+
+
+def test_sigterm_during_an_action_finishes_it_cleanly(
+    control_plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    """SIGTERM while compaction runs: the agent lets the kernel finish, records the outcome,
+    releases its Lease slot and exits 0. No half state."""
+    control_plane.register_node("sigterm")
+    host = FakeHost(tmp_path / "proc")
+    kernel = FakeKernel(host, delay=3.0)
+    host.fragmented()
+    a = AgentProcess(tmp_path / "a", "sigterm", sa, host, {"remediation": {"mode": "on"}})
+    a.start()
+    try:
+        wait_for(lambda: '"msg": "remediation starting"' in a.log(), "the action to begin")
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.proc.wait(30) == 0
+        assert kernel.writes == [("compact_memory", "1")]
+        assert '"msg": "remediation no_effect"' in a.log()
+        leases = admin.request(
+            "GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+        )["items"]
+        assert not [x for x in leases if x["metadata"]["name"].startswith("memfrag-remediation")]
+    finally:
+        a.stop(signal.SIGKILL)
+        kernel.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/v1/secrets", None),
+        ("GET", "/api/v1/namespaces/kube-system/secrets", None),
+        ("DELETE", "/api/v1/nodes/outage", None),
+        ("POST", "/api/v1/nodes", {"metadata": {"name": "intruder"}}),
+        ("DELETE", "/api/v1/namespaces/default/pods/any", None),
+        ("PATCH", "/api/v1/namespaces/default/pods/any", {"metadata": {"labels": {"a": "b"}}}),
+        ("GET", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", None),
+        (
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+            {"metadata": {"name": "x"}, "spec": {}},
+        ),
+        ("GET", "/apis/apps/v1/daemonsets", None),
+        ("GET", "/api/v1/configmaps", None),
+    ],
+)
+def test_nothing_beyond_the_charts_rbac(
+    sa: Path, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    agent = Kube.from_environment(str(sa))
+    with pytest.raises(ApiError) as err:
+        agent.request(
+            method,
+            path,
+            body=body,
+            content_type="application/strategic-merge-patch+json" if body else None,
+        )
+    assert err.value.status == 403
+
+
+def test_what_the_chart_grants_is_enough(sa: Path, control_plane: ControlPlane) -> None:
+    control_plane.register_node("granted")
+    agent = Kube.from_environment(str(sa))
+    assert agent.request("GET", "/api/v1/nodes", {"limit": "1"})["items"]
+    assert "items" in agent.request("GET", "/api/v1/pods", {"fieldSelector": "spec.nodeName=x"})
+    agent.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases")
+
+
+def test_informer_survives_garbage_and_backs_off(admin: Kube) -> None:
+    """A path that does not exist: the informer reports unhealthy and keeps retrying with
+    backoff instead of dying (the node-problem-detector kmsg reader's silent death)."""
+    inf = Informer(admin, "/api/v1/nodez", {})
+    t = threading.Thread(target=inf.run, daemon=True)
+    t.start()
+    wait_for(lambda: inf.errors >= 2, "two failed attempts", 30)
+    assert not inf.healthy and t.is_alive()
+    inf.stop()
