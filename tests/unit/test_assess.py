@@ -114,9 +114,9 @@ def test_seed_incident_is_fragmented() -> None:
     assert a.cause.kind == "unknown"  # no pagetypeinfo
     assert a.message == (
         "Free memory is fragmented: high-order (order>=4) allocations are likely to fail "
-        "(fragmented below 64 blocks). NUMA node 0 (DMA32+Normal): 0 free blocks of order>=4 (0 KiB), "
-        "63 MiB free in smaller blocks, fragmentation index 0.838; cause: unknown "
-        "(pagetypeinfo unavailable (it is root-only): cause unknown)"
+        "(fragmented below 64 blocks). NUMA node 0 (DMA32+Normal): 0 free blocks of "
+        "order>=4 (0 KiB), 63 MiB free in smaller blocks, fragmentation index 0.838; "
+        "cause: unknown (pagetypeinfo unavailable (it is root-only): cause unknown)"
     )
 
 
