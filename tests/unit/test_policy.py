@@ -1,0 +1,178 @@
+"""The remediation policy as a pure function with a fake clock."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from agent.assess import Assessment, Cause, NumaReport
+from agent.config import RemediationConfig
+from agent.ladder import Step
+from agent.leases import expired, micro_time, taint_slots
+from agent.policy import RemedyState, after_action, decide_remediation, in_window
+from agent.psi import Pressure
+from agent.tunables import recommend
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+STEPS = (
+    Step("compact", None, "compaction"),
+    Step("drop-caches", 1, "page cache"),
+    Step("drop-caches", 2, "slab"),
+)
+ON = RemediationConfig(mode="on", cooldown_seconds=600, max_actions_per_hour=10)
+
+
+def assessment(verdict: str = "fragmented", cause: str = "movable") -> Assessment:
+    state = "fragmented" if verdict == "fragmented" else "healthy"
+    return Assessment(
+        verdict=verdict,  # type: ignore[arg-type]
+        reason="FreeMemoryFragmented",
+        message="m",
+        order=4,
+        exhausted=False,
+        cause=Cause(cause, (), "why"),  # type: ignore[arg-type]
+        numa=(NumaReport(0, state, 0, 100, ("Normal",)),),  # type: ignore[arg-type]
+        zones=(),
+        gaps=(),
+    )
+
+
+def pressure(avg10: float) -> Pressure:
+    return Pressure(avg10, 0, 0, 0, None, None, None, None)
+
+
+def climb(
+    state: RemedyState, now: float, cfg: RemediationConfig = ON
+) -> tuple[str | None, str, RemedyState]:
+    d = decide_remediation(now, assessment(), STEPS, state, cfg, None)
+    if d.step is None:
+        return None, d.why, d.state
+    return d.step.name, d.why, after_action(d.state, d.step, now, "no_effect", 0, 0)
+
+
+def test_the_ladder_runs_each_step_once_then_stops_and_says_why() -> None:
+    state = RemedyState()
+    names = []
+    for i in range(10):  # many polls, nothing helps
+        name, why, state = climb(state, T0 + i * 1000)
+        names.append(name)
+    assert names[:3] == ["compact", "drop-caches=1", "drop-caches=2"]
+    assert names[3:] == [None] * 7
+    assert "ran without recovery" in why
+
+
+def test_recovery_ends_the_episode_and_a_new_one_starts_at_the_bottom() -> None:
+    _, _, state = climb(RemedyState(), T0)
+    healthy = decide_remediation(T0 + 10, assessment("healthy"), STEPS, state, ON, None)
+    assert healthy.step is None and not healthy.state.in_episode
+    name, _, _ = climb(healthy.state, T0 + 700)  # cooldown of compact (600 s) has passed
+    assert name == "compact"
+
+
+def test_cooldown_holds_across_episodes() -> None:
+    _, _, state = climb(RemedyState(), T0)
+    healthy = decide_remediation(T0 + 10, assessment("healthy"), STEPS, state, ON, None)
+    name, why, _ = climb(healthy.state, T0 + 100)
+    assert name is None and why == "compact is cooling down (500s left)"
+
+
+def test_actions_per_hour_cap() -> None:
+    cfg = dataclasses.replace(ON, max_actions_per_hour=2, cooldown_seconds=0)
+    state = RemedyState()
+    seen = []
+    for i in range(3):
+        name, why, state = climb(state, T0 + i, cfg)
+        seen.append(name)
+    assert seen == ["compact", "drop-caches=1", None]
+    assert why == "2 actions in the last hour (max 2)"
+    name, _, _ = climb(state, T0 + 3601, cfg)
+    assert name == "drop-caches=2"
+
+
+def test_mode_off_and_unmovable_do_nothing() -> None:
+    off = dataclasses.replace(ON, mode="off")
+    d = decide_remediation(T0, assessment(), STEPS, RemedyState(), off, None)
+    assert d.step is None and "off" in d.why
+    d = decide_remediation(T0, assessment(cause="unmovable"), STEPS, RemedyState(), ON, None)
+    assert d.step is None and "operator's call" in d.why
+
+
+def test_dry_run_decides_like_on() -> None:
+    dry = dataclasses.replace(ON, mode="dry-run")
+    d = decide_remediation(T0, assessment(), STEPS, RemedyState(), dry, None)
+    assert d.step == STEPS[0]
+
+
+def test_memory_pressure_guard() -> None:
+    d = decide_remediation(T0, assessment(), STEPS, RemedyState(), ON, pressure(80.0))
+    assert d.step is None and "PSI some avg10 80.0% > 50%" in d.why
+    d = decide_remediation(T0, assessment(), STEPS, RemedyState(), ON, pressure(10.0))
+    assert d.step == STEPS[0]
+
+
+def test_maintenance_window() -> None:
+    assert in_window("", T0)
+    assert in_window("07:00-09:00", T0)  # 08:00 UTC
+    assert not in_window("09:00-10:00", T0)
+    assert in_window("22:00-08:30", T0)  # wraps midnight
+    assert not in_window("22:00-07:59", T0)
+    cfg = dataclasses.replace(ON, maintenance_window="09:00-10:00")
+    d = decide_remediation(T0, assessment(), STEPS, RemedyState(), cfg, None)
+    assert d.step is None and "maintenance window 09:00-10:00" in d.why
+
+
+def test_dry_run_records_do_not_count_against_the_hourly_cap() -> None:
+    cfg = dataclasses.replace(ON, max_actions_per_hour=1, cooldown_seconds=0)
+    d = decide_remediation(T0, assessment(), STEPS, RemedyState(), cfg, None)
+    assert d.step is not None
+    state = after_action(d.state, d.step, T0, "dry_run", 0, 0)
+    d2 = decide_remediation(T0 + 1, assessment(), STEPS, state, cfg, None)
+    assert d2.step == STEPS[1]
+
+
+def test_lease_expiry() -> None:
+    lease = {
+        "spec": {"holderIdentity": "a", "renewTime": micro_time(T0), "leaseDurationSeconds": 30}
+    }
+    assert not expired(lease, T0 + 29)
+    assert expired(lease, T0 + 31)
+    assert expired({"spec": {}}, T0)
+    assert expired({"spec": {"holderIdentity": "a", "renewTime": "garbage"}}, T0)
+
+
+def test_taint_slots() -> None:
+    assert taint_slots(1, 20) == 1  # the only node may be tainted
+    assert taint_slots(9, 20) == 1
+    assert taint_slots(10, 20) == 2
+    assert taint_slots(5000, 20) == 1000
+    assert taint_slots(100, 0) == 1
+
+
+def test_tunables_only_raise() -> None:
+    recs = {
+        r.name: r
+        for r in recommend(
+            {
+                "min_free_kbytes": 67584,
+                "watermark_scale_factor": 10,
+                "compaction_proactiveness": 0,
+                "extfrag_threshold": 700,
+            },
+            24 * 1024 * 1024,
+        )
+    }
+    assert recs["min_free_kbytes"].recommended == 251658
+    assert recs["watermark_scale_factor"].recommended == 100
+    assert recs["compaction_proactiveness"].recommended == 20
+    assert recs["extfrag_threshold"].recommended == 500
+    assert (
+        recommend(
+            {
+                "min_free_kbytes": 10**7,
+                "watermark_scale_factor": 200,
+                "compaction_proactiveness": 20,
+                "extfrag_threshold": 500,
+            },
+            24 * 1024 * 1024,
+        )
+        == ()
+    )
