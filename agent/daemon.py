@@ -37,7 +37,7 @@ from agent.node import (
 )
 from agent.observation import Observation
 from agent.pagetypeinfo import PageTypeInfo
-from agent.pods import owned_by_controller, stuck_pods
+from agent.pods import owned_by_controller, sandbox_failures, stuck_pods
 from agent.policy import RemedyDecision, RemedyState, after_action, decide_remediation
 from agent.procfs import ProcReader
 from agent.reconcile import Decision, EventSpec, Outcome, ReportState, decide, initial_state
@@ -84,6 +84,14 @@ class Agent:
         self.node_inf = Informer(
             kube, "/api/v1/nodes", {"fieldSelector": f"metadata.name={node_name}"}, name="node"
         )
+        # Cluster-wide, but only this one Event reason (rare): the field selector cannot name
+        # the node, so events for other nodes' pods are dropped by matching our own pods.
+        self.sandbox_inf = Informer(
+            kube,
+            "/api/v1/events",
+            {"fieldSelector": "reason=FailedCreatePodSandBox"},
+            name="sandbox-events",
+        )
         self.pod_inf = Informer(
             kube, "/api/v1/pods", {"fieldSelector": f"spec.nodeName={node_name}"}, name="pods"
         )
@@ -102,6 +110,7 @@ class Agent:
         )
         self.node_inf.start()
         self.pod_inf.start()
+        self.sandbox_inf.start()
         if c.sources.kmsg_enabled:
             self.kmsg = KmsgFollower(
                 c.sources.kmsg_path,
@@ -216,7 +225,7 @@ class Agent:
         self.metrics.last_poll.set(now)
         self.health.last_poll = time.monotonic()
 
-        stuck = stuck_pods(self.pod_inf.items(), now, self.cfg.reporting.stuck_pod_seconds)
+        stuck = self._stuck(now)
         self.metrics.stuck_pods.set(len(stuck))
         if stuck:
             shown = ", ".join(stuck[:5]) + (f" and {len(stuck) - 5} more" if len(stuck) > 5 else "")
@@ -348,14 +357,19 @@ class Agent:
         except (MemfragError, AttributeError):
             return 0
 
+    def _stuck(self, now: float) -> list[str]:
+        window = max(self.cfg.reporting.stuck_pod_seconds, 300.0)
+        failed = sandbox_failures(self.sandbox_inf.items(), now, window)
+        return stuck_pods(self.pod_inf.items(), now, self.cfg.reporting.stuck_pod_seconds, failed)
+
     def delete_stuck_pods(self, now: float) -> None:
         pods = {
             f"{p['metadata'].get('namespace')}/{p['metadata'].get('name')}": p
             for p in self.pod_inf.items()
         }
-        for key in stuck_pods(list(pods.values()), now, self.cfg.reporting.stuck_pod_seconds):
-            pod = pods[key]
-            if not owned_by_controller(pod):
+        for key in self._stuck(now):
+            pod = pods.get(key)
+            if pod is None or not owned_by_controller(pod):
                 continue
             ns, name = key.split("/", 1)
             try:

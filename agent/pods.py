@@ -3,6 +3,7 @@ allocation (runc's namespace set-up fails, kubelet reports FailedCreatePodSandBo
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from agent.reconcile import parse_rfc3339
@@ -34,13 +35,38 @@ def is_stuck(pod: dict[str, Any], now: float, threshold: float) -> bool:
     return since is not None and now - since > threshold
 
 
-def stuck_pods(pods: list[dict[str, Any]], now: float, threshold: float) -> list[str]:
-    """namespace/name of each stuck pod, sorted for stable messages."""
-    return sorted(
-        f"{p['metadata'].get('namespace', '')}/{p['metadata'].get('name', '')}"
-        for p in pods
-        if is_stuck(p, now, threshold)
-    )
+def _key(meta: dict[str, Any]) -> str:
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def sandbox_failures(events: list[dict[str, Any]], now: float, window: float) -> set[str]:
+    """namespace/name of pods with a FailedCreatePodSandBox Event seen within `window`: runc's
+    'exit status 6' as kubelet reports it, a signal that needs no waiting threshold."""
+    out = set()
+    for e in events:
+        if e.get("reason") != "FailedCreatePodSandBox":
+            continue
+        last = parse_rfc3339(str(e.get("lastTimestamp") or e.get("eventTime") or "")[:19] + "Z")
+        if last is not None and now - last <= window:
+            out.add(_key(e.get("involvedObject") or {}))
+    return out
+
+
+def stuck_pods(
+    pods: list[dict[str, Any]],
+    now: float,
+    threshold: float,
+    sandbox_failed: AbstractSet[str] = frozenset(),
+) -> list[str]:
+    """namespace/name of each stuck pod (waiting past the threshold, or pending with a recent
+    FailedCreatePodSandBox Event), sorted for stable messages."""
+    out = []
+    for p in pods:
+        key = _key(p.get("metadata") or {})
+        pending = (p.get("status") or {}).get("phase") == "Pending"
+        if is_stuck(p, now, threshold) or (pending and key in sandbox_failed):
+            out.append(key)
+    return sorted(out)
 
 
 def owned_by_controller(pod: dict[str, Any]) -> bool:

@@ -394,3 +394,48 @@ def test_missing_permission_fails_clearly(
     wait_for(lambda: "403" in a.log() and "forbidden" in a.log(), "a 403 in the agent's log")
     assert a.proc is not None and a.proc.poll() is None
     assert condition(admin, node) is None
+
+
+def test_failed_sandbox_events_count_at_once(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """kubelet's FailedCreatePodSandBox (runc 'exit status 6') marks a pod stuck at once,
+    without waiting for the stuck threshold."""
+    name = f"sandbox-{node}"
+    admin.request(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        body={
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "c", "image": "registry.example/app:1"}],
+            },
+        },
+    )
+    a = start_agent(
+        agents, tmp_path, node, agent_kubeconfig, {"reporting": {"stuck_pod_seconds": 3600}}
+    )
+    wait_for(lambda: status_is(admin, node, "False"), "first report")
+    assert a.metrics()["memfrag_stuck_pods"] == 0.0
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    admin.request(
+        "POST",
+        "/api/v1/namespaces/default/events",
+        body={
+            "metadata": {"name": f"{name}.sandbox"},
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": name},
+            "reason": "FailedCreatePodSandBox",
+            "type": "Warning",
+            "message": "failed to start sandbox container: ... running exec setns process for init "
+            'caused "exit status 6"',
+            "source": {"component": "kubelet", "host": node},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        },
+    )
+    wait_for(lambda: a.metrics().get("memfrag_stuck_pods") == 1.0, "the pod counted as stuck")
