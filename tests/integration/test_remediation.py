@@ -3,7 +3,9 @@ holder's slot coming back, the tainted-share cap, and the ladder that never loop
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from agent.kube import Kube
 from agent.leases import Semaphore, node_count, taint_slots
 from tests.cluster import ControlPlane
 from tests.integration.harness import (
+    AGENT,
     NAMESPACE,
     AgentProcess,
     FakeHost,
@@ -282,3 +285,43 @@ def _condition(admin: Kube, node: str) -> str | None:
         if c["type"] == "MemoryFragmented":
             return str(c["message"])
     return None
+
+
+def test_status_lists_every_node(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    plane.register_node("shown")
+    host = FakeHost(tmp_path / "proc")
+    host.fragmented()
+    a = AgentProcess(
+        tmp_path / "a", "shown", sa, host, {"reporting": {"fragmented_for_seconds": 0}}
+    ).start()
+    try:
+        wait_for(lambda: _condition(admin, "shown") is not None, "a condition")
+        out = subprocess.run(
+            [str(AGENT), "status", "--kubeconfig", str(plane.kubeconfig), "--output", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows = {r["node"]: r for r in json.loads(out.stdout)["nodes"]}
+        assert rows["shown"]["condition"] == "True"
+        assert rows["shown"]["reason"] == "FreeMemoryFragmented"
+        table = subprocess.run(
+            [str(AGENT), "status", "--kubeconfig", str(plane.kubeconfig)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert table.splitlines()[0].split() == [
+            "NODE",
+            "MEMORYFRAGMENTED",
+            "REASON",
+            "SINCE",
+            "TAINT",
+            "LAST",
+            "REMEDIATION",
+        ]
+        assert any(line.startswith("shown ") and " True " in line for line in table.splitlines())
+    finally:
+        a.stop(signal.SIGKILL)
