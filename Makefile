@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv tools lint unit integration test demo bench clean
+.PHONY: venv tools lint unit integration test demo bench lab manifests image e2e clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -38,6 +38,15 @@ demo: venv tools
 
 bench: venv tools
 	$(BIN)/python -m bench.run
+
+manifests: tools
+	deploy/generate.sh
+
+image:
+	docker build -t memfrag-agent:dev .
+
+e2e: venv tools
+	$(BIN)/pytest -q -rs tests/e2e
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,7 @@ from packaging.requirements import Requirement
 
 from agent import __version__
 from agent.config import Config, parse_config
+from agent.daemon import RESTART_KEYS
 from agent.kube import SMP, ApiError, Kube
 from tests.chart_tools import (
     BUILD_TOOLS,
@@ -223,7 +224,7 @@ def test_schema_describes_every_value_and_allows_no_unknown_key() -> None:
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 def test_configmap_is_the_values_config_and_the_agent_accepts_it(
-    renders: dict[str, Path], variant: Path | None, request: pytest.FixtureRequest
+    renders: dict[str, Path], variant: Path | None
 ) -> None:
     name = VARIANT_IDS[VARIANTS.index(variant)]
     values = chart_values(variant)
@@ -305,6 +306,36 @@ def test_daemonset_template(renders: dict[str, Path], variant: Path | None) -> N
         assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
         for other in by_kind(docs, "Pod") + [j["spec"]["template"] for j in by_kind(docs, "Job")]:
             assert not svc["spec"]["selector"].items() <= other["metadata"]["labels"].items()
+
+
+def test_config_changes_roll_pods_only_for_keys_read_at_start() -> None:
+    """Hot reload: a config change leaves the pod template alone (no checksum annotation), so
+    the pods keep running; a key the agent reads only at start changes it, so they roll."""
+
+    def pod_template(*sets: str) -> dict[str, Any]:
+        (ds,) = by_kind(documents(render(sets=sets)), "DaemonSet")
+        return dict(ds["spec"]["template"])
+
+    base = pod_template()
+    hot = pod_template(
+        "config.sources.poll_interval_seconds=30",
+        "config.remediation.mode=on",
+        "config.reporting.taint_effect=PreferNoSchedule",
+        "config.assessment.target_order=5",
+    )
+    assert hot == base
+    for key, value in (
+        ("sources.kmsg_enabled", "false"),
+        ("sources.kmsg_path", "/dev/other"),
+        ("reporting.metrics_address", "127.0.0.1"),
+        ("reporting.metrics_port", "9900"),
+    ):
+        assert key.split(".")[1] in RESTART_KEYS, key
+        assert pod_template(f"config.{key}={value}") != base, key
+    assert set(RESTART_KEYS) == {
+        k.split("=")[0]
+        for k in base["metadata"]["annotations"]["memfrag.dev/restart-config"].split()
+    }
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)

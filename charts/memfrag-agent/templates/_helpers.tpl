@@ -76,3 +76,10 @@ app.kubernetes.io/component: agent
 true
 {{- end -}}
 {{- end -}}
+
+{{/* The config keys the agent applies only when it starts (agent/daemon.py RESTART_KEYS). */}}
+{{- define "memfrag-agent.restartConfig" -}}
+{{- $s := .Values.config.sources -}}
+{{- $r := .Values.config.reporting -}}
+{{- printf "kmsg_enabled=%v kmsg_path=%v metrics_address=%v metrics_port=%v" $s.kmsg_enabled $s.kmsg_path $r.metrics_address $r.metrics_port -}}
+{{- end -}}
