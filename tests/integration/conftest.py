@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s_client
 
+from agent.kube import Kube
 from tests.cluster import ControlPlane
 from tests.cluster.plane import api_client_for
+from tests.integration.harness import NAMESPACE, apply_chart_rbac
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +34,17 @@ def kube_api(control_plane: ControlPlane) -> Iterator[k8s_client.ApiClient]:
     """
     with api_client_for(control_plane.kubeconfig) as api:
         yield api
+
+
+@pytest.fixture(scope="session")
+def admin(control_plane: ControlPlane) -> Kube:
+    """Raw JSON access as the cluster admin, through the agent's own transport."""
+    return Kube.from_environment(str(control_plane.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def agent_kubeconfig(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Credentials of the chart's ServiceAccount, with exactly the chart's RBAC applied."""
+    apply_chart_rbac(control_plane.kubeconfig)
+    path = tmp_path_factory.mktemp("sa") / "agent.kubeconfig"
+    return control_plane.service_account_kubeconfig(NAMESPACE, "memfrag-agent", path)

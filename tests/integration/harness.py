@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from agent.kube import Kube
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "proc"
 AGENT = Path(sys.executable).parent / "memfrag-agent"
@@ -74,6 +76,59 @@ def kmsg_line(text: str, seq: int = 1, facility: int = 0, level: int = 4) -> byt
 
 
 SEED_LINE = "mysqld: page allocation failure. order:4, mode:0x10c0d0"
+TAINT = "memfrag.dev/fragmented"
+
+
+# --- what the API server says about a node (as the admin) ----------------------------------
+
+
+def condition(admin: Kube, node: str) -> dict[str, Any] | None:
+    n = admin.request("GET", f"/api/v1/nodes/{node}")
+    for c in n["status"].get("conditions") or []:
+        if c["type"] == "MemoryFragmented":
+            return dict(c)
+    return None
+
+
+def status_is(admin: Kube, node: str, status: str) -> bool:
+    c = condition(admin, node)
+    return c is not None and c["status"] == status
+
+
+def taints(admin: Kube, node: str) -> list[dict[str, Any]]:
+    return list(admin.request("GET", f"/api/v1/nodes/{node}")["spec"].get("taints") or [])
+
+
+def our_taint(admin: Kube, node: str) -> bool:
+    return any(t["key"] == TAINT for t in taints(admin, node))
+
+
+def events(admin: Kube, node: str) -> dict[str, dict[str, Any]]:
+    """The latest Event per reason on the Node."""
+    items = admin.request(
+        "GET",
+        "/api/v1/events",
+        {"fieldSelector": f"involvedObject.kind=Node,involvedObject.name={node}"},
+    )["items"]
+    return {e["reason"]: e for e in items}
+
+
+def create_pod(admin: Kube, name: str, node: str) -> None:
+    """A pod bound to `node` (no kubelet runs it: it stays Pending)."""
+    admin.request(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        body={
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "c", "image": "registry.example/app:1"}],
+            },
+        },
+    )
 
 
 class AgentProcess:

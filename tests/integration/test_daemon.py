@@ -17,27 +17,18 @@ from tests.cluster import ControlPlane
 from tests.integration.harness import (
     NAMESPACE,
     SEED_LINE,
+    TAINT,
     AgentProcess,
     FakeHost,
-    apply_chart_rbac,
+    condition,
+    create_pod,
+    events,
     kmsg_line,
+    our_taint,
+    status_is,
+    taints,
     wait_for,
 )
-
-TAINT = "memfrag.dev/fragmented"
-
-
-@pytest.fixture(scope="module")
-def admin(control_plane: ControlPlane) -> Kube:
-    return Kube.from_environment(str(control_plane.kubeconfig))
-
-
-@pytest.fixture(scope="module")
-def agent_kubeconfig(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    apply_chart_rbac(control_plane.kubeconfig)
-    path = tmp_path_factory.mktemp("sa") / "agent.kubeconfig"
-    return control_plane.service_account_kubeconfig(NAMESPACE, "memfrag-agent", path)
-
 
 _counter = iter(range(1000))
 
@@ -70,36 +61,6 @@ def start_agent(
     )
     agents.append(a)
     return a.start()
-
-
-def condition(admin: Kube, node: str) -> dict[str, Any] | None:
-    n = admin.request("GET", f"/api/v1/nodes/{node}")
-    for c in n["status"].get("conditions") or []:
-        if c["type"] == "MemoryFragmented":
-            return dict(c)
-    return None
-
-
-def taints(admin: Kube, node: str) -> list[dict[str, Any]]:
-    return list(admin.request("GET", f"/api/v1/nodes/{node}")["spec"].get("taints") or [])
-
-
-def our_taint(admin: Kube, node: str) -> bool:
-    return any(t["key"] == TAINT for t in taints(admin, node))
-
-
-def events(admin: Kube, node: str) -> dict[str, dict[str, Any]]:
-    items = admin.request(
-        "GET",
-        "/api/v1/events",
-        {"fieldSelector": f"involvedObject.kind=Node,involvedObject.name={node}"},
-    )["items"]
-    return {e["reason"]: e for e in items}
-
-
-def status_is(admin: Kube, node: str, status: str) -> bool:
-    c = condition(admin, node)
-    return c is not None and c["status"] == status
 
 
 def test_condition_and_taint_follow_the_verdict(
@@ -299,20 +260,7 @@ def test_stuck_pods_are_reported(
     admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
     name = f"stuck-{node}"
-    admin.request(
-        "POST",
-        "/api/v1/namespaces/default/pods",
-        body={
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {
-                "nodeName": node,
-                "automountServiceAccountToken": False,
-                "containers": [{"name": "c", "image": "registry.example/app:1"}],
-            },
-        },
-    )
+    create_pod(admin, name, node)
     admin.request(
         "PATCH",
         f"/api/v1/namespaces/default/pods/{name}/status",
@@ -402,20 +350,7 @@ def test_failed_sandbox_events_count_at_once(
     """kubelet's FailedCreatePodSandBox (runc 'exit status 6') marks a pod stuck at once,
     without waiting for the stuck threshold."""
     name = f"sandbox-{node}"
-    admin.request(
-        "POST",
-        "/api/v1/namespaces/default/pods",
-        body={
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name},
-            "spec": {
-                "nodeName": node,
-                "automountServiceAccountToken": False,
-                "containers": [{"name": "c", "image": "registry.example/app:1"}],
-            },
-        },
-    )
+    create_pod(admin, name, node)
     a = start_agent(
         agents, tmp_path, node, agent_kubeconfig, {"reporting": {"stuck_pod_seconds": 3600}}
     )

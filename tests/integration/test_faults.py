@@ -16,37 +16,19 @@ from agent.kube import ApiError, Kube
 from tests.cluster import ControlPlane
 from tests.integration.harness import (
     NAMESPACE,
+    TAINT,
     AgentProcess,
     FakeHost,
     FakeKernel,
-    apply_chart_rbac,
+    status_is,
+    taints,
     wait_for,
 )
 
-TAINT = "memfrag.dev/fragmented"
 
-
-@pytest.fixture(scope="module")
-def admin(control_plane: ControlPlane) -> Kube:
-    return Kube.from_environment(str(control_plane.kubeconfig))
-
-
-@pytest.fixture(scope="module")
-def sa(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    apply_chart_rbac(control_plane.kubeconfig)
-    path = tmp_path_factory.mktemp("sa") / "agent.kubeconfig"
-    return control_plane.service_account_kubeconfig(NAMESPACE, "memfrag-agent", path)
-
-
-def node_json(admin: Kube, node: str) -> dict[str, Any]:
-    return admin.request("GET", f"/api/v1/nodes/{node}")
-
-
-def cond_status(admin: Kube, node: str) -> str | None:
-    for c in node_json(admin, node)["status"].get("conditions") or []:
-        if c["type"] == "MemoryFragmented":
-            return str(c["status"])
-    return None
+@pytest.fixture
+def sa(agent_kubeconfig: Path) -> Path:
+    return agent_kubeconfig
 
 
 def test_api_server_outage_of_30s(
@@ -63,7 +45,7 @@ def test_api_server_outage_of_30s(
         {"reporting": {"fragmented_for_seconds": 0}},
     ).start()
     try:
-        wait_for(lambda: cond_status(admin, "outage") == "False", "first report")
+        wait_for(lambda: status_is(admin, "outage", "False"), "first report")
         control_plane.stop_apiserver()
         a.host.fragmented()  # fragmentation begins while the API server is away
         down_at = time.monotonic()
@@ -76,16 +58,14 @@ def test_api_server_outage_of_30s(
         assert a.healthz()  # /healthz is about polls, not the API server
         assert a.proc is not None and a.proc.poll() is None
         control_plane.start_apiserver()
-        wait_for(lambda: cond_status(admin, "outage") == "True", "condition after reconnect", 60)
+        wait_for(lambda: status_is(admin, "outage", "True"), "condition after reconnect", 60)
         wait_for(
-            lambda: any(
-                t["key"] == TAINT for t in node_json(admin, "outage")["spec"].get("taints") or []
-            ),
+            lambda: any(t["key"] == TAINT for t in taints(admin, "outage")),
             "taint after reconnect",
             60,
         )
         wait_for(lambda: a.metrics().get("memfrag_api_up") == 1.0, "api_up 1 again", 30)
-        keys = [t["key"] for t in node_json(admin, "outage")["spec"].get("taints") or []]
+        keys = [t["key"] for t in taints(admin, "outage")]
         assert keys.count(TAINT) == 1
         assert a.metrics()['memfrag_api_errors_total{operation="condition"}'] >= 1
     finally:

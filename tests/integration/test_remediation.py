@@ -19,14 +19,15 @@ from tests.cluster import ControlPlane
 from tests.integration.harness import (
     AGENT,
     NAMESPACE,
+    TAINT,
     AgentProcess,
     FakeHost,
     FakeKernel,
     apply_chart_rbac,
+    condition,
+    events,
     wait_for,
 )
-
-TAINT = "memfrag.dev/fragmented"
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +50,7 @@ def sa(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def reasons(admin: Kube, node: str) -> dict[str, str]:
-    items = admin.request(
-        "GET",
-        "/api/v1/events",
-        {"fieldSelector": f"involvedObject.kind=Node,involvedObject.name={node}"},
-    )["items"]
-    return {e["reason"]: e["message"] for e in items}
+    return {reason: str(e["message"]) for reason, e in events(admin, node).items()}
 
 
 def test_lease_slots_hold_under_contention(admin: Kube, sa: Path) -> None:
@@ -281,10 +277,8 @@ def test_cleanup_removes_every_trace(
 
 
 def _condition(admin: Kube, node: str) -> str | None:
-    for c in admin.request("GET", f"/api/v1/nodes/{node}")["status"].get("conditions") or []:
-        if c["type"] == "MemoryFragmented":
-            return str(c["message"])
-    return None
+    c = condition(admin, node)
+    return None if c is None else str(c["message"])
 
 
 def test_status_lists_every_node(
