@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml
 tools:
 	@bash tests/tools/build.sh
 
+PYDIRS := agent tests $(wildcard bench lab)
+
 lint: venv
-	$(BIN)/ruff check agent tests bench
-	$(BIN)/ruff format --check agent tests bench
+	$(BIN)/ruff check $(PYDIRS)
+	$(BIN)/ruff format --check $(PYDIRS)
 	$(BIN)/mypy
 
 unit: venv
