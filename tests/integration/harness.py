@@ -200,6 +200,13 @@ class AgentProcess:
         wait_for(self.healthz, "the agent's /healthz", timeout=30)
         return self
 
+    def reopen_kmsg_writer(self) -> None:
+        """Close the FIFO's only writer (the agent reads EOF), then open a new one."""
+        assert self._kmsg_fd is not None
+        os.close(self._kmsg_fd)
+        time.sleep(0.5)
+        self._kmsg_fd = os.open(self.kmsg, os.O_WRONLY)
+
     def write_kmsg(self, line: bytes) -> None:
         assert self._kmsg_fd is not None
         os.write(self._kmsg_fd, line)
@@ -240,9 +247,11 @@ class AgentProcess:
         return rc
 
 
-def apply_chart_rbac(kubeconfig: Path, release: str = "memfrag-agent") -> None:
-    """Apply the chart's own ServiceAccount and RBAC: the agent gets exactly what the chart
-    grants, no more."""
+def apply_chart_rbac(
+    kubeconfig: Path, release: str = "memfrag-agent", sets: tuple[str, ...] = ()
+) -> None:
+    """Apply the chart's own ServiceAccount and RBAC (with `--set` values): the agent gets
+    exactly what the chart grants, no more."""
     rendered = subprocess.run(
         [
             str(HELM),
@@ -257,6 +266,7 @@ def apply_chart_rbac(kubeconfig: Path, release: str = "memfrag-agent") -> None:
             "templates/serviceaccount.yaml",
             "--show-only",
             "templates/rbac.yaml",
+            *(arg for s in sets for arg in ("--set", s)),
         ],
         check=True,
         capture_output=True,

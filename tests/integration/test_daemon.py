@@ -20,6 +20,7 @@ from tests.integration.harness import (
     TAINT,
     AgentProcess,
     FakeHost,
+    apply_chart_rbac,
     condition,
     create_pod,
     events,
@@ -388,3 +389,78 @@ def test_repeated_findings_are_counted_once_announced(
     time.sleep(2)
     assert events(admin, node)["HighOrderAllocationFailed"]["count"] == 1
     assert a.log().count('"msg": "kernel log finding"') == 1
+
+
+def test_recovery_deletes_stuck_pods_a_controller_owns(
+    control_plane: ControlPlane,
+    admin: Kube,
+    node: str,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """remediation.delete_stuck_pods: after recovery, a stuck pod with a controller is deleted
+    (so it is recreated); a bare pod is left alone. The chart grants pods/delete only then."""
+    apply_chart_rbac(
+        control_plane.kubeconfig, "memfrag-deleter", ("config.remediation.delete_stuck_pods=true",)
+    )
+    kc = control_plane.service_account_kubeconfig(
+        NAMESPACE, "memfrag-deleter-memfrag-agent", tmp_path / "deleter.kc"
+    )
+    owned, bare = f"owned-{node}", f"bare-{node}"
+    for name in (owned, bare):
+        create_pod(admin, name, node)
+    admin.request(
+        "PATCH",
+        f"/api/v1/namespaces/default/pods/{owned}",
+        body={
+            "metadata": {
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "ReplicaSet",
+                        "name": "web-1",
+                        "uid": "0f0f0f0f-0000-4000-8000-000000000001",
+                        "controller": True,
+                    }
+                ]
+            }
+        },
+        content_type=SMP,
+    )
+    host = FakeHost(tmp_path / "proc")
+    host.fragmented()
+    a = start_agent(
+        agents,
+        tmp_path,
+        node,
+        kc,
+        {
+            "reporting": {"stuck_pod_seconds": 0},
+            "remediation": {"delete_stuck_pods": True},
+        },
+        host=host,
+    )
+    wait_for(lambda: our_taint(admin, node), "taint")
+    wait_for(lambda: a.metrics().get("memfrag_stuck_pods") == 2.0, "two stuck pods")
+    host.healthy()
+    wait_for(lambda: "StuckPodDeleted" in events(admin, node), "a StuckPodDeleted event")
+    names = {
+        p["metadata"]["name"]
+        for p in admin.request(
+            "GET", "/api/v1/namespaces/default/pods", {"fieldSelector": f"spec.nodeName={node}"}
+        )["items"]
+        if not p["metadata"].get("deletionTimestamp")
+    }
+    assert names == {bare}
+
+
+def test_a_closed_kernel_log_is_reopened(
+    agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    a.reopen_kmsg_writer()  # the writer goes away: the follower sees EOF
+    wait_for(lambda: a.metrics().get("memfrag_kmsg_reopens_total") == 1.0, "one reopen")
+    a.write_kmsg(kmsg_line(SEED_LINE))
+    key = 'memfrag_kernel_log_findings_total{kind="page_allocation_failure",order="4"}'
+    wait_for(lambda: a.metrics().get(key) == 1.0, "a finding after the reopen")
+    assert "closed by the writer" in a.log() and "reopened" in a.log()
