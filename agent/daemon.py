@@ -79,6 +79,7 @@ class Agent:
         self.state: ReportState | None = None
         self.last_assessment: Assessment | None = None
         self.remedy = RemedyState()
+        self._said_not_possible = False
         self.namespace = namespace
         self.taint_sem = Semaphore(kube, namespace, "memfrag-taint", node_name)
         self.remedy_sem = Semaphore(kube, namespace, "memfrag-remediation", node_name)
@@ -268,8 +269,15 @@ class Agent:
                 outcome = dataclasses.replace(
                     outcome, message=f"{outcome.message}. Remediation: {rd.why}"
                 )
-                if a.cause.kind == "unmovable" and self.cfg.remediation.mode != "off":
+                if (
+                    a.cause.kind == "unmovable"
+                    and self.cfg.remediation.mode != "off"
+                    and not self._said_not_possible
+                ):
                     self._emit(EventSpec("Warning", "RemediationNotPossible", rd.why))
+                    self._said_not_possible = True  # once per episode, not once per poll
+            if a.verdict != "fragmented":
+                self._said_not_possible = False
         d = self.report(now, outcome)
         if (
             d is not None
