@@ -57,9 +57,19 @@ class FakeHost:
         self.healthy()
 
     def _put(self, fixture: str) -> None:
-        tmp = self.root / "buddyinfo.tmp"
-        shutil.copy(FIXTURES / fixture / "buddyinfo", tmp)
-        os.replace(tmp, self.root / "buddyinfo")  # atomic, as the kernel's file is coherent
+        """Take buddyinfo (and pagetypeinfo, where the fixture has one) from a real capture."""
+        for name in ("buddyinfo", "pagetypeinfo"):
+            src, dst = FIXTURES / fixture / name, self.root / name
+            if not src.exists():
+                dst.unlink(missing_ok=True)
+                continue
+            tmp = self.root / f"{name}.tmp"
+            shutil.copy(src, tmp)
+            os.replace(tmp, dst)  # atomic, as the kernel's file is coherent
+
+    def unmovable(self) -> None:
+        """A production machine fragmented by unmovable kernel memory (linux-mm, 2016)."""
+        self._put("fb-prod-2node-4.0-fragmented")
 
     def healthy(self) -> None:
         self._put("vm-6.18-x86_64")

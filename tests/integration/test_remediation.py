@@ -319,3 +319,24 @@ def test_status_lists_every_node(
         assert any(line.startswith("shown ") and " True " in line for line in table.splitlines())
     finally:
         a.stop(signal.SIGKILL)
+
+
+def test_unmovable_cause_takes_no_pointless_action(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    plane.register_node("unmovable")
+    host = FakeHost(tmp_path / "proc")
+    kernel = FakeKernel(host)
+    host.unmovable()
+    a = AgentProcess(tmp_path / "a", "unmovable", sa, host, {"remediation": {"mode": "on"}})
+    a.start()
+    try:
+        wait_for(lambda: "RemediationNotPossible" in reasons(admin, "unmovable"), "the event")
+        time.sleep(3)  # three more polls
+        assert kernel.writes == []
+        assert events(admin, "unmovable")["RemediationNotPossible"]["count"] == 1
+        msg = _condition(admin, "unmovable") or ""
+        assert "cause: unmovable" in msg and "the operator's call" in msg
+    finally:
+        a.stop(signal.SIGKILL)
+        kernel.close()
