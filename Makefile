@@ -41,6 +41,10 @@ demo: venv tools
 bench: venv tools
 	$(BIN)/python -m bench.run
 
+# The agent on a real Debian kernel in a qemu VM (root; see lab/README.md).
+lab:
+	$(PYTHON) lab/run.py $(LAB_ARGS)
+
 manifests: tools
 	deploy/generate.sh
 

@@ -168,7 +168,8 @@ def find_cause(
     remedy = {
         "movable": "compaction can merge them",
         "reclaimable": "dropping slab caches (dentries, inodes) can free their neighbours",
-        "unmovable": "neither compaction nor dropping caches frees their neighbours",
+        "unmovable": "their neighbours are kernel memory that neither compaction nor dropping "
+        "caches frees (one short attempt may still help where page cache shares the blocks)",
     }[kind]
     return Cause(
         kind,

@@ -75,22 +75,18 @@ def decide_remediation(
         state = replace(state, in_episode=True, next_step=0, climbed=False)
     if cfg.mode == "off":
         return RemedyDecision(None, "remediation is off (remediation.mode)", state)
-    if a.cause.kind == "unmovable":
-        return RemedyDecision(
-            None,
-            "the cause is unmovable kernel memory: neither compaction nor dropping caches "
-            "frees it; draining or rebooting the node is the operator's call",
-            state,
-        )
     if not steps:
         return RemedyDecision(None, "no remediation step applies", state)
     if state.climbed or state.next_step >= len(steps):
-        return RemedyDecision(
-            None,
-            f"every step ({', '.join(s.name for s in steps)}) ran without recovery in this "
-            "episode; waiting for the node to recover or for an operator",
-            replace(state, climbed=True),
+        tried = ", ".join(s.name for s in steps)
+        why = (
+            f"the cause is unmovable kernel memory and one attempt ({tried}) did not recover "
+            "it; draining or rebooting the node is the operator's call"
+            if a.cause.kind == "unmovable"
+            else f"every step ({tried}) ran without recovery in this episode; waiting for the "
+            "node to recover or for an operator"
         )
+        return RemedyDecision(None, why, replace(state, climbed=True))
     if not in_window(cfg.maintenance_window, now):
         return RemedyDecision(
             None, f"outside the maintenance window {cfg.maintenance_window} UTC", state

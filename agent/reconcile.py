@@ -9,6 +9,7 @@ healthy for `healthy_for_seconds`. An at-risk node neither sets nor clears them.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -47,6 +48,10 @@ class Decision:
     taint: TaintAction
     events: tuple[EventSpec, ...]
     state: ReportState
+
+
+def _words(message: str) -> str:
+    return re.sub(r"[0-9][0-9.,]*", "#", message)
 
 
 def rfc3339(ts: float) -> str:
@@ -147,7 +152,14 @@ def decide(
     heartbeat_due = cur is None or (
         (parse_rfc3339(cur.last_heartbeat) or 0.0) + cfg.heartbeat_seconds <= now
     )
-    changed = cur is None or cur_status != status or cur.reason != reason
+    # Rewrite when the words change (a new cause, remediation giving up, stuck pods), not when
+    # only the numbers move: those wait for the heartbeat, to keep API writes low.
+    changed = (
+        cur is None
+        or cur_status != status
+        or cur.reason != reason
+        or _words(cur.message) != _words(message)
+    )
     condition = None
     if changed or heartbeat_due:
         condition = Condition(status, reason, message, transition, rfc3339(now))

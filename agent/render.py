@@ -129,11 +129,12 @@ def assessment_table(
             f"Would do (remediation mode {mode}), least disruptive first, stopping once recovered:"
         )
         lines += [f"  {i}. {s.name}: {s.why}" for i, s in enumerate(plan, 1)]
+        if a.cause.kind == "unmovable":
+            lines.append(
+                "  then nothing more: draining or rebooting the node is the operator's call."
+            )
     elif a.verdict == "fragmented":
-        lines.append(
-            "Would do: nothing automatic helps this cause; draining or rebooting the "
-            "node is the operator's call."
-        )
+        lines.append("Would do: nothing (no remediation step is allowed by the config).")
     elif a.exhausted:
         lines.append("Would do: nothing; free memory is short (kubelet's MemoryPressure).")
     else:

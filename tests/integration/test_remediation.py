@@ -321,19 +321,27 @@ def test_status_lists_every_node(
         a.stop(signal.SIGKILL)
 
 
-def test_unmovable_cause_takes_no_pointless_action(
+def test_unmovable_cause_one_attempt_then_no_pointless_action(
     plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:
+    """One short attempt (drop page cache, compact); when it does not help, nothing more runs
+    however many polls follow, and the node says why, once."""
     plane.register_node("unmovable")
     host = FakeHost(tmp_path / "proc")
     kernel = FakeKernel(host)
     host.unmovable()
-    a = AgentProcess(tmp_path / "a", "unmovable", sa, host, {"remediation": {"mode": "on"}})
+    a = AgentProcess(
+        tmp_path / "a",
+        "unmovable",
+        sa,
+        host,
+        {"remediation": {"mode": "on", "cooldown_seconds": 0}},
+    )
     a.start()
     try:
         wait_for(lambda: "RemediationNotPossible" in reasons(admin, "unmovable"), "the event")
         time.sleep(3)  # three more polls
-        assert kernel.writes == []
+        assert kernel.writes == [("drop_caches", "1"), ("compact_memory", "1")]
         assert events(admin, "unmovable")["RemediationNotPossible"]["count"] == 1
         msg = _condition(admin, "unmovable") or ""
         assert "cause: unmovable" in msg and "the operator's call" in msg

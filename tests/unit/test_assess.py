@@ -447,8 +447,9 @@ def test_cause_unmovable() -> None:
     assert a.cause.kind == "unmovable"
     assert dict(a.cause.stranded_share)["Unmovable"] == 800 / 835
     assert a.cause.explanation.endswith(
-        "sits in Unmovable pageblocks: neither compaction nor dropping caches frees their "
-        "neighbours"
+        "sits in Unmovable pageblocks: their neighbours are kernel memory that neither "
+        "compaction nor dropping caches frees (one short attempt may still help where page "
+        "cache shares the blocks)"
     )
 
 

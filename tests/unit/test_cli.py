@@ -159,7 +159,9 @@ def test_check_at_risk_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert out.splitlines()[0].endswith("target order 3 (32 KiB blocks)")
 
 
-def test_check_unmovable_says_nothing_helps(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_unmovable_one_attempt_then_the_operators_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code, out, _ = run(
         capsys,
         "check",
@@ -170,10 +172,8 @@ def test_check_unmovable_says_nothing_helps(capsys: pytest.CaptureFixture[str]) 
     )
     assert code == 2
     assert "Cause: unmovable: " in out
-    assert (
-        "Would do: nothing automatic helps this cause; draining or rebooting the node is the "
-        "operator's call."
-    ) in out
+    assert "  1. drop-caches=1: one attempt" in out and "  2. compact: one attempt" in out
+    assert "  then nothing more: draining or rebooting the node is the operator's call." in out
 
 
 def test_check_missing_buddyinfo_exits_3(

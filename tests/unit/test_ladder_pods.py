@@ -67,8 +67,12 @@ def test_reclaimable_drops_slab_first() -> None:
     assert names(steps) == ["drop-caches=2", "compact"]
 
 
-def test_unmovable_has_no_remedy() -> None:
-    assert ladder(assessment("fragmented", "unmovable"), (0,)) == ()
+def test_unmovable_gets_one_short_attempt() -> None:
+    steps = ladder(assessment("fragmented", "unmovable"), (0,))
+    assert names(steps) == ["drop-caches=1", "compact"]
+    assert all(s.why.startswith("one attempt") for s in steps)
+    no_drop = ladder(assessment("fragmented", "unmovable"), (0,), allow_drop_caches=False)
+    assert names(no_drop) == ["compact"]
 
 
 @pytest.mark.parametrize("verdict", ["healthy", "at-risk"])
@@ -121,9 +125,10 @@ def test_ladder_on_real_fixtures(tmp_path: Path) -> None:
     a = assess(reader.observe(), AssessmentConfig())
     steps = ladder(a, reader.numa_nodes_with_compact())
     assert names(steps) == ["compact-node=1", "compact", "drop-caches=1", "drop-caches=2"]
-    # fb-4.0: unmovable pollution, nothing automatic helps
+    # fb-4.0: unmovable pollution: one short attempt only
     reader40 = ProcReader(PROC / "fb-prod-2node-4.0-fragmented", sys_root)
-    assert ladder(assess(reader40.observe(), AssessmentConfig()), (0, 1)) == ()
+    steps40 = ladder(assess(reader40.observe(), AssessmentConfig()), (0, 1))
+    assert names(steps40) == ["drop-caches=1", "compact"]
     # the seed: no pagetypeinfo (cause unknown), one node
     seed = ProcReader(PROC / "seed-incident", tmp_path / "nosys")
     assert seed.numa_nodes_with_compact() == ()

@@ -88,12 +88,24 @@ def test_actions_per_hour_cap() -> None:
     assert name == "drop-caches=2"
 
 
-def test_mode_off_and_unmovable_do_nothing() -> None:
+def test_mode_off_does_nothing() -> None:
     off = dataclasses.replace(ON, mode="off")
     d = decide_remediation(T0, assessment(), STEPS, RemedyState(), off, None)
     assert d.step is None and "off" in d.why
-    d = decide_remediation(T0, assessment(cause="unmovable"), STEPS, RemedyState(), ON, None)
-    assert d.step is None and "operator's call" in d.why
+
+
+def test_unmovable_one_attempt_then_the_operators_call() -> None:
+    steps = (Step("drop-caches", 1, "one attempt"), Step("compact", None, "one attempt"))
+    state, taken = RemedyState(), []
+    for i in range(6):
+        d = decide_remediation(T0 + i * 1000, assessment(cause="unmovable"), steps, state, ON, None)
+        state = d.state
+        if d.step is not None:
+            taken.append(d.step.name)
+            state = after_action(state, d.step, T0 + i * 1000, "no_effect", 0, 0)
+    assert taken == ["drop-caches=1", "compact"]
+    assert d.step is None and "one attempt (drop-caches=1, compact)" in d.why
+    assert "operator's call" in d.why
 
 
 def test_dry_run_decides_like_on() -> None:

@@ -151,7 +151,11 @@ def _fragmented_and_tainted() -> FakeNode:
 
 def test_recovery_keeps_true_until_healthy_long_enough() -> None:
     n = _fragmented_and_tainted()
-    for t in (T0 + 100, T0 + 150, T0 + 219):  # healthy since T0+100: 0, 50, 119 s
+    d = n.step(T0 + 100, HEALTHY)  # recovering: the words change, so written once, still True
+    assert d.condition is not None and d.condition.status == "True"
+    assert d.condition.message.startswith("Recovering: healthy for 0s")
+    assert (d.taint, d.events) == (None, ())
+    for t in (T0 + 150, T0 + 219):  # healthy 50, 119 s: only the numbers move
         d = n.step(t, HEALTHY)
         assert (d.condition, d.taint, d.events) == (None, None, ()), t
         assert n.tainted
@@ -169,12 +173,13 @@ def test_recovering_message_counts_down_on_heartbeat() -> None:
     n = FakeNode(cfg=replace(CFG, healthy_for_seconds=2000.0))
     n.step(T0, FRAGMENTED)
     n.step(T0 + 100, HEALTHY)
-    d = n.step(T0 + 900, HEALTHY)  # heartbeat due: rewritten, still True, same transition
+    assert n.step(T0 + 900, HEALTHY).condition is None  # only the countdown moved
+    d = n.step(T0 + 1000, HEALTHY)  # heartbeat due: rewritten, still True, same transition
     assert d.condition is not None
     assert (d.condition.status, d.condition.reason) == ("True", "FreeMemoryFragmented")
     assert d.condition.last_transition == rfc3339(T0)
     assert d.condition.message == (
-        "Recovering: healthy for 800s, clears after 2000s (1200s left). "
+        "Recovering: healthy for 900s, clears after 2000s (1100s left). "
         "Enough contiguous free memory"
     )
 
@@ -246,11 +251,16 @@ def test_unchanged_condition_only_rewritten_on_heartbeat() -> None:
     assert n.step(T0 + 1800, HEALTHY).condition is not None
 
 
-def test_message_change_alone_is_not_written() -> None:
+def test_numbers_alone_wait_for_the_heartbeat_words_do_not() -> None:
     n = FakeNode()
-    n.step(T0, HEALTHY)
-    other = replace(HEALTHY, message="Enough contiguous free memory, now with more blocks")
-    assert n.step(T0 + 15, other).condition is None
+    n.step(T0, replace(HEALTHY, message="Enough: 6,000 blocks (375.5 MiB)"))
+    assert (
+        n.step(T0 + 15, replace(HEALTHY, message="Enough: 7,123 blocks (445.2 MiB)")).condition
+        is None
+    )
+    worded = replace(HEALTHY, message="Enough: 7,123 blocks; 1 pod(s) stuck in ContainerCreating")
+    d = n.step(T0 + 30, worded)
+    assert d.condition is not None and d.condition.message == worded.message
 
 
 def test_taint_effect_none_never_taints_and_removes_ours() -> None:
@@ -316,7 +326,9 @@ def test_one_failed_read_does_not_skip_the_recovery_hold() -> None:
 
 
 def _true_condition(since: float, heartbeat: float) -> Condition:
-    return Condition("True", "FreeMemoryFragmented", "old", rfc3339(since), rfc3339(heartbeat))
+    return Condition(
+        "True", "FreeMemoryFragmented", FRAGMENTED.message, rfc3339(since), rfc3339(heartbeat)
+    )
 
 
 def test_initial_state() -> None:
