@@ -2,7 +2,7 @@
 ladder, the config, the agent's small state and the clock.
 
 Never a loop: each step runs at most once per fragmented episode, the ladder only goes up, and
-once it is climbed without recovery nothing more runs until the node has recovered. On top of
+once every step has run without recovery nothing more runs until the node has recovered. On top of
 that, a cooldown per action and a cap on actions per hour hold across episodes.
 """
 
@@ -32,8 +32,11 @@ class ActionRecord:
 class RemedyState:
     history: tuple[ActionRecord, ...] = ()
     in_episode: bool = False
-    next_step: int = 0
-    climbed: bool = False  # the whole ladder ran without recovery in this episode
+    # Steps already run in this episode, by name. Not an index: the ladder can change within an
+    # episode (dropping page cache can turn an unmovable cause into a movable one), and a step
+    # must still never run twice.
+    tried: tuple[str, ...] = ()
+    climbed: bool = False  # every step of the current ladder ran without recovery
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,13 @@ def decide_remediation(
     if a.verdict != "fragmented":
         return RemedyDecision(None, "not fragmented", RemedyState(history=history))
     if not state.in_episode:
-        state = replace(state, in_episode=True, next_step=0, climbed=False)
+        state = replace(state, in_episode=True, tried=(), climbed=False)
     if cfg.mode == "off":
         return RemedyDecision(None, "remediation is off (remediation.mode)", state)
     if not steps:
         return RemedyDecision(None, "no remediation step applies", state)
-    if state.climbed or state.next_step >= len(steps):
+    untried = [s for s in steps if s.name not in state.tried]
+    if not untried:
         tried = ", ".join(s.name for s in steps)
         why = (
             f"the cause is unmovable kernel memory and one attempt ({tried}) did not recover "
@@ -105,7 +109,7 @@ def decide_remediation(
             f"{len(last_hour)} actions in the last hour (max {cfg.max_actions_per_hour})",
             state,
         )
-    step = steps[state.next_step]
+    step = untried[0]
     recent = [r for r in history if r.step == step.name and now - r.at < cfg.cooldown_seconds]
     if recent:
         wait = int(cfg.cooldown_seconds - (now - recent[-1].at))
@@ -119,4 +123,4 @@ def after_action(
     """Record an action and move up the ladder: a step never runs twice in one episode, and a
     recovered node leaves the episode at the next decision."""
     history = (*state.history, ActionRecord(step.name, now, result, before, after))
-    return replace(state, history=history, next_step=state.next_step + 1)
+    return replace(state, history=history, tried=(*state.tried, step.name))

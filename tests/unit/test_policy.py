@@ -188,3 +188,21 @@ def test_tunables_only_raise() -> None:
         )
         == ()
     )
+
+
+def test_a_ladder_that_changes_mid_episode_never_repeats_a_step() -> None:
+    """Dropping page cache can turn an unmovable cause into a movable one: the new ladder
+    starts with steps already run, and those are skipped, not repeated."""
+    cfg = dataclasses.replace(ON, cooldown_seconds=0)
+    unmovable = (Step("drop-caches", 1, "one attempt"), Step("compact", None, "one attempt"))
+    d = decide_remediation(T0, assessment(cause="unmovable"), unmovable, RemedyState(), cfg, None)
+    assert d.step is not None and d.step.name == "drop-caches=1"
+    state = after_action(d.state, d.step, T0, "ok", 11, 15)
+    d = decide_remediation(T0 + 15, assessment(cause="movable"), STEPS, state, cfg, None)
+    assert d.step is not None and d.step.name == "compact"
+    state = after_action(d.state, d.step, T0 + 15, "no_effect", 15, 15)
+    d = decide_remediation(T0 + 30, assessment(cause="movable"), STEPS, state, cfg, None)
+    assert d.step is not None and d.step.name == "drop-caches=2"  # =1 already ran
+    state = after_action(d.state, d.step, T0 + 30, "no_effect", 15, 15)
+    d = decide_remediation(T0 + 45, assessment(cause="movable"), STEPS, state, cfg, None)
+    assert d.step is None and d.state.climbed
