@@ -39,7 +39,7 @@ demo: venv tools
 	$(BIN)/python -m tests.cluster.demo --inject-kmsg $(DEMO_ARGS)
 
 bench: venv tools
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The agent on a real Debian kernel in a qemu VM (root; see lab/README.md).
 lab:

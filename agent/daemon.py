@@ -48,6 +48,7 @@ log = logging.getLogger("memfrag.agent")
 FINDING_TTL = 600.0  # a finding keeps its order in the assessment this long
 NOT_HEALTHY_PTI_INTERVAL = 30.0
 SETTLE_SECONDS = 1.0
+SANDBOX_WATCH_LINGER = 300.0  # keep the sandbox-Event watch this long after the last Pending pod
 MIN_CYCLE_GAP = 1.0  # kernel-log findings trigger a cycle at once, but at most once a second
 DEDUPE_SECONDS = 60.0  # the same finding again within this is counted, not re-announced
 RESTART_KEYS = ("kmsg_enabled", "kmsg_path", "metrics_port", "metrics_address")
@@ -89,14 +90,11 @@ class Agent:
         self.node_inf = Informer(
             kube, "/api/v1/nodes", {"fieldSelector": f"metadata.name={node_name}"}, name="node"
         )
-        # Cluster-wide, but only this one Event reason (rare): the field selector cannot name
-        # the node, so events for other nodes' pods are dropped by matching our own pods.
-        self.sandbox_inf = Informer(
-            kube,
-            "/api/v1/events",
-            {"fieldSelector": "reason=FailedCreatePodSandBox"},
-            name="sandbox-events",
-        )
+        # FailedCreatePodSandBox Events: the field selector cannot name the node, so this watch
+        # is cluster-wide; it runs only while this node has Pending pods (see _stuck), so its
+        # cost grows with the nodes in trouble, not with the cluster.
+        self.sandbox_inf: Informer | None = None
+        self._last_pending = -1e18
         self.pod_inf = Informer(
             kube, "/api/v1/pods", {"fieldSelector": f"spec.nodeName={node_name}"}, name="pods"
         )
@@ -115,7 +113,6 @@ class Agent:
         )
         self.node_inf.start()
         self.pod_inf.start()
-        self.sandbox_inf.start()
         if c.sources.kmsg_enabled:
             self.kmsg: KmsgFollower | None = KmsgFollower(
                 c.sources.kmsg_path,
@@ -389,9 +386,24 @@ class Agent:
             return 0
 
     def _stuck(self, now: float) -> list[str]:
+        pods = self.pod_inf.items()
+        if any((p.get("status") or {}).get("phase") == "Pending" for p in pods):
+            self._last_pending = now
+            if self.sandbox_inf is None:
+                self.sandbox_inf = Informer(
+                    self.kube,
+                    "/api/v1/events",
+                    {"fieldSelector": "reason=FailedCreatePodSandBox"},
+                    name="sandbox-events",
+                )
+                self.sandbox_inf.start()
+        elif self.sandbox_inf is not None and now - self._last_pending > SANDBOX_WATCH_LINGER:
+            self.sandbox_inf.stop()
+            self.sandbox_inf = None
         window = max(self.cfg.reporting.stuck_pod_seconds, 300.0)
-        failed = sandbox_failures(self.sandbox_inf.items(), now, window)
-        return stuck_pods(self.pod_inf.items(), now, self.cfg.reporting.stuck_pod_seconds, failed)
+        events = self.sandbox_inf.items() if self.sandbox_inf is not None else []
+        failed = sandbox_failures(events, now, window)
+        return stuck_pods(pods, now, self.cfg.reporting.stuck_pod_seconds, failed)
 
     def delete_stuck_pods(self, now: float) -> None:
         pods = {

@@ -1,0 +1,1 @@
+"""memfrag-agent benchmarks: `python -m bench.run [--quick]` (see bench/README.md)."""
