@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ from tests.integration.harness import (
     apply_chart_rbac,
     condition,
     events,
+    our_taint,
     wait_for,
 )
 
@@ -51,6 +53,27 @@ def sa(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def reasons(admin: Kube, node: str) -> dict[str, str]:
     return {reason: str(e["message"]) for reason, e in events(admin, node).items()}
+
+
+def fragmented_agent(
+    plane: ControlPlane,
+    sa: Path,
+    tmp_path: Path,
+    node: str,
+    config: dict[str, Any],
+    heals_on: str | None = None,
+    unmovable: bool = False,
+) -> tuple[AgentProcess, FakeKernel]:
+    """A registered Node, a fragmented fake /proc with a fake kernel behind /proc/sys/vm, and
+    the agent running on it as the chart's ServiceAccount."""
+    plane.register_node(node)
+    host = FakeHost(tmp_path / "proc")
+    kernel = FakeKernel(host, heals_on=heals_on)
+    if unmovable:
+        host.unmovable()
+    else:
+        host.fragmented()
+    return AgentProcess(tmp_path / "a", node, sa, host, config).start(), kernel
 
 
 def test_lease_slots_hold_under_contention(admin: Kube, sa: Path) -> None:
@@ -158,19 +181,15 @@ def test_ladder_climbs_once_and_never_loops(
 ) -> None:
     """Nothing helps (the fake kernel never heals): each step runs once, then the agent stops
     and says why, however many polls follow."""
-    plane.register_node("ladder")
-    host = FakeHost(tmp_path / "proc")
-    kernel = FakeKernel(host)
-    host.fragmented()
-    a = AgentProcess(
-        tmp_path / "a",
-        "ladder",
+    a, kernel = fragmented_agent(
+        plane,
         sa,
-        host,
+        tmp_path,
+        "ladder",
         {
             "remediation": {"mode": "on", "cooldown_seconds": 0, "max_actions_per_hour": 100},
         },
-    ).start()
+    )
     try:
         wait_for(lambda: len(kernel.writes) == 3, "three actions")
         assert kernel.writes == [
@@ -195,20 +214,17 @@ def test_ladder_climbs_once_and_never_loops(
 def test_compaction_that_works_stops_the_ladder_and_clears_the_taint(
     plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:
-    plane.register_node("heals")
-    host = FakeHost(tmp_path / "proc")
-    kernel = FakeKernel(host, heals_on="compact_memory=1")
-    host.fragmented()
-    a = AgentProcess(
-        tmp_path / "a",
-        "heals",
+    a, kernel = fragmented_agent(
+        plane,
         sa,
-        host,
+        tmp_path,
+        "heals",
         {
             "remediation": {"mode": "on"},
             "reporting": {"fragmented_for_seconds": 0},
         },
-    ).start()
+        heals_on="compact_memory=1",
+    )
     try:
         wait_for(lambda: "RemediationSucceeded" in reasons(admin, "heals"), "success event")
         assert "blocks 0 -> " in reasons(admin, "heals")["RemediationSucceeded"]
@@ -225,19 +241,15 @@ def test_compaction_that_works_stops_the_ladder_and_clears_the_taint(
 def test_dry_run_reports_and_writes_nothing(
     plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:
-    plane.register_node("dry")
-    host = FakeHost(tmp_path / "proc")
-    kernel = FakeKernel(host)
-    host.fragmented()
-    a = AgentProcess(
-        tmp_path / "a",
-        "dry",
+    a, kernel = fragmented_agent(
+        plane,
         sa,
-        host,
+        tmp_path,
+        "dry",
         {
             "remediation": {"mode": "dry-run", "cooldown_seconds": 0},
         },
-    ).start()
+    )
     try:
         wait_for(lambda: "RemediationDryRun" in reasons(admin, "dry"), "dry-run event")
         assert reasons(admin, "dry")["RemediationDryRun"].startswith("Would run compact")
@@ -253,20 +265,12 @@ def test_cleanup_removes_every_trace(
 ) -> None:
     from agent.admin import cleanup
 
-    plane.register_node("gone")
-    host = FakeHost(tmp_path / "proc")
-    host.fragmented()
-    a = AgentProcess(
-        tmp_path / "a", "gone", sa, host, {"reporting": {"fragmented_for_seconds": 0}}
-    ).start()
-    wait_for(
-        lambda: any(
-            t["key"] == TAINT
-            for t in admin.request("GET", "/api/v1/nodes/gone")["spec"].get("taints") or []
-        ),
-        "taint",
+    a, kernel = fragmented_agent(
+        plane, sa, tmp_path, "gone", {"reporting": {"fragmented_for_seconds": 0}}
     )
+    wait_for(lambda: our_taint(admin, "gone"), "taint")
     a.stop()
+    kernel.close()
     done = cleanup(admin, NAMESPACE, TAINT)
     assert "node/gone: removed taint memfrag.dev/fragmented" in done
     node = admin.request("GET", "/api/v1/nodes/gone")
@@ -284,12 +288,9 @@ def _condition(admin: Kube, node: str) -> str | None:
 def test_status_lists_every_node(
     plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:
-    plane.register_node("shown")
-    host = FakeHost(tmp_path / "proc")
-    host.fragmented()
-    a = AgentProcess(
-        tmp_path / "a", "shown", sa, host, {"reporting": {"fragmented_for_seconds": 0}}
-    ).start()
+    a, kernel = fragmented_agent(
+        plane, sa, tmp_path, "shown", {"reporting": {"fragmented_for_seconds": 0}}
+    )
     try:
         wait_for(lambda: _condition(admin, "shown") is not None, "a condition")
         out = subprocess.run(
@@ -319,6 +320,7 @@ def test_status_lists_every_node(
         assert any(line.startswith("shown ") and " True " in line for line in table.splitlines())
     finally:
         a.stop(signal.SIGKILL)
+        kernel.close()
 
 
 def test_unmovable_cause_one_attempt_then_no_pointless_action(
@@ -326,18 +328,14 @@ def test_unmovable_cause_one_attempt_then_no_pointless_action(
 ) -> None:
     """One short attempt (drop page cache, compact); when it does not help, nothing more runs
     however many polls follow, and the node says why, once."""
-    plane.register_node("unmovable")
-    host = FakeHost(tmp_path / "proc")
-    kernel = FakeKernel(host)
-    host.unmovable()
-    a = AgentProcess(
-        tmp_path / "a",
-        "unmovable",
+    a, kernel = fragmented_agent(
+        plane,
         sa,
-        host,
+        tmp_path,
+        "unmovable",
         {"remediation": {"mode": "on", "cooldown_seconds": 0}},
+        unmovable=True,
     )
-    a.start()
     try:
         wait_for(lambda: "RemediationNotPossible" in reasons(admin, "unmovable"), "the event")
         time.sleep(3)  # three more polls
