@@ -409,6 +409,14 @@ def test_recovery_deletes_stuck_pods_a_controller_owns(
     owned, bare = f"owned-{node}", f"bare-{node}"
     for name in (owned, bare):
         create_pod(admin, name, node)
+    # The owner must exist: once kube-controller-manager runs (the chart tests start it), its
+    # garbage collector deletes pods whose owner is gone. A ConfigMap stands in for the
+    # ReplicaSet (no controller acts on it); the agent only reads `controller: true`.
+    owner = admin.request(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        body={"metadata": {"name": f"owner-{node}"}},
+    )
     admin.request(
         "PATCH",
         f"/api/v1/namespaces/default/pods/{owned}",
@@ -416,10 +424,10 @@ def test_recovery_deletes_stuck_pods_a_controller_owns(
             "metadata": {
                 "ownerReferences": [
                     {
-                        "apiVersion": "apps/v1",
-                        "kind": "ReplicaSet",
-                        "name": "web-1",
-                        "uid": "0f0f0f0f-0000-4000-8000-000000000001",
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": owner["metadata"]["name"],
+                        "uid": owner["metadata"]["uid"],
                         "controller": True,
                     }
                 ]
