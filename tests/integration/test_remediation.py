@@ -3,6 +3,7 @@ holder's slot coming back, the tainted-share cap, and the ladder that never loop
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -55,6 +56,7 @@ def reasons(admin: Kube, node: str) -> dict[str, str]:
     return {reason: str(e["message"]) for reason, e in events(admin, node).items()}
 
 
+@contextlib.contextmanager
 def fragmented_agent(
     plane: ControlPlane,
     sa: Path,
@@ -63,7 +65,7 @@ def fragmented_agent(
     config: dict[str, Any],
     heals_on: str | None = None,
     unmovable: bool = False,
-) -> tuple[AgentProcess, FakeKernel]:
+) -> Iterator[tuple[AgentProcess, FakeKernel]]:
     """A registered Node, a fragmented fake /proc with a fake kernel behind /proc/sys/vm, and
     the agent running on it as the chart's ServiceAccount."""
     plane.register_node(node)
@@ -73,7 +75,12 @@ def fragmented_agent(
         host.unmovable()
     else:
         host.fragmented()
-    return AgentProcess(tmp_path / "a", node, sa, host, config).start(), kernel
+    agent = AgentProcess(tmp_path / "a", node, sa, host, config).start()
+    try:
+        yield agent, kernel
+    finally:
+        agent.stop(signal.SIGKILL)
+        kernel.close()
 
 
 def test_lease_slots_hold_under_contention(admin: Kube, sa: Path) -> None:
@@ -181,7 +188,7 @@ def test_ladder_climbs_once_and_never_loops(
 ) -> None:
     """Nothing helps (the fake kernel never heals): each step runs once, then the agent stops
     and says why, however many polls follow."""
-    a, kernel = fragmented_agent(
+    with fragmented_agent(
         plane,
         sa,
         tmp_path,
@@ -189,8 +196,7 @@ def test_ladder_climbs_once_and_never_loops(
         {
             "remediation": {"mode": "on", "cooldown_seconds": 0, "max_actions_per_hour": 100},
         },
-    )
-    try:
+    ) as (a, kernel):
         wait_for(lambda: len(kernel.writes) == 3, "three actions")
         assert kernel.writes == [
             ("compact_memory", "1"),
@@ -206,15 +212,12 @@ def test_ladder_climbs_once_and_never_loops(
         m = a.metrics()
         assert m['memfrag_remediation_actions_total{action="compact",result="no_effect"}'] == 1
         assert "RemediationNoEffect" in reasons(admin, "ladder")
-    finally:
-        a.stop(signal.SIGKILL)
-        kernel.close()
 
 
 def test_compaction_that_works_stops_the_ladder_and_clears_the_taint(
     plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:
-    a, kernel = fragmented_agent(
+    with fragmented_agent(
         plane,
         sa,
         tmp_path,
@@ -224,8 +227,7 @@ def test_compaction_that_works_stops_the_ladder_and_clears_the_taint(
             "reporting": {"fragmented_for_seconds": 0},
         },
         heals_on="compact_memory=1",
-    )
-    try:
+    ) as (_a, kernel):
         wait_for(lambda: "RemediationSucceeded" in reasons(admin, "heals"), "success event")
         assert "blocks 0 -> " in reasons(admin, "heals")["RemediationSucceeded"]
         wait_for(
@@ -233,15 +235,12 @@ def test_compaction_that_works_stops_the_ladder_and_clears_the_taint(
             "condition back to healthy",
         )
         assert kernel.writes == [("compact_memory", "1")]  # no drop_caches: it was not needed
-    finally:
-        a.stop(signal.SIGKILL)
-        kernel.close()
 
 
 def test_dry_run_reports_and_writes_nothing(
     plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:
-    a, kernel = fragmented_agent(
+    with fragmented_agent(
         plane,
         sa,
         tmp_path,
@@ -249,15 +248,11 @@ def test_dry_run_reports_and_writes_nothing(
         {
             "remediation": {"mode": "dry-run", "cooldown_seconds": 0},
         },
-    )
-    try:
+    ) as (_a, kernel):
         wait_for(lambda: "RemediationDryRun" in reasons(admin, "dry"), "dry-run event")
         assert reasons(admin, "dry")["RemediationDryRun"].startswith("Would run compact")
         time.sleep(2)
         assert kernel.writes == []
-    finally:
-        a.stop(signal.SIGKILL)
-        kernel.close()
 
 
 def test_cleanup_removes_every_trace(
@@ -265,12 +260,11 @@ def test_cleanup_removes_every_trace(
 ) -> None:
     from agent.admin import cleanup
 
-    a, kernel = fragmented_agent(
+    with fragmented_agent(
         plane, sa, tmp_path, "gone", {"reporting": {"fragmented_for_seconds": 0}}
-    )
-    wait_for(lambda: our_taint(admin, "gone"), "taint")
-    a.stop()
-    kernel.close()
+    ) as (a, _):
+        wait_for(lambda: our_taint(admin, "gone"), "taint")
+        a.stop()  # SIGTERM: the agent leaves its taint and condition for the next start
     done = cleanup(admin, NAMESPACE, TAINT)
     assert "node/gone: removed taint memfrag.dev/fragmented" in done
     node = admin.request("GET", "/api/v1/nodes/gone")
@@ -288,10 +282,9 @@ def _condition(admin: Kube, node: str) -> str | None:
 def test_status_lists_every_node(
     plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:
-    a, kernel = fragmented_agent(
+    with fragmented_agent(
         plane, sa, tmp_path, "shown", {"reporting": {"fragmented_for_seconds": 0}}
-    )
-    try:
+    ) as (_a, _kernel):
         wait_for(lambda: _condition(admin, "shown") is not None, "a condition")
         out = subprocess.run(
             [str(AGENT), "status", "--kubeconfig", str(plane.kubeconfig), "--output", "json"],
@@ -318,9 +311,6 @@ def test_status_lists_every_node(
             "REMEDIATION",
         ]
         assert any(line.startswith("shown ") and " True " in line for line in table.splitlines())
-    finally:
-        a.stop(signal.SIGKILL)
-        kernel.close()
 
 
 def test_unmovable_cause_one_attempt_then_no_pointless_action(
@@ -328,21 +318,17 @@ def test_unmovable_cause_one_attempt_then_no_pointless_action(
 ) -> None:
     """One short attempt (drop page cache, compact); when it does not help, nothing more runs
     however many polls follow, and the node says why, once."""
-    a, kernel = fragmented_agent(
+    with fragmented_agent(
         plane,
         sa,
         tmp_path,
         "unmovable",
         {"remediation": {"mode": "on", "cooldown_seconds": 0}},
         unmovable=True,
-    )
-    try:
+    ) as (_a, kernel):
         wait_for(lambda: "RemediationNotPossible" in reasons(admin, "unmovable"), "the event")
         time.sleep(3)  # three more polls
         assert kernel.writes == [("drop_caches", "1"), ("compact_memory", "1")]
         assert events(admin, "unmovable")["RemediationNotPossible"]["count"] == 1
         msg = _condition(admin, "unmovable") or ""
         assert "cause: unmovable" in msg and "the operator's call" in msg
-    finally:
-        a.stop(signal.SIGKILL)
-        kernel.close()
