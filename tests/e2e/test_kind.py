@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from tests.chart_tools import CHART, HELM, REPO, run
+from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,6 @@ KMSG_LINE = (
     "<4>memfrag-e2e: page allocation failure: order:5, "
     "mode:0x40cc0(GFP_KERNEL|__GFP_COMP), nodemask=(null),cpuset=/,mems_allowed=0"
 )
-T = TypeVar("T")
 
 
 def missing_prerequisite() -> str | None:
@@ -50,17 +49,6 @@ def missing_prerequisite() -> str | None:
     if shutil.which("kind") is None:
         return "no `kind` binary on PATH (https://kind.sigs.k8s.io)"
     return None
-
-
-def eventually(what: str, probe: Callable[[], T | None], timeout: float = 300.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(2)
 
 
 @dataclass
@@ -116,7 +104,7 @@ def test_agent_reports_a_kernel_log_failure_and_uninstalls_cleanly(kind: Kind) -
     )  # fmt: skip
     # The agent reports on its node from its first poll (True or False: a kind node's memory
     # may or may not be fragmented; either way the agent writes its condition).
-    first = eventually("the MemoryFragmented condition", kind.condition)
+    first = wait_for(kind.condition, "the MemoryFragmented condition", timeout=300, every=2)
     assert first["status"] in ("True", "False")
     # helm test: /healthz and /metrics through the Service.
     assert "Succeeded" in kind.helm("test", RELEASE, "--namespace", NAMESPACE, "--timeout", "300s")
@@ -128,7 +116,7 @@ def test_agent_reports_a_kernel_log_failure_and_uninstalls_cleanly(kind: Kind) -
         items = kind.get("events", "-A", "--field-selector", selector)["items"]
         return [e for e in items if e["reason"] == "HighOrderAllocationFailed"]
 
-    (found, *_) = eventually("the HighOrderAllocationFailed Event", event)
+    (found, *_) = wait_for(event, "the HighOrderAllocationFailed Event", timeout=300, every=2)
     assert "order 5" in found["message"] and "memfrag-e2e" in found["message"]
     # Still reported (a finding re-assesses the node at order 5).
     assert kind.condition() is not None

@@ -30,7 +30,9 @@ NAMESPACE = "memfrag-system"
 T = TypeVar("T")
 
 
-def wait_for(pred: Callable[[], T], what: str, timeout: float = 30.0, every: float = 0.2) -> T:
+def wait_for(
+    pred: Callable[[], T | None], what: str, timeout: float = 30.0, every: float = 0.2
+) -> T:
     """Poll until pred() is truthy; fail naming what we waited for (a wait, not a timing claim)."""
     deadline = time.monotonic() + timeout
     last: T | None = None

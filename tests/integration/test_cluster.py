@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s_client
@@ -17,22 +15,9 @@ from kubernetes.client import ApiClient, ApiException, V1DaemonSet, V1Pod
 
 from tests.cluster import ControlPlane, ControlPlaneError
 from tests.cluster.plane import BINARIES, DEFAULT_BIN_DIR, NOT_READY_TAINT, api_client_for
+from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def new_namespace(api: ApiClient) -> str:
@@ -114,7 +99,9 @@ def test_scheduler_binds_pod_to_registered_node(
         }
     )
     core.create_namespaced_pod(ns, pod)
-    bound = wait_for("pod to be bound", lambda: node_name_of(core.read_namespaced_pod("p", ns)))
+    bound = wait_for(
+        lambda: node_name_of(core.read_namespaced_pod("p", ns)), "pod to be bound", timeout=60
+    )
     assert bound == "node-sched"
 
 
@@ -183,7 +170,11 @@ def test_controller_manager_runs_a_daemonset_onto_the_node(
     control_plane.start_controller_manager()
     core = k8s_client.CoreV1Api(kube_api)
     ns = new_namespace(kube_api)
-    wait_for("the default ServiceAccount", lambda: core.list_namespaced_service_account(ns).items)
+    wait_for(
+        lambda: core.list_namespaced_service_account(ns).items,
+        "the default ServiceAccount",
+        timeout=60,
+    )
     labels = {"app": "ds"}
     daemonset = V1DaemonSet.model_validate(
         {
@@ -199,7 +190,8 @@ def test_controller_manager_runs_a_daemonset_onto_the_node(
     )
     k8s_client.AppsV1Api(kube_api).create_namespaced_daemon_set(ns, daemonset)
     nodes = wait_for(
-        "the DaemonSet pod to be bound",
         lambda: [n for p in core.list_namespaced_pod(ns).items if (n := node_name_of(p))],
+        "the DaemonSet pod to be bound",
+        timeout=60,
     )
     assert nodes == ["node-ds"]
