@@ -418,17 +418,9 @@ def fill_dentries(built: Built, stop: int, floor_kib: int) -> None:
                     with contextlib.suppress(FileNotFoundError):
                         os.stat(f"{n:x}", dir_fd=fd)
                     n += 1
-            if n % (run * 2 * 16) == 0:
-                if blocks_ge4() <= stop:
-                    reason = "target reached"
-                    break
-                mi = meminfo()
-                if mi["MemFree"] < FREE_FLOOR_KIB:
-                    reason = "MemFree floor"
-                    break
-                if mi["MemAvailable"] < floor_kib:
-                    reason = "MemAvailable floor"
-                    break
+            if n % (run * 2 * 16) == 0 and (why := fill_stop(stop, floor_kib)):
+                reason = why
+                break
     finally:
         os.close(keep_fd)
         os.close(drop_fd)
@@ -438,6 +430,18 @@ def fill_dentries(built: Built, stop: int, floor_kib: int) -> None:
     built.info["sreclaimable_freed_mib"] = round(
         (slab_before - meminfo()["SReclaimable"]) / 1024, 1
     )
+
+
+def fill_stop(stop: int, floor_kib: int) -> str | None:
+    """Why a fill must stop now: the target reached, or free memory at a floor; else None."""
+    if blocks_ge4() <= stop:
+        return "target reached"
+    mi = meminfo()
+    if mi["MemFree"] < FREE_FLOOR_KIB:
+        return "MemFree floor"
+    if mi["MemAvailable"] < floor_kib:
+        return "MemAvailable floor"
+    return None
 
 
 def fill_pipes(built: Built, stop: int, floor_kib: int) -> None:
@@ -461,15 +465,8 @@ def fill_pipes(built: Built, stop: int, floor_kib: int) -> None:
                 for w in (aw, bw):
                     with contextlib.suppress(BlockingIOError):
                         os.write(w, page)
-        if blocks_ge4() <= stop:
-            reason = "target reached"
-            break
-        mi = meminfo()
-        if mi["MemFree"] < FREE_FLOOR_KIB:
-            reason = "MemFree floor"
-            break
-        if mi["MemAvailable"] < floor_kib:
-            reason = "MemAvailable floor"
+        if why := fill_stop(stop, floor_kib):
+            reason = why
             break
     built.info.update(stop=reason, pipe_pairs=len(pairs), blocks_at_fill=blocks_ge4())
     for _, _, br, bw in pairs:
