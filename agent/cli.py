@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from agent import __version__
@@ -127,6 +127,23 @@ def cmd_scan_log(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_NAMESPACE = "memfrag-system"
+
+
+def run_identity(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, str]:
+    """The node the daemon speaks for and the namespace of its Lease slots.
+
+    Each is the flag, else the downward-API variable the chart sets (NODE_NAME, POD_NAMESPACE),
+    else (namespace only) the default: an agent installed outside memfrag-system must look for
+    its Leases where the chart's Role grants them, in its own namespace.
+    """
+    node = args.node_name or environ.get("NODE_NAME", "")
+    if not node:
+        raise MemfragError("no node name: set NODE_NAME (the downward API) or --node-name")
+    namespace = args.namespace or environ.get("POD_NAMESPACE", "") or DEFAULT_NAMESPACE
+    return node, namespace
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
@@ -136,9 +153,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.kube import Kube
 
     logs.setup(args.log_format, args.log_level)
-    node = args.node_name or os.environ.get("NODE_NAME")
-    if not node:
-        raise MemfragError("no node name: set NODE_NAME (the downward API) or --node-name")
+    node, namespace = run_identity(args, os.environ)
     config = ConfigFile(args.config)
     ProcReader(args.proc_root, args.sys_root).observe(with_pagetypeinfo=False)  # fail fast
     agent = Agent(
@@ -146,6 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         Kube.from_environment(args.kubeconfig),
         config,
         ProcReader(args.proc_root, args.sys_root),
+        namespace=namespace,
     )
     return agent.run()
 
@@ -208,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cl = sub.add_parser("cleanup", help="remove the agent's taints, conditions and leases")
     cl.add_argument("--kubeconfig")
-    cl.add_argument("--namespace", default="memfrag-system", help="where the Lease slots live")
+    cl.add_argument(
+        "--namespace",
+        default=DEFAULT_NAMESPACE,
+        help="where the Lease slots live (the release namespace)",
+    )
     cl.add_argument("--taint-key", default=default_key)
     cl.set_defaults(func=cmd_cleanup)
 
@@ -218,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG")
     r.add_argument("--proc-root", default="/proc")
     r.add_argument("--sys-root", default="/sys")
-    r.add_argument("--namespace", help="for Lease slots; default: $POD_NAMESPACE, memfrag-system")
+    r.add_argument(
+        "--namespace", help=f"for Lease slots; default: $POD_NAMESPACE, else {DEFAULT_NAMESPACE}"
+    )
     r.add_argument("--log-format", choices=("json", "text"), default="json")
     r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     r.set_defaults(func=cmd_run)

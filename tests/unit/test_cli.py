@@ -363,3 +363,49 @@ def test_scan_log_missing_file_exits_3(capsys: pytest.CaptureFixture[str], tmp_p
     assert err == (
         f"memfrag-agent scan-log: {tmp_path}/absent.log: cannot read: No such file or directory\n"
     )
+
+
+class _CapturedAgent:
+    """Stands in for the daemon: records what `run` built it with, runs nothing."""
+
+    seen: dict[str, Any] = {}
+
+    def __init__(self, node: str, kube: object, config: object, reader: object, **kw: Any) -> None:
+        type(self).seen = {"node": node, **kw}
+
+    def run(self) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "namespace"),
+    [
+        (["--namespace", "from-flag"], {"POD_NAMESPACE": "kube-system"}, "from-flag"),
+        ([], {"POD_NAMESPACE": "kube-system"}, "kube-system"),
+        ([], {}, "memfrag-system"),
+        ([], {"POD_NAMESPACE": ""}, "memfrag-system"),
+    ],
+)
+def test_run_passes_the_lease_namespace_to_the_agent(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str], namespace: str
+) -> None:
+    """Installed outside memfrag-system, the agent must look for its Leases in its own namespace
+    (the chart sets POD_NAMESPACE): before the fix `run` never passed it and got 403s."""
+    import agent.daemon
+    import agent.kube
+
+    monkeypatch.setattr(agent.daemon, "Agent", _CapturedAgent)
+    monkeypatch.setattr(agent.kube.Kube, "from_environment", staticmethod(lambda _k: object()))
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    for key, value in {"NODE_NAME": "node-a", **env}.items():
+        monkeypatch.setenv(key, value)
+    assert main(["run", "--proc-root", VM, "--sys-root", NOSYS, "--log-format", "text", *argv]) == 0
+    assert _CapturedAgent.seen == {"node": "node-a", "namespace": namespace}
+
+
+def test_run_without_a_node_name_exits_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    assert main(["run", "--log-format", "text"]) == 3
+    assert "no node name" in capsys.readouterr().err
