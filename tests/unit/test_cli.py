@@ -6,7 +6,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -368,7 +368,7 @@ def test_scan_log_missing_file_exits_3(capsys: pytest.CaptureFixture[str], tmp_p
 class _CapturedAgent:
     """Stands in for the daemon: records what `run` built it with, runs nothing."""
 
-    seen: dict[str, Any] = {}
+    seen: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, node: str, kube: object, config: object, reader: object, **kw: Any) -> None:
         type(self).seen = {"node": node, **kw}
