@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 tools:
+	@bash tests/tools/host.sh
 	@bash tests/tools/build.sh
 
 PYDIRS := agent tests $(wildcard bench lab)

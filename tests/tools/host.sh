@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the real-node tests need (containerd, runc, the CNI plugins, the
+# image builder and what the node's network set-up calls), once, with apt-get. Run as root by
+# `make tools`; as another user it only says what is missing, and the tests that need the
+# packages skip with that reason.
+set -euo pipefail
+PACKAGES=(
+  containerd runc containernetworking-plugins  # the node's runtime and pod network
+  buildah debootstrap                           # the image, built from the Dockerfile without Docker
+  iptables iproute2 conntrack                   # the node's bridge, the Service DNAT, teardown
+  libc6-dev gcc                                 # the pause binary, compiled static
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && { echo "make tools: host packages present"; exit 0; }
+if [ "$(id -u)" != 0 ]; then
+  echo "make tools: not root, so not installing ${missing[*]}; the real-node tests will skip" >&2
+  exit 0
+fi
+echo "make tools: installing ${missing[*]} (Debian packages)"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts containerd as a service where systemd runs; the tests run their own instance,
+# with their own root, state and socket, so a packaged one is left as the host has it.
+echo "make tools: host packages installed"
