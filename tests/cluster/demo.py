@@ -1,12 +1,14 @@
-"""`make demo`: the agent against a real local control plane and this machine's real /proc and
-/dev/kmsg, start to finish, then everything it started is stopped.
+"""`make demo`: the agent as users run it, `helm install` onto a real node, start to finish.
 
-This machine is not fragmented, so after the first (honest, healthy) assessment the demo raises
-`assessment.fragmented_below_blocks` through the hot-reloaded config above what this machine
-has: the real /proc then reads as fragmented. It says so when it does it, and puts the real
-threshold back to show the recovery. The kernel-log line of the seed incident is written into
-/dev/kmsg only with --inject-kmsg (it needs root; the agent accepts user-facility lines only
-because the demo's config says so).
+This machine becomes a one-node cluster (the local control plane, kubelet, containerd, kube-proxy:
+tests.cluster.realcluster), the image is built from the Dockerfile (buildah, cached), and the
+chart is installed into kube-system. The agent in its pod reads this machine's real /proc and
+/dev/kmsg. This machine is not fragmented, so after the first (honest, healthy) report the demo
+raises `assessment.fragmented_below_blocks` through the hot-reloaded ConfigMap (`helm upgrade`)
+above what this machine has: the real /proc then reads as fragmented. It says so when it does it,
+and puts the real threshold back to show the recovery. With --inject-kmsg the seed incident's
+kernel-log line is written into /dev/kmsg (the agent accepts user-facility lines only because
+the demo's values say so). `helm uninstall` then runs the cleanup hook, and everything stops.
 """
 
 from __future__ import annotations
@@ -15,69 +17,74 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
-from agent.kube import Kube
-from tests.cluster.plane import ControlPlane, ControlPlaneError
-from tests.integration.harness import (
-    AGENT,
-    KUBECTL,
-    NAMESPACE,
-    AgentProcess,
-    FakeHost,
-    apply_chart_rbac,
-    wait_for,
-)
+import yaml
 
+from tests.cluster.image import AGENT_REF, ImageBuildError, build_agent_image, build_pause_image
+from tests.cluster.node import node_unavailable_reason
+from tests.cluster.plane import ControlPlaneError
+from tests.cluster.realcluster import NodeCluster
+from tests.integration.harness import AGENT, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "memfrag-agent"
+NAMESPACE = "kube-system"
+RELEASE = "memfrag-agent"
 SEED_LINE = "<4>mysqld: page allocation failure. order:4, mode:0x10c0d0\n"
-
-
-class RealHost(FakeHost):
-    """This machine's real /proc in the FakeHost's place: never written to."""
-
-    def __init__(self) -> None:
-        self.root = Path("/proc")
-
-    def _put(self, fixture: str) -> None:
-        raise RuntimeError("the demo never writes to the real /proc")
+TAINT = "memfrag.dev/fragmented"
 
 
 def say(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def describe(kubeconfig: Path, node: str) -> None:
-    out = subprocess.run(
-        [str(KUBECTL), "--kubeconfig", str(kubeconfig), "describe", "node", node],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    keep, show = [], False
+def show(cluster: NodeCluster, *args: str) -> None:
+    print(f"$ kubectl {' '.join(args)}", flush=True)
+    print(cluster.kubectl(*args), end="", flush=True)
+
+
+def describe(cluster: NodeCluster) -> None:
+    """The parts of `kubectl describe node` the agent writes: taints, conditions, events."""
+    out = cluster.kubectl("describe", "node", cluster.name)
+    keep, show_block = [], False
     for line in out.splitlines():
         if line.startswith(("Taints:", "Conditions:", "Events:")):
-            show = True
-        elif line and not line.startswith(" ") and show:
-            show = line.startswith(("Taints:", "Conditions:", "Events:"))
-        if show or line.startswith("Taints:"):
+            show_block = True
+        elif line and not line.startswith(" ") and show_block:
+            show_block = False
+        if show_block:
             keep.append(line)
+    print(f"$ kubectl describe node {cluster.name}   # excerpt", flush=True)
     print("\n".join(keep), flush=True)
 
 
-def condition(admin: Kube, node: str) -> dict[str, str]:
-    for c in admin.request("GET", f"/api/v1/nodes/{node}")["status"].get("conditions") or []:
+def condition(cluster: NodeCluster) -> dict[str, Any]:
+    for c in cluster.get("node", cluster.name)["status"].get("conditions") or []:
         if c["type"] == "MemoryFragmented":
-            return {k: str(v) for k, v in c.items()}
+            return dict(c)
     return {}
 
 
-def tainted(admin: Kube, node: str) -> bool:
-    taints = admin.request("GET", f"/api/v1/nodes/{node}")["spec"].get("taints") or []
-    return any(t["key"] == "memfrag.dev/fragmented" for t in taints)
+def tainted(cluster: NodeCluster) -> bool:
+    taints = cluster.get("node", cluster.name)["spec"].get("taints") or []
+    return any(t["key"] == TAINT for t in taints)
+
+
+def agent_metrics(cluster: NodeCluster) -> dict[str, float]:
+    selector = "app.kubernetes.io/name=memfrag-agent,app.kubernetes.io/component=agent"
+    (pod,) = cluster.get("pods", "-n", NAMESPACE, "-l", selector)["items"]
+    port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=5) as r:
+        lines = r.read().decode().splitlines()
+    return {
+        n: float(v)
+        for n, _, v in (line.rpartition(" ") for line in lines if line and line[0] != "#")
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--dir", type=Path, default=Path("out/demo"))
     args = p.parse_args(argv)
+    reason = node_unavailable_reason()
+    if reason:
+        print(f"make demo: {reason}", file=sys.stderr)
+        return 1
     workdir = args.dir.resolve()
-    shutil.rmtree(workdir, ignore_errors=True)  # a fresh etcd each run: no state from the last
+    shutil.rmtree(workdir, ignore_errors=True)  # a fresh cluster each run: no state from the last
     workdir.mkdir(parents=True)
-    node = socket.gethostname().lower()
 
     say("memfrag-agent check on this machine's real /proc")
     check = subprocess.run([str(AGENT), "check"], capture_output=True, text=True, check=False)
@@ -104,32 +114,30 @@ def main(argv: list[str] | None = None) -> int:
     )
     blocks = min(n["blocks_at_order"] for n in real["numa_nodes"])
 
-    say("starting a local control plane (etcd, kube-apiserver, kube-scheduler) from .tools/bin")
+    say("building the images: the agent from the Dockerfile, and pause (buildah; cached)")
     try:
-        plane = ControlPlane(workdir / "plane").start()
+        pause, pause_ref = build_pause_image(REPO / "out" / "images")
+        agent = build_agent_image(REPO, REPO / "out" / "images")
+    except ImageBuildError as exc:
+        print(f"make demo: {exc}", file=sys.stderr)
+        return 1
+    say("starting a one-node cluster on this machine: etcd, kube-apiserver, scheduler, "
+        "controller-manager, kubelet, containerd, kube-proxy")  # fmt: skip
+    cluster = NodeCluster(workdir, images=(pause, agent), pause_image=pause_ref)
+    try:
+        cluster.start()
     except ControlPlaneError as exc:
         print(f"make demo: {exc}", file=sys.stderr)
         return 1
-    agent: AgentProcess | None = None
     try:
-        plane.start_scheduler()
-        say(f"registering this machine as Node {node!r}; applying the chart's RBAC")
-        plane.register_node(node)
-        apply_chart_rbac(plane.kubeconfig)
-        sa = plane.service_account_kubeconfig(NAMESPACE, "memfrag-agent", workdir / "agent.kc")
-        admin = Kube.from_environment(str(plane.kubeconfig))
-
-        say("running `memfrag-agent run` as the chart's ServiceAccount on the real /proc")
-        agent = AgentProcess(
-            workdir / "agent",
-            node,
-            sa,
-            RealHost(),
-            {
+        show(cluster, "get", "nodes", "-o", "wide")
+        name, _, tag = AGENT_REF.rpartition(":")
+        values = {
+            "image": {"repository": name, "tag": tag, "pullPolicy": "Never"},
+            "config": {
                 "sources": {
                     "poll_interval_seconds": 3,
                     "pagetypeinfo_interval_seconds": 30,
-                    "kmsg_path": "/dev/kmsg",
                     "accept_user_facility": args.inject_kmsg,
                 },
                 "reporting": {
@@ -139,68 +147,65 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "remediation": {"mode": "dry-run"},
             },
-        )
-        agent.start()
-        wait_for(lambda: condition(admin, node).get("status") == "False", "the first report")
-        describe(plane.kubeconfig, node)
+        }
+        values_file = workdir / "demo-values.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        say(f"helm install {RELEASE} charts/memfrag-agent --namespace {NAMESPACE} "
+            f"--values {values_file.name}")  # fmt: skip
+        print(cluster.helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                           "--values", str(values_file)), end="")  # fmt: skip
+        show(cluster, "rollout", "status", f"daemonset/{RELEASE}", "-n", NAMESPACE,
+             "--timeout", "300s")  # fmt: skip
+        show(cluster, "get", "pods", "-n", NAMESPACE, "-o", "wide")
+        wait_for(lambda: condition(cluster).get("status") == "False", "the first report", 60)
+        describe(cluster)
 
         if args.inject_kmsg:
-            say(
-                "writing the seed incident's line into /dev/kmsg (as root; user facility): "
-                + SEED_LINE.strip()[3:]
-            )
+            say("writing the seed incident's line into /dev/kmsg (as root; user facility): "
+                + SEED_LINE.strip()[3:])  # fmt: skip
             with open("/dev/kmsg", "w") as kmsg:
                 kmsg.write(SEED_LINE)
-            wait_for(
-                lambda: (
-                    agent is not None
-                    and agent.metrics().get(
-                        'memfrag_kernel_log_findings_total{kind="page_allocation_failure",order="4"}'
-                    )
-                ),
-                "the agent to read it",
-            )
+            key = 'memfrag_kernel_log_findings_total{kind="page_allocation_failure",order="4"}'
+            wait_for(lambda: agent_metrics(cluster).get(key), "the agent in its pod to read it")
             print(
-                "the agent read it and assessed at once; the memory itself is healthy, so the "
-                "condition stays False and an Event records the failure"
+                "the agent in its pod read it and assessed at once; the memory itself is "
+                "healthy, so the condition stays False and an Event records the failure"
             )
         else:
             say("skipping the /dev/kmsg line (run with --inject-kmsg to write it)")
 
+        threshold = blocks * 2 + 1
         say(
             f"SIMULATING fragmentation: this machine has {blocks} free order-4 blocks; raising "
-            f"assessment.fragmented_below_blocks to {blocks * 2 + 1} via the hot-reloaded config"
+            f"assessment.fragmented_below_blocks to {threshold} (helm upgrade; hot-reloaded)"
         )
-        agent.config.setdefault("assessment", {}).update(
-            {"fragmented_below_blocks": blocks * 2 + 1, "at_risk_below_blocks": blocks * 2 + 1}
-        )
-        agent.write_config()
-        wait_for(lambda: tainted(admin, node), "the condition and, after 5 s, the taint", 60)
-        describe(plane.kubeconfig, node)
+        cluster.helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
+                     "--set", f"config.assessment.fragmented_below_blocks={threshold}",
+                     "--set", f"config.assessment.at_risk_below_blocks={threshold}")  # fmt: skip
+        wait_for(lambda: tainted(cluster), "the condition and, after 5 s, the taint", 120)
+        describe(cluster)
 
         say("restoring the real thresholds: recovery clears the taint after 10 s healthy")
-        agent.config["assessment"] = {}
-        agent.write_config()
-        wait_for(lambda: not tainted(admin, node), "the taint to clear", 60)
-        describe(plane.kubeconfig, node)
-        say("metrics (excerpt) from the agent's /metrics")
-        for k, v in sorted(agent.metrics().items()):
-            if k.startswith(
-                (
-                    "memfrag_verdict",
-                    "memfrag_kernel_log",
-                    "memfrag_condition",
-                    "memfrag_tainted",
-                    "memfrag_remediation_actions",
-                )
-            ):
+        cluster.helm("upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE,
+                     "--values", str(values_file))  # fmt: skip
+        wait_for(lambda: not tainted(cluster), "the taint to clear", 120)
+        describe(cluster)
+        say("metrics (excerpt) from the agent pod's /metrics")
+        for k, v in sorted(agent_metrics(cluster).items()):
+            if k.startswith(("memfrag_verdict", "memfrag_kernel_log", "memfrag_condition",
+                             "memfrag_tainted", "memfrag_remediation_actions")):  # fmt: skip
                 print(f"  {k} {v:g}")
-        say("done: stopping the agent and the control plane")
+        say(f"helm uninstall {RELEASE} (the pre-delete hook removes the condition and taint)")
+        print(cluster.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait",
+                           "--timeout", "300s"), end="")  # fmt: skip
+        print(f"MemoryFragmented condition after uninstall: {condition(cluster) or 'none'}")
+        say("done: stopping the node and the control plane")
         return 0
+    except ControlPlaneError as exc:
+        print(f"make demo: {exc}", file=sys.stderr)
+        return 1
     finally:
-        if agent is not None:
-            agent.stop(signal.SIGTERM)
-        plane.stop()
+        cluster.stop()
         print(f"logs kept in {workdir}", flush=True)
 
 

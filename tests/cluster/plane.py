@@ -2,8 +2,10 @@
 
 In the spirit of controller-runtime's envtest: real etcd and kube-apiserver binaries (built by
 `make tools`), optionally kube-scheduler and kube-controller-manager, with real TLS, RBAC and
-ServiceAccount tokens, so the agent is exercised against the API it meets in production. There
-is no kubelet: nodes are registered by hand and pods bound to them stay Pending.
+ServiceAccount tokens, so the agent is exercised against the API it meets in production. By
+default there is no kubelet: nodes are registered by hand and pods bound to them stay Pending;
+`tests.cluster.node.RealNode` adds a real kubelet, containerd and kube-proxy to a plane started
+with `for_real_node=True`.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ class ControlPlane:
         timeout: float = 90.0,
         grace: float = 10.0,
         detached: bool = False,
+        for_real_node: bool = False,
     ) -> None:
         missing = [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
         if missing:
@@ -223,6 +226,7 @@ class ControlPlane:
         self.timeout = timeout
         self.grace = grace
         self.detached = detached
+        self.for_real_node = for_real_node
         self.pki = self.workdir / "pki"
         self.logs = self.workdir / "logs"
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -282,6 +286,24 @@ class ControlPlane:
             if not self.running("etcd"):
                 raise ControlPlaneError("ControlPlane: etcd is not running; call start() first")
             pki = self.pki
+            if self.for_real_node:
+                node_flags = [
+                    # A kubelet runs: pods get their ServiceAccount token projected (the
+                    # controller-manager creates the `default` ServiceAccounts), and kubelets
+                    # may touch only their own Node and its pods, as in production.
+                    "--enable-admission-plugins=NodeRestriction",
+                    # The node registers only an InternalIP (on the pod bridge): logs and exec
+                    # go there, with a client cert the kubelet's webhook authorizes.
+                    "--kubelet-preferred-address-types=InternalIP",
+                    f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                    f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                ]
+            else:
+                node_flags = [
+                    # The ServiceAccount admission plugin rejects every pod whose ServiceAccount
+                    # does not exist yet, and only kube-controller-manager creates `default` SAs.
+                    "--disable-admission-plugins=ServiceAccount",
+                ]
             self._spawn(
                 "kube-apiserver",
                 [
@@ -299,9 +321,7 @@ class ControlPlane:
                     f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                     f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                     "--allow-privileged=true",
-                    # The ServiceAccount admission plugin rejects every pod whose ServiceAccount
-                    # does not exist yet, and only kube-controller-manager creates `default` SAs.
-                    "--disable-admission-plugins=ServiceAccount",
+                    *node_flags,
                     # Endpoints may not hold loopback IPs: the default reconciler for the
                     # `kubernetes` Service would fail (and log) forever with 127.0.0.1.
                     "--endpoint-reconciler-type=none",
@@ -486,6 +506,19 @@ class ControlPlane:
         self._write_kubeconfig(path, user, {"token": token})
         return path
 
+    def client_kubeconfig(self, name: str, subject: str, path: Path) -> Path:
+        """A kubeconfig with a client certificate for `subject` (e.g. `/O=system:nodes/CN=
+        system:node:n1`), signed by the plane's CA: how kubelets and kube-proxy authenticate."""
+        if not (self.pki / f"{name}.crt").exists():
+            self._leaf(name, subject, "clientAuth")
+        user = subject.rsplit("CN=", 1)[-1]
+        credentials = {
+            "client-certificate-data": _b64(self.pki / f"{name}.crt"),
+            "client-key-data": _b64(self.pki / f"{name}.key"),
+        }
+        self._write_kubeconfig(Path(path), user, credentials)
+        return Path(path)
+
     # --- internals ---
 
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -607,6 +640,9 @@ class ControlPlane:
         )
         self._leaf("apiserver", "/CN=kube-apiserver", "serverAuth", server_sans)
         self._leaf("admin", "/O=system:masters/CN=memfrag-admin", "clientAuth")
+        # What the API server presents to kubelets (logs, exec); bound to the bootstrap
+        # system:kubelet-api-admin role by the real-node set-up.
+        self._leaf("apiserver-kubelet-client", "/CN=kube-apiserver-kubelet-client", "clientAuth")
         self._leaf("kube-scheduler", "/CN=system:kube-scheduler", "clientAuth")
         # With --use-service-account-credentials=false every controller acts as this identity,
         # and the bootstrap system:kube-controller-manager role cannot even create pods.

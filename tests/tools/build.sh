@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned upstream tools the tests need (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, helm, kubeconform) from their Go modules with this machine's Go, once,
+# kube-scheduler, kubectl, kubelet, kube-proxy, helm, kubeconform) from their Go modules with this
+# machine's Go, once,
 # into the user's cache directory keyed by the pinned versions, and links them at .tools/bin.
 # Nothing here is downloaded as a binary; nothing built is committed.
 set -euo pipefail
@@ -42,6 +43,10 @@ build kube kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$ldk"
 build kube kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$ldk"
 build kube kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$ldk"
 build kube kubectl k8s.io/kubernetes/cmd/kubectl "$ldk"
+# The real node's (tests/cluster/node.py): the same release as the plane, in a module of its own
+# (their extra dependencies would change the plane tools' keys and rebuild them all).
+build node kubelet k8s.io/kubernetes/cmd/kubelet "$ldk"
+build node kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$ldk"
 # k8sVersionMinor: what a bare `helm template` assumes without a cluster (helm's own Makefile sets it).
 build helm helm helm.sh/helm/v3/cmd/helm "-s -w -X helm.sh/helm/v3/internal/version.version=v3.19.0 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=35"
 build kubeconform kubeconform github.com/yannh/kubeconform/cmd/kubeconform
