@@ -209,9 +209,11 @@ _ISO = (
     rf"(?:{_DOW} )?\d{{4}}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?P<frac>[.,]\d{{1,9}})?"
     r"(?:Z|[+-]\d\d:?\d\d|(?= )(?: (?:UTC|GMT|CES?T|EES?T|MSK|JST|KST|[A-Z][A-Z]?[SD]T)(?= |$)))?"
 )
+_ISO_ANON = _ISO.replace("(?P<frac>", "(?:")
 _BSD = rf"(?:{_DOW} +)?{_MON} +\d{{1,2}} \d\d:\d\d:\d\d(?:\.\d{{1,9}})?(?: \d{{4}}(?![:\d]))?"
 _KTAG = r"kernel(?:\[\d{1,10}\])?:|\[kernel\]"
 _FACLVL = rf"(?:{_FAC})\.(?:{_LVL})"
+_ULVL = r"(?:EMERG|ALERT|CRIT|ERR|ERROR|WARNING|WARN|NOTICE|INFO|DEBUG)"
 # One prefix token at a time; what none of them accepts is where the prefix ends.
 _TOKEN = re.compile(
     r"(?P<quote>(?:&gt;|[>|])+|[`\"“”«»]+)"  # mail quotes, markdown, quoted prose
@@ -225,8 +227,10 @@ _TOKEN = re.compile(
     rf"|(?P<bsd>{_BSD})"
     rf"|(?P<dfac>[a-z]{{2,8}}\d?) *:(?P<dlvl>[a-z]{{3,7}}) *:(?= )"  # dmesg -x
     rf"|(?P<faclvl>{_FACLVL})(?= )"  # BusyBox/OpenWrt logread, syslog templates
+    rf"|(?P<ulvl>{_ULVL})(?= +(?:{_KTAG}))"  # rsyslog templates with the severity in capitals
+    rf"|\[(?P<biso>{_ISO_ANON})\]"  # serial-console loggers: "[2025-04-04 08:09:21] [  5.2]"
     rf"|(?P<ktag>{_KTAG})"
-    rf"|(?P<host>[\w.-]{{1,255}})(?= +(?:{_KTAG}|{_FACLVL} ))"  # the host before one of those
+    rf"|(?P<host>[\w.-]{{1,255}})(?= +(?:{_KTAG}|{_FACLVL} |{_ULVL} +kernel))"  # host before those
     r"|(?P<mail>(?:Subject|Re|RE|Fwd|FW|AW|Aw):)(?= )",
     re.ASCII,
 )
@@ -304,6 +308,10 @@ def _strip_prefix(text: str, into: _Prefix) -> str:
             into.seen.add("dmesg")
         elif g["rel"] is not None or g["human"] is not None or g["caller"] is not None:
             into.seen.add("dmesg")
+        elif g["biso"] is not None:
+            into.set("time", g["biso"])
+        elif g["ulvl"] is not None:
+            into.set("level", _LEVEL_NAMES[g["ulvl"].lower()])
         elif g["iso"] is not None:
             into.set("time", g["iso"])
             if (g["frac"] or "").startswith(","):  # dmesg --time-format=iso: no host, no tag

@@ -409,6 +409,21 @@ FORMATS = {
         lambda t: f"[ 1183.390169][T22234] {t}", "dmesg", uptime_s=1183.390169
     ),
     "dmesg-reltime": Fmt(lambda t: f"[  +0.001839] {t}", "dmesg"),
+    "serial-bracket-date": Fmt(
+        lambda t: f"[2025-04-04 08:09:21] [    5.280264] {t}",
+        "dmesg",
+        uptime_s=5.280264,
+        time="2025-04-04 08:09:21",
+    ),
+    "rsyslog-upper-level": Fmt(
+        lambda t: f"Apr 30 07:12:11.435319 mtbc-sonic-01-2410 WARNING kernel: [  429.852782] {t}",
+        "syslog",
+        0,
+        4,
+        uptime_s=429.852782,
+        time="Apr 30 07:12:11.435319",
+        host="mtbc-sonic-01-2410",
+    ),
     "kernel-pid-tag": Fmt(
         lambda t: f"Jul 10 16:36:36 jetson kernel[851]: [   13.879784] {t}",
         "syslog",
