@@ -641,13 +641,20 @@ def scan_events(lines: Iterable[str | bytes]) -> Iterator[Finding | Suppressed]:
                 yield event
             if line_done:
                 continue
+        # the pre-filter's first words inline: most lines of a flood stop here, no call made
         if isinstance(line, str):
             head = line[:MAX_LINE]
-            if not head.startswith("{") and not might_match(head):
+            if "alloc" not in head and "oom-killer" not in head and "cache" not in head:
+                if not head.startswith("{"):
+                    continue
+            elif not might_match(head) and not head.startswith("{"):
                 continue
         elif isinstance(line, (bytes, bytearray, memoryview)):
             raw = bytes(line[:MAX_LINE])
-            if not raw.startswith(b"{") and not _might_match_bytes(raw):
+            if b"alloc" not in raw and b"oom-killer" not in raw and b"cache" not in raw:
+                if not raw.startswith(b"{"):
+                    continue
+            elif not _might_match_bytes(raw) and not raw.startswith(b"{"):
                 continue
         record = parse_record(line)
         if record is None:

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from agent.kmsg import (
+    _INCOMPLETE,
     KINDS,
     MAX_TEXT,
     Finding,
@@ -749,6 +750,7 @@ def test_scan_never_raises(lines: list[str | bytes]) -> None:
 @given(st.lists(_ANY_LINE, max_size=20))
 def test_scan_is_parse_then_match(lines: list[str | bytes]) -> None:
     records = [r for r in map(parse_record, lines) if r is not None]
+    assume(not any(_INCOMPLETE.search(r.text) for r in records))  # those may join the next line
     assert list(scan(lines)) == [f for f in map(match, records) if f is not None]
 
 
