@@ -236,9 +236,7 @@ _TOKEN = re.compile(
 )
 _SPACE = re.compile(r"[ \t]+")
 # "host tag[pid]: " after a timestamp, for programs other than the kernel.
-_HOST_TAG = re.compile(
-    r"(?P<host>[^\s\[\]:]{1,255}) +(?P<tag>[^\s\[\]:]{1,64})(?:\[\d{1,10}\])?: ?"
-)
+_HOST_TAG = re.compile(r"(?P<host>[^\s\[\]:]{1,255}) +(?P<tag>[\w./-]{1,64})(?:\[\d{1,10}\])?: ?")
 # RFC 5424 after "<PRI>1 ": TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA.
 _RFC5424 = re.compile(
     r"(?P<time>\S{1,64}) (?P<host>\S{1,255}) (?P<app>\S{1,48}) \S{1,128} \S{1,32} "

@@ -17,10 +17,12 @@ from agent.kmsg import (
     MAX_TEXT,
     Finding,
     LogRecord,
+    Suppressed,
     match,
     might_match,
     parse_record,
     scan,
+    scan_events,
 )
 
 LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
@@ -780,3 +782,47 @@ def test_kmsg_round_trip(
     line = f"{facility * 8 + level},{seq},{usec},{flag}{caller};{text}\n"
     record = parse_record(line.encode() if as_bytes else line)
     assert record == LogRecord(text, facility, level, seq, usec / 1e6, None, "kmsg")
+
+
+# --- lines broken by a mail client ---------------------------------------------------------------
+
+
+def test_broken_report_without_its_continuation_is_still_a_finding() -> None:
+    head = "kworker/u8:7: page allocation failure: order:3,"
+    other = "mysqld: page allocation failure. order:4, mode:0x10c0d0"
+    found = list(scan([head, other]))
+    assert [(f.order, f.process, f.mode) for f in found] == [
+        (3, "kworker/u8:7", None),
+        (4, "mysqld", "0x10c0d0"),
+    ]
+
+
+def test_continuation_is_joined_at_most_max_joins_times() -> None:
+    lines = ["dd invoked oom-killer:", "gfp_mask=0x101c4a(GFP_NOFS|", "__GFP_HIGHMEM|", "order=3"]
+    # the third join lands inside the unclosed flags: no finding, and no fourth join is tried
+    assert list(scan(lines)) == []
+    [found] = scan([*lines[:2], "__GFP_HIGHMEM), order=3, oom_score_adj=0"])
+    assert (found.kind, found.order, found.process, found.gfp_flags) == (
+        "high_order_oom",
+        3,
+        "dd",
+        ("GFP_NOFS", "__GFP_HIGHMEM"),
+    )
+
+
+def test_kmsg_records_are_never_joined() -> None:
+    lines = [
+        "4,1,2,-;kworker/u8:7: page allocation failure: order:3,",
+        "4,2,3,-;mode:0x60820(GFP_ATOMIC|__GFP_COMP|__GFP_MEMALLOC)",
+    ]
+    [found] = scan(lines)
+    assert (found.order, found.mode, found.record.seq) == (3, None, 1)
+
+
+def test_suppressed_is_an_event_not_a_finding() -> None:
+    line = "[  859.563153] warn_alloc: 1 callbacks suppressed"
+    [event] = scan_events([line])
+    assert isinstance(event, Suppressed) and event.count == 1
+    assert event.to_json()["kind"] == "suppressed"
+    assert list(scan([line])) == []
+    assert list(scan_events(["[  970.66] net_ratelimit: 650 callbacks suppressed"])) == []
