@@ -104,7 +104,7 @@ class Agent:
     # --- threads -------------------------------------------------------------------------------
     def _on_suppressed(self, n: int) -> None:
         """From the kmsg thread: failure reports the kernel did not print (deque.append is
-        atomic; `cycle` sums and prunes)."""
+        atomic; `cycle` copies, sums and prunes)."""
         self.metrics.kmsg_suppressed.inc(n)
         self.suppressed.append((self.clock(), n))
 
@@ -266,7 +266,7 @@ class Agent:
             )
         while self.suppressed and now - self.suppressed[0][0] >= FINDING_TTL:
             self.suppressed.popleft()
-        dropped = sum(n for _, n in self.suppressed)
+        dropped = sum(n for _, n in list(self.suppressed))  # list(): one step, no mutation error
         if dropped:
             outcome = dataclasses.replace(
                 outcome,
