@@ -7,6 +7,7 @@ writes. Every decision it carries out comes from a pure function (assess, reconc
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -74,6 +75,7 @@ class Agent:
         self.health = Health(max_age=3 * self.cfg.sources.poll_interval_seconds + 30)
         self.events = EventRecorder(kube, node_name)
         self.findings: queue.Queue[Finding] = queue.Queue(maxsize=10000)
+        self.suppressed: collections.deque[tuple[float, int]] = collections.deque(maxlen=1024)
         self.recent: dict[tuple[str, int | None, str | None], float] = {}
         self.announced: dict[tuple[str, int | None, str | None], float] = {}
         self.stop_event = threading.Event()
@@ -100,6 +102,12 @@ class Agent:
         )
 
     # --- threads -------------------------------------------------------------------------------
+    def _on_suppressed(self, n: int) -> None:
+        """From the kmsg thread: failure reports the kernel did not print (deque.append is
+        atomic; `cycle` copies, sums and prunes)."""
+        self.metrics.kmsg_suppressed.inc(n)
+        self.suppressed.append((self.clock(), n))
+
     def _on_finding(self, f: Finding) -> None:
         try:
             self.findings.put_nowait(f)
@@ -121,6 +129,7 @@ class Agent:
                 on_lost=self.metrics.kmsg_lost.inc,
                 on_reopen=self.metrics.kmsg_reopens.inc,
                 on_ignored=self.metrics.kmsg_ignored.inc,
+                on_suppressed=self._on_suppressed,
             )
             self.kmsg.start()
         else:
@@ -254,6 +263,15 @@ class Agent:
                 outcome,
                 message=f"{outcome.message}; {len(stuck)} pod(s) stuck in ContainerCreating: "
                 f"{shown}",
+            )
+        while self.suppressed and now - self.suppressed[0][0] >= FINDING_TTL:
+            self.suppressed.popleft()
+        dropped = sum(n for _, n in list(self.suppressed))  # list(): one step, no mutation error
+        if dropped:
+            outcome = dataclasses.replace(
+                outcome,
+                message=f"{outcome.message}; the kernel log suppressed {dropped} more "
+                f"allocation-failure report(s) in the last {FINDING_TTL / 60:.0f} min",
             )
         rd: RemedyDecision | None = None
         if a is not None and obs is not None:

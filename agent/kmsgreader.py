@@ -4,6 +4,8 @@
 them (we count the loss and carry on), and never EOF; a FIFO or a plain file (tests, replays)
 returns several lines per read and EOF when the writer goes away (we reopen and say so).
 Non-kernel records are ignored by default: any root process can write into /dev/kmsg.
+A ``warn_alloc: N callbacks suppressed`` record hands N (reports the kernel's rate limit dropped)
+to ``on_suppressed``, so the count of failures does not stop at what the log printed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import stat
 import threading
 from collections.abc import Callable
 
-from agent.kmsg import Finding, scan
+from agent.kmsg import Finding, Suppressed, scan_events
 
 log = logging.getLogger(__name__)
 READ_SIZE = 16384  # larger than any kmsg record (the kernel caps a record well below this)
@@ -32,11 +34,13 @@ class KmsgFollower:
         on_lost: Callable[[int], None] = lambda n: None,
         on_reopen: Callable[[], None] = lambda: None,
         on_ignored: Callable[[], None] = lambda: None,
+        on_suppressed: Callable[[int], None] = lambda n: None,
     ) -> None:
         self.path = path
         self.on_finding = on_finding
         self.accept_user_facility = accept_user_facility
         self.on_lost, self.on_reopen, self.on_ignored = on_lost, on_reopen, on_ignored
+        self.on_suppressed = on_suppressed
         self.records = 0
         self._stop = threading.Event()
 
@@ -103,8 +107,10 @@ class KmsgFollower:
 
     def handle(self, line: bytes) -> None:
         self.records += 1
-        for finding in scan([line]):
-            if finding.record.facility != 0 and not self.accept_user_facility:
+        for event in scan_events([line]):
+            if event.record.facility != 0 and not self.accept_user_facility:
                 self.on_ignored()
-                continue
-            self.on_finding(finding)
+            elif isinstance(event, Suppressed):
+                self.on_suppressed(event.count)
+            else:
+                self.on_finding(event)

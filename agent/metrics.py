@@ -88,6 +88,12 @@ class Metrics:
         self.kmsg_reopens = Counter(
             "memfrag_kmsg_reopens", "Times the kernel log had to be reopened", registry=r
         )
+        self.kmsg_suppressed = Counter(
+            "memfrag_kmsg_suppressed",
+            "Allocation-failure reports the kernel's rate limit dropped (warn_alloc: N callbacks "
+            "suppressed)",
+            registry=r,
+        )
         self.kmsg_ignored = Counter(
             "memfrag_kmsg_ignored_records",
             "Matching kernel-log records ignored because they did not come from the kernel",

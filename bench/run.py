@@ -33,6 +33,7 @@ from typing import IO, Any
 import agent.daemon
 from agent.assess import assess
 from agent.config import Config
+from agent.kmsg import scan_events
 from agent.kube import SMP, ApiError, Kube
 from agent.node import NodeView
 from agent.pagetypeinfo import parse_pagetypeinfo
@@ -140,6 +141,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "assess_ms_p50": ("ms", "observe(real /proc, no pagetypeinfo) + assess, one cycle"),
     "assess_ms_p99": ("ms", "same, p99"),
     "pagetypeinfo_ms_p50": ("ms", "read + parse the real /proc/pagetypeinfo"),
+    "kmsg_match_lines_per_s": ("lines/s", "matcher alone, unrelated kmsg records one by one"),
     "agent_rss_mib": ("MiB", "memfrag-agent run RSS after the steady window (real /proc)"),
     "agent_cpu_percent_steady": ("% core", "its CPU (utime+stime) over the steady window"),
     "api_writes_per_node_hour_steady": ("/node/h", "one healthy agent's writes in the window"),
@@ -252,6 +254,20 @@ def devkmsg_unlimited() -> Iterator[None]:
         yield
     finally:
         PRINTK_DEVKMSG.write_text(old + "\n")
+
+
+def kmsg_match_rate(n: int = 100_000, rounds: int = 3) -> int:
+    """Records/s through `scan_events`, one record a call as the kmsg follower hands them; the
+    best of `rounds` (the machine is shared), in process, no I/O."""
+    records = unrelated_lines(0, n).split(b"\n")[:-1]
+    best = 0.0
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for record in records:
+            for _ in scan_events([record]):
+                pass
+        best = max(best, len(records) / (time.perf_counter() - t))
+    return round(best)
 
 
 def unrelated_lines(seq: int, n: int) -> bytes:
@@ -452,6 +468,7 @@ class Bench:
             parse_pagetypeinfo(read_text(path), str(path))
             pti.append(time.perf_counter() - t)
         self.results["pagetypeinfo_ms_p50"] = ms(percentile(pti, 50))
+        self.results["kmsg_match_lines_per_s"] = kmsg_match_rate()
         self.details["assess"] = {
             "iterations": len(times),
             "ms": {k: round(v * 1000, 3) if k != "n" else v for k, v in summarize(times).items()},

@@ -64,6 +64,21 @@ def start_agent(
     return a.start()
 
 
+def start_kmsg_driven_agent(
+    admin: Kube, agents: list[AgentProcess], tmp: Path, node: str, kubeconfig: Path
+) -> AgentProcess:
+    """An agent whose next poll is 10 minutes away after the first: only the kernel log moves it."""
+    a = start_agent(
+        agents,
+        tmp,
+        node,
+        kubeconfig,
+        {"sources": {"poll_interval_seconds": 600, "pagetypeinfo_interval_seconds": 600}},
+    )
+    wait_for(lambda: status_is(admin, node, "False"), "first poll")
+    return a
+
+
 def test_condition_and_taint_follow_the_verdict(
     admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
@@ -185,14 +200,7 @@ def test_never_loses_another_controllers_taint(
 def test_kernel_log_finding_triggers_an_assessment_at_once(
     admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
-    a = start_agent(
-        agents,
-        tmp_path,
-        node,
-        agent_kubeconfig,
-        {"sources": {"poll_interval_seconds": 600, "pagetypeinfo_interval_seconds": 600}},
-    )
-    wait_for(lambda: status_is(admin, node, "False"), "first poll")
+    a = start_kmsg_driven_agent(admin, agents, tmp_path, node, agent_kubeconfig)
     a.host.fragmented()
     a.write_kmsg(kmsg_line(SEED_LINE))
     # The next poll is 10 minutes away: only the kernel-log trigger can make this True.
@@ -472,3 +480,21 @@ def test_a_closed_kernel_log_is_reopened(
     key = 'memfrag_kernel_log_findings_total{kind="page_allocation_failure",order="4"}'
     wait_for(lambda: a.metrics().get(key) == 1.0, "a finding after the reopen")
     assert "closed by the writer" in a.log() and "reopened" in a.log()
+
+
+def test_suppressed_reports_are_counted_and_told(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """`warn_alloc: N callbacks suppressed`: N failures the log did not print (issue 14)."""
+    a = start_kmsg_driven_agent(admin, agents, tmp_path, node, agent_kubeconfig)
+    a.write_kmsg(kmsg_line("warn_alloc: 3 callbacks suppressed", seq=1))
+    wait_for(
+        lambda: a.metrics().get("memfrag_kmsg_suppressed_total") == 3.0,
+        "the suppressed reports counted",
+    )
+    a.host.fragmented()
+    a.write_kmsg(kmsg_line(SEED_LINE, seq=2))
+    wait_for(lambda: status_is(admin, node, "True"), "condition True after the kmsg line", 60)
+    c = condition(admin, node)
+    assert c is not None
+    assert "suppressed 3 more allocation-failure report(s)" in c["message"]

@@ -8,18 +8,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from agent.kmsg import (
+    _INCOMPLETE,
     KINDS,
     MAX_TEXT,
     Finding,
     LogRecord,
+    Suppressed,
     match,
     might_match,
     parse_record,
     scan,
+    scan_events,
 )
 
 LOGS = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
@@ -151,6 +154,26 @@ CASES = {
         "0xc2cc0",
         ("GFP_KERNEL", "__GFP_NOWARN", "__GFP_COMP", "__GFP_NOMEMALLOC"),
     ),
+    "failure-no-mode-interleaved": Case(
+        "dockerd: page allocation failure: order:4", "page_allocation_failure", 4, "dockerd", None
+    ),
+    "failure-no-comm-no-mode": Case(
+        "page allocation failure: order:7", "page_allocation_failure", 7, None, None
+    ),
+    "failure-2.4": Case(
+        "__alloc_pages: 0-order allocation failed (gfp=0x1d2/0)",
+        "page_allocation_failure",
+        0,
+        None,
+        "0x1d2",
+    ),
+    "slab-kmem_cache_create": Case(
+        "kmem_cache_create(nf_conntrack_ffff8803eef66180) failed with error -12",
+        "slab_failure",
+        None,
+        None,
+        None,
+    ),
     "slab-nf_conn": Case("Unable to create nf_conn slab cache", "slab_failure", None, None, None),
     "slab-nf_conn-typo": Case(
         "Unable to to create nf_conn slab cache", "slab_failure", None, None, None
@@ -198,7 +221,6 @@ LOOKALIKES = {
     "slub-cache-detail": "cache: kmalloc-2048, object size: 2048, buffer size: 2048, "
     "default order: 3, min order: 0",
     "order-not-a-number": "dockerd: page allocation failure: order:x, mode:0x10",
-    "no-mode": "dockerd: page allocation failure: order:4",
     "unable-other": "Unable to allocate memory for the ring buffer",
     "vmalloc-other": "isr_dma: dma_alloc_coherent failed, falling back to vmalloc",
     "link-up": "e1000e: eth0 NIC Link is Up 1000 Mbps Full Duplex, Flow Control: None",
@@ -219,6 +241,7 @@ class Fmt:
     seq: int | None = None
     uptime_s: float | None = None
     time: str | None = None
+    host: str | None = None
 
     def record(self, text: str) -> LogRecord:
         return LogRecord(
@@ -229,6 +252,7 @@ class Fmt:
             uptime_s=self.uptime_s,
             time=self.time,
             source_format=self.source_format,
+            host=self.host,
         )
 
 
@@ -278,7 +302,11 @@ FORMATS = {
         time="2019-01-23T14:15:31,288446+08:00",
     ),
     "syslog": Fmt(
-        lambda t: f"Jan 23 14:15:31 dc05 kernel: {t}", "syslog", 0, time="Jan 23 14:15:31"
+        lambda t: f"Jan 23 14:15:31 dc05 kernel: {t}",
+        "syslog",
+        0,
+        time="Jan 23 14:15:31",
+        host="dc05",
     ),
     "syslog-uptime": Fmt(
         lambda t: f"Jan  3 14:15:31 dc05 kernel: [ 8642.301122] {t}",
@@ -286,18 +314,126 @@ FORMATS = {
         0,
         uptime_s=8642.301122,
         time="Jan  3 14:15:31",
+        host="dc05",
     ),
     "syslog-rfc3339": Fmt(
         lambda t: f"2019-01-23T14:15:31.288446+08:00 dc05 kernel: {t}",
         "syslog",
         0,
         time="2019-01-23T14:15:31.288446+08:00",
+        host="dc05",
     ),
     "journalctl-short-iso": Fmt(
         lambda t: f"2019-01-23T14:15:31+0800 dc05.example.com kernel: {t}",
         "syslog",
         0,
         time="2019-01-23T14:15:31+0800",
+        host="dc05.example.com",
+    ),
+    # --- issue 14: what operators paste ---
+    "indented": Fmt(lambda t: f"    {t}", "plain"),
+    "tab-indented": Fmt(lambda t: f"\t{t}", "plain"),
+    "mail-quote": Fmt(lambda t: f"> > {t}", "plain"),
+    "mail-quote-dmesg": Fmt(lambda t: f"> >>>   [    0.247713] {t}", "dmesg", uptime_s=0.247713),
+    "kernel-tag-only": Fmt(lambda t: f"kernel: {t}", "syslog", 0),
+    "syslog-no-host": Fmt(
+        lambda t: f"Aug 27 17:20:03 kernel: {t}", "syslog", 0, time="Aug 27 17:20:03"
+    ),
+    "host-kernel-uptime": Fmt(
+        lambda t: f"server1 kernel: [3640039.236414] {t}",
+        "syslog",
+        0,
+        uptime_s=3640039.236414,
+        host="server1",
+    ),
+    "kernel-tag-uptime": Fmt(
+        lambda t: f"kernel: [85531.010995] {t}", "syslog", 0, uptime_s=85531.010995
+    ),
+    "serial-date-uptime": Fmt(
+        lambda t: f"2021-01-22 05:26:05.707446 [  859.563156] {t}",
+        "dmesg",
+        uptime_s=859.563156,
+        time="2021-01-22 05:26:05.707446",
+    ),
+    "openwrt-logread": Fmt(
+        lambda t: f"Sun Jun  6 16:14:22 2021 kern.warn kernel: [  129.271849] {t}",
+        "syslog",
+        0,
+        4,
+        uptime_s=129.271849,
+        time="Sun Jun  6 16:14:22 2021",
+    ),
+    "busybox-syslogd": Fmt(
+        lambda t: f"Jun  4 09:24:12 alpine kern.warn kernel: [  152.014434] {t}",
+        "syslog",
+        0,
+        4,
+        uptime_s=152.014434,
+        time="Jun  4 09:24:12",
+        host="alpine",
+    ),
+    "rfc5424": Fmt(
+        lambda t: f"<4>1 2019-01-23T14:15:31.288446+08:00 dc05 kernel - - - {t}",
+        "syslog",
+        0,
+        4,
+        time="2019-01-23T14:15:31.288446+08:00",
+        host="dc05",
+    ),
+    "journalctl-short-monotonic": Fmt(
+        lambda t: f"[ 8642.301122] dc05 kernel: {t}",
+        "syslog",
+        0,
+        uptime_s=8642.301122,
+        host="dc05",
+    ),
+    "journalctl-short-precise": Fmt(
+        lambda t: f"Jan 23 14:15:31.288446 dc05 kernel: {t}",
+        "syslog",
+        0,
+        time="Jan 23 14:15:31.288446",
+        host="dc05",
+    ),
+    "journalctl-short-full": Fmt(
+        lambda t: f"Wed 2019-01-23 14:15:31 CST dc05 kernel: {t}",
+        "syslog",
+        0,
+        time="Wed 2019-01-23 14:15:31 CST",
+        host="dc05",
+    ),
+    "gentoo-metalog": Fmt(
+        lambda t: f"Jan 22 20:27:54 [kernel] [48477.515111] {t}",
+        "syslog",
+        0,
+        uptime_s=48477.515111,
+        time="Jan 22 20:27:54",
+    ),
+    "dmesg-caller-no-space": Fmt(
+        lambda t: f"[ 1183.390169][T22234] {t}", "dmesg", uptime_s=1183.390169
+    ),
+    "dmesg-reltime": Fmt(lambda t: f"[  +0.001839] {t}", "dmesg"),
+    "serial-bracket-date": Fmt(
+        lambda t: f"[2025-04-04 08:09:21] [    5.280264] {t}",
+        "dmesg",
+        uptime_s=5.280264,
+        time="2025-04-04 08:09:21",
+    ),
+    "rsyslog-upper-level": Fmt(
+        lambda t: f"Apr 30 07:12:11.435319 mtbc-sonic-01-2410 WARNING kernel: [  429.852782] {t}",
+        "syslog",
+        0,
+        4,
+        uptime_s=429.852782,
+        time="Apr 30 07:12:11.435319",
+        host="mtbc-sonic-01-2410",
+    ),
+    "kernel-pid-tag": Fmt(
+        lambda t: f"Jul 10 16:36:36 jetson kernel[851]: [   13.879784] {t}",
+        "syslog",
+        0,
+        uptime_s=13.879784,
+        time="Jul 10 16:36:36",
+        host="jetson",
     ),
     "journal-json": Fmt(
         _journal, "journal-json", 0, 4, None, 8642.301122, "2019-01-23T06:15:31.288446Z"
@@ -326,11 +462,10 @@ def test_lookalikes_yield_nothing(lookalike_id: str, fmt_id: str) -> None:
     text, fmt = LOOKALIKES[lookalike_id], FORMATS[fmt_id]
     line = fmt.wrap(text)
     record = parse_record(line)
-    if text.startswith(" ") and fmt.source_format == "plain":
-        assert record is None  # a leading space is a kmsg continuation line
-    else:
-        assert record == fmt.record(text)
-        assert match(record) is None
+    # indentation is a prefix too; kmsg and journal records keep their text as given
+    container = fmt.source_format in ("kmsg", "journal-json")
+    assert record == fmt.record(text if container else text.lstrip())
+    assert match(record) is None
     assert list(scan([line])) == []
 
 
@@ -366,6 +501,7 @@ def test_syslog_line_of_another_program_has_unknown_facility() -> None:
         uptime_s=None,
         time="Jan 23 14:15:31",
         source_format="syslog",
+        host="dc05",
     )
 
 
@@ -446,7 +582,7 @@ def test_garbage_json_still_matches_when_its_text_does() -> None:
     assert (found.kind, found.order, found.process, found.record.source_format) == (
         "page_allocation_failure",
         4,
-        "{not json} mysqld",
+        "mysqld",
         "plain",
     )
 
@@ -486,6 +622,7 @@ def test_to_json() -> None:
         "facility": 0,
         "level": 4,
         "seq": None,
+        "host": None,
         "source_format": "journal-json",
         "text": CASES["failure-4.x-flags"].text,
     }
@@ -615,6 +752,7 @@ def test_scan_never_raises(lines: list[str | bytes]) -> None:
 @given(st.lists(_ANY_LINE, max_size=20))
 def test_scan_is_parse_then_match(lines: list[str | bytes]) -> None:
     records = [r for r in map(parse_record, lines) if r is not None]
+    assume(not any(_INCOMPLETE.search(r.text) for r in records))  # those may join the next line
     assert list(scan(lines)) == [f for f in map(match, records) if f is not None]
 
 
@@ -644,3 +782,47 @@ def test_kmsg_round_trip(
     line = f"{facility * 8 + level},{seq},{usec},{flag}{caller};{text}\n"
     record = parse_record(line.encode() if as_bytes else line)
     assert record == LogRecord(text, facility, level, seq, usec / 1e6, None, "kmsg")
+
+
+# --- lines broken by a mail client ---------------------------------------------------------------
+
+
+def test_broken_report_without_its_continuation_is_still_a_finding() -> None:
+    head = "kworker/u8:7: page allocation failure: order:3,"
+    other = "mysqld: page allocation failure. order:4, mode:0x10c0d0"
+    found = list(scan([head, other]))
+    assert [(f.order, f.process, f.mode) for f in found] == [
+        (3, "kworker/u8:7", None),
+        (4, "mysqld", "0x10c0d0"),
+    ]
+
+
+def test_continuation_is_joined_at_most_max_joins_times() -> None:
+    lines = ["dd invoked oom-killer:", "gfp_mask=0x101c4a(GFP_NOFS|", "__GFP_HIGHMEM|", "order=3"]
+    # the third join lands inside the unclosed flags: no finding, and no fourth join is tried
+    assert list(scan(lines)) == []
+    [found] = scan([*lines[:2], "__GFP_HIGHMEM), order=3, oom_score_adj=0"])
+    assert (found.kind, found.order, found.process, found.gfp_flags) == (
+        "high_order_oom",
+        3,
+        "dd",
+        ("GFP_NOFS", "__GFP_HIGHMEM"),
+    )
+
+
+def test_kmsg_records_are_never_joined() -> None:
+    lines = [
+        "4,1,2,-;kworker/u8:7: page allocation failure: order:3,",
+        "4,2,3,-;mode:0x60820(GFP_ATOMIC|__GFP_COMP|__GFP_MEMALLOC)",
+    ]
+    [found] = scan(lines)
+    assert (found.order, found.mode, found.record.seq) == (3, None, 1)
+
+
+def test_suppressed_is_an_event_not_a_finding() -> None:
+    line = "[  859.563153] warn_alloc: 1 callbacks suppressed"
+    [event] = scan_events([line])
+    assert isinstance(event, Suppressed) and event.count == 1
+    assert event.to_json()["kind"] == "suppressed"
+    assert list(scan([line])) == []
+    assert list(scan_events(["[  970.66] net_ratelimit: 650 callbacks suppressed"])) == []
