@@ -248,6 +248,7 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     assert c["args"] == [
         "run", "--config", CONFIG_PATH,
         "--log-format", values["logFormat"], "--log-level", values["logLevel"],
+        *values["extraArgs"],
     ]  # fmt: skip
     sc = c["securityContext"]
     assert sc["privileged"] is True
@@ -257,6 +258,8 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    for extra in values["extraEnv"]:
+        assert env[extra["name"]] == extra
     (port,) = c["ports"]
     assert (port["name"], port["containerPort"]) == ("metrics", cfg["reporting"]["metrics_port"])
     for probe in ("livenessProbe", "readinessProbe"):
@@ -273,6 +276,10 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     config_volume = volumes[mounts["/etc/memfrag-agent"]["name"]]
     assert config_volume["configMap"]["name"] == name
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    for volume in values["extraVolumes"]:
+        assert volumes[volume["name"]] == volume
+    for mount in values["extraVolumeMounts"]:
+        assert mounts[mount["mountPath"]] == mount
     effect = cfg["reporting"]["taint_effect"]
     own_taint = {"key": cfg["reporting"]["taint_key"], "value": "", "effect": effect}
     for e in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
