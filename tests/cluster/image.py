@@ -347,6 +347,9 @@ def build_agent_image(repo: Path = REPO_ROOT, out: Path = REPO_ROOT / "out" / "i
             "--format", "docker",
             "--build-arg", f"PYTHON_IMAGE={base}",
             "--build-arg", f"REVISION={revision.strip()}",
+            # buildah 1.28's layer cache keys a LABEL step by its text, not the ARG values it
+            # expands, so a cached build kept an older commit's revision; set at commit instead.
+            "--label", f"org.opencontainers.image.revision={revision.strip()}",
             "--tag", AGENT_REF,
             "--file", repo / "Dockerfile",
             repo,
