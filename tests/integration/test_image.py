@@ -38,7 +38,8 @@ from tests.cluster.image import (
 )
 from tests.integration.harness import wait_for
 
-pytestmark = pytest.mark.integration
+# A cold build (debootstrap, pip from the index) takes minutes on a shared 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 VENV = "/opt/memfrag-agent"
 IMPORTS = "import agent.cli, kubernetes.client"
 TOOLS = ("buildah", "debootstrap", "gcc", "go", "containerd", "ctr")
