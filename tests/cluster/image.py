@@ -69,8 +69,9 @@ def _run(
     timeout: float,
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    merge: bool = True,
 ) -> str:
-    """Run one step; its stdout+stderr, or an ImageBuildError with their tail."""
+    """Run one step; its stdout (+stderr if `merge`), or an ImageBuildError with their tail."""
     args = [str(a) for a in argv]
     try:
         result = subprocess.run(
@@ -79,7 +80,7 @@ def _run(
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT if merge else subprocess.PIPE,
             timeout=timeout,
             check=False,
         )
@@ -90,7 +91,8 @@ def _run(
         raise ImageBuildError(step, f"no result after {timeout:.0f} s", out) from exc
     output = result.stdout.decode(errors="replace")
     if result.returncode != 0:
-        raise ImageBuildError(step, f"exit status {result.returncode}", output)
+        errors = "" if merge else result.stderr.decode(errors="replace")
+        raise ImageBuildError(step, f"exit status {result.returncode}", output + errors)
     return output
 
 
@@ -150,13 +152,16 @@ class Buildah:
         # Big temporary files (layer diffs, archives being written) go to TMPDIR.
         return {**os.environ, "TMPDIR": str(self.cache / "tmp")}
 
-    def __call__(self, step: str, *args: str | Path, timeout: float = 600) -> str:
-        return _run(step, self.argv(*args), timeout=timeout, env=self.env())
+    def __call__(
+        self, step: str, *args: str | Path, timeout: float = 600, merge: bool = True
+    ) -> str:
+        return _run(step, self.argv(*args), timeout=timeout, env=self.env(), merge=merge)
 
     def inspect(self, ref: str) -> dict[str, Any] | None:
         """`buildah inspect` of a local image, or None when the store has no such image."""
         try:
-            out = self(f"buildah inspect {ref}", "inspect", "--type", "image", ref)
+            # stdout alone: a warning on stderr must not spoil the JSON.
+            out = self(f"buildah inspect {ref}", "inspect", "--type", "image", ref, merge=False)
         except ImageBuildError:
             return None
         info: dict[str, Any] = json.loads(out)
