@@ -81,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def up_with_node(workdir: Path) -> int:
     """The plane and a real node, detached; the images built first (cached)."""
-    from tests.cluster.image import AGENT_REF, build_agent_image, build_pause_image
+    from tests.cluster.image import (
+        AGENT_REF,
+        ImageBuildError,
+        build_agent_image,
+        build_pause_image,
+    )
     from tests.cluster.realcluster import NodeCluster
 
     if any(pid_alive(p) for p in read_pids(workdir / "plane").values()):
@@ -95,7 +100,7 @@ def up_with_node(workdir: Path) -> int:
         cluster = NodeCluster(
             workdir, images=(pause, agent), pause_image=pause_ref, detached=True
         ).start()
-    except ControlPlaneError as err:
+    except (ControlPlaneError, ImageBuildError) as err:
         print(err, file=sys.stderr)
         return 1
     print(f"cluster up in {time.monotonic() - started:.1f} s: Node {cluster.name} is Ready")

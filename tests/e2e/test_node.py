@@ -31,7 +31,8 @@ from tests.cluster.realcluster import NodeCluster
 from tests.e2e.conftest import REPO, Images, require_node
 from tests.integration.harness import FakeHost, wait_for
 
-pytestmark = pytest.mark.e2e
+# The first test waits for the images: a cold build (debootstrap, pip) takes a few minutes.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 CHART = REPO / "charts" / "memfrag-agent"
 NAMESPACE = "kube-system"
