@@ -54,6 +54,7 @@ class Scope:
     agent: Kube  # token bound to the agent's pod on NODE_A
     unbound: Kube  # the same ServiceAccount, a token bound to nothing: names no node
     owner: JSON  # an ownerReference (controller) to an object that exists
+    plane: ControlPlane
 
 
 def _apply(plane: ControlPlane, docs: list[JSON]) -> None:
@@ -97,6 +98,27 @@ def _realistic_status(node: str) -> JSON:
     }
 
 
+KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+POLICY_KINDS = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+
+
+def _chart(*sets: str, kinds: tuple[str, ...] = KINDS + POLICY_KINDS) -> list[JSON]:
+    """The chart's objects of these kinds (no hooks), as `helm install` would create them."""
+    docs = documents(
+        render(
+            release=RELEASE,
+            namespace=NAMESPACE,
+            sets=("config.remediation.delete_stuck_pods=true", *sets),
+        )
+    )
+    return [
+        d
+        for kind in kinds
+        for d in by_kind(docs, kind)
+        if "helm.sh/hook" not in d["metadata"].get("annotations", {})
+    ]
+
+
 @pytest.fixture(scope="module")
 def scope(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scope]:
     plane = control_plane
@@ -104,21 +126,7 @@ def scope(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory)
     # which would taint kubelet-less nodes, stays off).
     plane.start_controller_manager()
     admin = Kube.from_environment(str(plane.kubeconfig))
-    docs = documents(
-        render(
-            release=RELEASE,
-            namespace=NAMESPACE,
-            sets=("config.remediation.delete_stuck_pods=true",),
-        )
-    )
-    kinds = ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
-    kinds += ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
-    chart = [
-        d
-        for kind in kinds
-        for d in by_kind(docs, kind)
-        if "helm.sh/hook" not in d["metadata"].get("annotations", {})
-    ]
+    chart = _chart()
     admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": NAMESPACE}})
     _apply(plane, chart)
     for node in (NODE_A, NODE_B):
@@ -156,7 +164,9 @@ def scope(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory)
     tmp = tmp_path_factory.mktemp("adm")
     bound = plane.service_account_kubeconfig(NAMESPACE, FULLNAME, tmp / "a", bound_pod="agent-a")
     unbound = plane.service_account_kubeconfig(NAMESPACE, FULLNAME, tmp / "u")
-    s = Scope(admin, Kube.from_environment(str(bound)), Kube.from_environment(str(unbound)), owner)
+    s = Scope(
+        admin, Kube.from_environment(str(bound)), Kube.from_environment(str(unbound)), owner, plane
+    )
     # New policies reach the admission chain within moments: wait for each to be in force.
     wait_for(
         lambda: (
@@ -460,6 +470,43 @@ def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
     assert _answer(agent, "PATCH", f"/api/v1/nodes/{NODE_A}", stale).startswith("409 ")
 
 
+def _taint_answer(scope: Scope, effect: str) -> str:
+    """The agent adding its taint with this effect (read-modify-write, a dry run)."""
+    v = node_view(_node(scope.agent))
+    patch = taint_patch(v.resource_version, with_taint(v.taints, KEY, effect, "true"))
+    return _answer(scope.agent, "PATCH", f"/api/v1/nodes/{NODE_A}", patch, None, {"dryRun": "All"})
+
+
+@pytest.mark.parametrize("effect", ["PreferNoSchedule", "none"])
+def test_taint_effect_follows_the_chart(scope: Scope, node_a: JSON, effect: str) -> None:
+    """The policy pins the effect to config.reporting.taint_effect: installed with another
+    effect, that one only; with "none", no taint at all."""
+    policy = _chart(f"config.reporting.taint_effect={effect}", kinds=POLICY_KINDS)
+    _apply(scope.plane, policy)
+    try:
+        if effect == "none":
+
+            def refused() -> str:
+                answer = _taint_answer(scope, "NoSchedule")
+                return answer if "never" in answer else ""
+
+            denied = wait_for(refused, "the policy with taint_effect none in force")
+            assert denied.startswith("403 ") and DENIED_BY_POLICY in denied, denied
+            assert "never" in _taint_answer(scope, "PreferNoSchedule")
+        else:
+            wait_for(
+                lambda: _taint_answer(scope, effect) == "allowed",
+                f"the policy with taint_effect {effect} in force",
+            )
+            denied = _taint_answer(scope, "NoSchedule")
+            assert f"only with the effect {effect}" in denied, denied
+    finally:
+        _apply(scope.plane, _chart(kinds=POLICY_KINDS))
+        wait_for(
+            lambda: _taint_answer(scope, "NoSchedule") == "allowed", "the chart's policy again"
+        )
+
+
 # --- Events -------------------------------------------------------------------------------------
 
 EVENTS = "/api/v1/namespaces/default/events"
@@ -600,6 +647,52 @@ def test_event_attack_is_denied(scope: Scope, attack: EventAttack) -> None:
             k: v for k, v in stored.items() if k != "metadata"
         }
         assert after["metadata"].get("labels") == stored["metadata"].get("labels")
+
+
+def test_events_api_group_is_held_to_the_same_rule(scope: Scope) -> None:
+    """RBAC does not grant events.k8s.io; were it granted, the policy still holds: those
+    requests reach it converted to v1 (matchPolicy Equivalent)."""
+    admin, name = scope.admin, f"{FULLNAME}-test-events-k8s-io"
+    role = {
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]}],
+    }
+    binding = {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}],
+    }
+    path = "/apis/events.k8s.io/v1/namespaces/default/events"
+
+    def event(node: str) -> JSON:
+        return {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": f"{node}.memfrag.{time.monotonic_ns():x}"},
+            "regarding": {"apiVersion": "v1", "kind": "Node", "name": node},
+            "reason": "MemoryFragmented",
+            "note": "m",
+            "type": "Warning",
+            "action": "Report",
+            "eventTime": rfc3339(time.time()).replace("Z", ".000000Z"),
+            "reportingController": "memfrag-agent",
+            "reportingInstance": node,
+        }
+
+    def post(node: str) -> str:
+        return _answer(scope.agent, "POST", path, event(node), None, {"dryRun": "All"})
+
+    assert post(NODE_A).startswith("403 ") and DENIED_BY_POLICY not in post(NODE_A)  # RBAC
+    admin.request("POST", f"{RBAC}/clusterroles", body=role)
+    admin.request("POST", f"{RBAC}/clusterrolebindings", body=binding)
+    try:
+        wait_for(lambda: post(NODE_A) == "allowed", "the events.k8s.io grant")
+        answer = post(NODE_B)
+        assert answer.startswith("403 ") and DENIED_BY_POLICY in answer, answer
+        assert f"the Node its pod runs on ({NODE_A})" in answer, answer
+    finally:
+        _gone(admin, f"{RBAC}/clusterrolebindings/{name}")
+        _gone(admin, f"{RBAC}/clusterroles/{name}")
 
 
 def test_unbound_token_writes_no_event(scope: Scope) -> None:
