@@ -146,42 +146,30 @@ class Kube:
     ) -> JSON:
         """One call; raises ApiError with the status (0: unreachable) on any failure. A single
         timeout is urllib3's total for connect, TLS handshake and read."""
-        try:
-            out = self._request(method, path, query, body, content_type, timeout)
-        except BudgetSpent:
-            raise
-        except ApiError as exc:
-            self._observe(exc)
-            raise
-        self._observe(None)
-        return out
-
-    def _request(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, Any] | None,
-        body: Any,
-        content_type: str | None,
-        timeout: float | None,
-    ) -> JSON:
-        seconds = self._time_left(method, path, timeout)
+        seconds = self._time_left(method, path, timeout)  # BudgetSpent: nothing was sent
         self.requests_total += 1
         params = self._prepare(method, path, query, body, content_type)
         try:
             resp = self.api.call_api(*params, _request_timeout=seconds)
             data = resp.read()
         except ApiException as exc:
-            raise ApiError(method, path, exc.status or 0, str(exc.reason or "")) from exc
+            raise self._failed(
+                ApiError(method, path, exc.status or 0, str(exc.reason or ""))
+            ) from exc
         except Exception as exc:  # urllib3 / socket errors: the server is unreachable
-            raise ApiError(method, path, 0, f"{type(exc).__name__}: {exc}") from exc
+            raise self._failed(ApiError(method, path, 0, f"{type(exc).__name__}: {exc}")) from exc
         if not 200 <= resp.status < 300:
-            raise ApiError(method, path, resp.status, _status_message(data))
+            raise self._failed(ApiError(method, path, resp.status, _status_message(data)))
+        self._observe(None)
         try:
             out = json.loads(data) if data else {}
         except ValueError as exc:
             raise ApiError(method, path, resp.status, "response is not JSON") from exc
         return out if isinstance(out, dict) else {"items": out}
+
+    def _failed(self, err: ApiError) -> ApiError:
+        self._observe(err)
+        return err
 
     def watch(self, path: str, query: dict[str, Any], timeout_seconds: int = 300) -> Iterator[JSON]:
         """Stream watch events ({type, object}) until the server ends the watch. An ERROR event
@@ -192,19 +180,17 @@ class Kube:
         try:
             resp = self.api.call_api(*params, _request_timeout=(10, timeout_seconds + 30))
         except ApiException as exc:
-            err = ApiError("WATCH", path, exc.status or 0, str(exc.reason or ""))
-            self._observe(err)
-            raise err from exc
+            raise self._failed(
+                ApiError("WATCH", path, exc.status or 0, str(exc.reason or ""))
+            ) from exc
         except Exception as exc:
-            err = ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}")
-            self._observe(err)
-            raise err from exc
+            raise self._failed(ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}")) from exc
         raw = resp.response
         try:
             if not 200 <= resp.status < 300:
-                err = ApiError("WATCH", path, resp.status, _status_message(raw.read()))
-                self._observe(err)
-                raise err
+                raise self._failed(
+                    ApiError("WATCH", path, resp.status, _status_message(raw.read()))
+                )
             self._observe(None)
             buf = b""
             for chunk in raw.stream(amt=None, decode_content=False):
@@ -218,9 +204,7 @@ class Kube:
         except ApiError:
             raise
         except Exception as exc:
-            err = ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}")
-            self._observe(err)
-            raise err from exc
+            raise self._failed(ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}")) from exc
         finally:
             raw.release_conn()
 

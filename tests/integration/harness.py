@@ -50,6 +50,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Clock:
+    """A clock a test moves by hand (monotonic) or offsets from the real one (wall)."""
+
+    def __init__(self, t: float = 0.0, real: bool = False) -> None:
+        self.t, self.real = t, real
+
+    def __call__(self) -> float:
+        return self.t + (time.time() if self.real else 0.0)
+
+
 class FakeHost:
     """A /proc tree holding buddyinfo only: healthy (this machine's) or fragmented (the seed's)."""
 
@@ -139,6 +149,28 @@ def create_pod(admin: Kube, name: str, node: str) -> None:
                 "automountServiceAccountToken": False,
                 "containers": [{"name": "c", "image": "registry.example/app:1"}],
             },
+        },
+    )
+
+
+def sandbox_event(
+    admin: Kube, name: str, pod: str, host: str, message: str = 'caused "exit status 6"'
+) -> None:
+    """kubelet's FailedCreatePodSandBox Event about `pod` (namespace default) on node `host`."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    admin.request(
+        "POST",
+        "/api/v1/namespaces/default/events",
+        body={
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": pod},
+            "reason": "FailedCreatePodSandBox",
+            "type": "Warning",
+            "message": message,
+            "source": {"component": "kubelet", "host": host},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         },
     )
 

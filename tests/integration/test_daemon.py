@@ -23,6 +23,7 @@ from tests.integration.harness import (
     SEED_LINE,
     TAINT,
     AgentProcess,
+    Clock,
     FakeHost,
     apply_chart_rbac,
     condition,
@@ -30,6 +31,7 @@ from tests.integration.harness import (
     events,
     kmsg_line,
     our_taint,
+    sandbox_event,
     status_is,
     taints,
     wait_for,
@@ -66,6 +68,17 @@ def start_agent(
     )
     agents.append(a)
     return a.start()
+
+
+def start_tainted(
+    admin: Kube, agents: list[AgentProcess], tmp: Path, node: str, kubeconfig: Path
+) -> AgentProcess:
+    """An agent on a fragmented host, once it has tainted its node."""
+    host = FakeHost(tmp / "proc")
+    host.fragmented()
+    a = start_agent(agents, tmp, node, kubeconfig, host=host)
+    wait_for(lambda: our_taint(admin, node), "taint")
+    return a
 
 
 def test_condition_and_taint_follow_the_verdict(
@@ -108,10 +121,8 @@ def test_condition_and_taint_follow_the_verdict(
 def test_state_survives_a_kill_and_restart(
     admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
-    host = FakeHost(tmp_path / "proc")
-    host.fragmented()
-    a = start_agent(agents, tmp_path, node, agent_kubeconfig, host=host)
-    wait_for(lambda: our_taint(admin, node), "taint")
+    a = start_tainted(admin, agents, tmp_path, node, agent_kubeconfig)
+    host = a.host
     before = condition(admin, node)
     assert before is not None
     a.stop(signal.SIGKILL)
@@ -415,28 +426,18 @@ def test_sandbox_event_watch_keeps_only_this_nodes_pods(
     206 MiB). Now the list is paged and only Events about this node's pods are kept."""
     name = f"sandbox-{node}"
     create_pod(admin, name, node)
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-    def event(i: int, pod: str, host: str) -> None:
-        admin.request(
-            "POST",
-            "/api/v1/namespaces/default/events",
-            body={
-                "metadata": {"name": f"{pod}.{i}.sandbox"},
-                "involvedObject": {"kind": "Pod", "namespace": "default", "name": pod},
-                "reason": "FailedCreatePodSandBox",
-                "type": "Warning",
-                "message": 'failed to start sandbox container: "exit status 6" ' + "x" * 400,
-                "source": {"component": "kubelet", "host": host},
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            },
-        )
+    filler = 'failed to start sandbox container: "exit status 6" ' + "x" * 400
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: event(i, f"elsewhere-{node}-{i}", f"other-{i % 50}"), range(1200)))
-    event(0, name, node)
+        list(
+            pool.map(
+                lambda i: sandbox_event(
+                    admin, f"{node}.{i}.sandbox", f"elsewhere-{node}-{i}", f"other-{i % 50}", filler
+                ),
+                range(1200),
+            )
+        )
+    sandbox_event(admin, f"{name}.sandbox", name, node)
     host = FakeHost(tmp_path / "proc")
     cfg = tmp_path / "config.yaml"
     cfg.write_text("reporting:\n  stuck_pod_seconds: 3600\n")
@@ -460,14 +461,6 @@ def test_sandbox_event_watch_keeps_only_this_nodes_pods(
         agent.pod_inf.stop()
         if agent.sandbox_inf is not None:
             agent.sandbox_inf.stop()
-
-
-class Clock:
-    def __init__(self, t: float = 0.0, real: bool = False) -> None:
-        self.t, self.real = t, real
-
-    def __call__(self) -> float:
-        return self.t + (time.time() if self.real else 0.0)
 
 
 @pytest.mark.parametrize("step", [-7200.0, 3600.0])
@@ -532,22 +525,13 @@ def test_failed_sandbox_events_count_at_once(
     )
     wait_for(lambda: status_is(admin, node, "False"), "first report")
     assert a.metrics()["memfrag_stuck_pods"] == 0.0
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    admin.request(
-        "POST",
-        "/api/v1/namespaces/default/events",
-        body={
-            "metadata": {"name": f"{name}.sandbox"},
-            "involvedObject": {"kind": "Pod", "namespace": "default", "name": name},
-            "reason": "FailedCreatePodSandBox",
-            "type": "Warning",
-            "message": "failed to start sandbox container: ... running exec setns process for init "
-            'caused "exit status 6"',
-            "source": {"component": "kubelet", "host": node},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        },
+    sandbox_event(
+        admin,
+        f"{name}.sandbox",
+        name,
+        node,
+        "failed to start sandbox container: ... running exec setns process for init "
+        'caused "exit status 6"',
     )
     wait_for(lambda: a.metrics().get("memfrag_stuck_pods") == 1.0, "the pod counted as stuck")
 
@@ -595,10 +579,7 @@ def test_a_changed_taint_effect_is_applied(
     admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
     """Before: a new reporting.taint_effect never reached a taint already on the node."""
-    host = FakeHost(tmp_path / "proc")
-    host.fragmented()
-    a = start_agent(agents, tmp_path, node, agent_kubeconfig, host=host)
-    wait_for(lambda: our_taint(admin, node), "taint")
+    a = start_tainted(admin, agents, tmp_path, node, agent_kubeconfig)
     a.config["reporting"]["taint_effect"] = "PreferNoSchedule"
     a.write_config()
     wait_for(

@@ -23,6 +23,7 @@ from tests.integration.harness import (
     NAMESPACE,
     TAINT,
     AgentProcess,
+    Clock,
     FakeHost,
     FakeKernel,
     apply_chart_rbac,
@@ -119,16 +120,6 @@ def test_lease_slots_hold_under_contention(admin: Kube, sa: Path) -> None:
     assert not errors
     assert peak[0] == 2  # contention really happened, and the cap held
     assert turns == {f"node-{i}": 3 for i in range(8)}
-
-
-class Clock:
-    """A clock a test moves by hand (monotonic) or offsets from the real one (wall)."""
-
-    def __init__(self, t: float = 0.0, real: bool = False) -> None:
-        self.t, self.real = t, real
-
-    def __call__(self) -> float:
-        return self.t + (time.time() if self.real else 0.0)
 
 
 def test_a_dead_holders_slot_frees_itself(sa: Path) -> None:
