@@ -29,6 +29,7 @@ from agent.policy import PastAction
 log = logging.getLogger(__name__)
 LABEL = "app.kubernetes.io/managed-by"
 LABEL_VALUE = "memfrag-agent"
+KIND = "memfrag.dev/semaphore"  # label: which semaphore a slot belongs to ("node": the record)
 OWNER = "memfrag.dev/owner"  # annotation: the node a slot is held for (taint slots)
 ACTIONS = "memfrag.dev/actions"
 TAINT_EFFECTS = "memfrag.dev/taint-effects"
@@ -66,7 +67,7 @@ class Observed:
 
 
 def _meta(name: str, kind: str, rv: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": {LABEL: LABEL_VALUE, "memfrag.dev/lease": kind}}
+    meta: dict[str, Any] = {"name": name, "labels": {LABEL: LABEL_VALUE, KIND: kind}}
     if rv:
         meta["resourceVersion"] = rv
     return meta
