@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from agent.kube import SMP, ApiError, Kube
-from agent.leases import LABEL, LABEL_VALUE
+from agent.leases import LABEL, LABEL_VALUE, OWNER, node_record_name, parse_node_state
 from agent.node import CONDITION_TYPE, has_taint, node_view, taint_patch, without_taint
+from agent.node import taint_effects as taint_effects_of
 
 
 def list_all(kube: Kube, path: str, query: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -81,23 +83,38 @@ def status_table(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def cleanup(kube: Kube, namespace: str, taint_key: str) -> list[str]:
-    """Remove our taint and condition from every node and our Leases; report what was done."""
+def cleanup(
+    kube: Kube, namespace: str, taint_key: str, taint_effects: Collection[str] = ()
+) -> list[str]:
+    """Remove our taint and condition from every node and our Leases; report what was done.
+
+    Our taint is our key with an effect the agent put on: the one each node's record names,
+    and `taint_effects` (the configured effect, from the chart). The same key with any other
+    effect is another tool's, and stays."""
     done: list[str] = []
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    leases = list_all(kube, path, {"labelSelector": f"{LABEL}={LABEL_VALUE}"})
+    recorded: dict[str, set[str]] = {}
+    for lease in leases:
+        owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(OWNER)
+        if owner and lease["metadata"]["name"] == node_record_name(str(owner)):
+            recorded[str(owner)] = set(parse_node_state(lease).taint_effects)
     for listed in list_all(kube, "/api/v1/nodes"):
         n, name = listed, listed["metadata"]["name"]
+        ours = recorded.get(name, set()) | set(taint_effects)
         for _ in range(10):  # read-modify-write; 409 means someone wrote in between: re-read
             v = node_view(n)
-            if not has_taint(v.taints, taint_key):
+            gone = sorted(taint_effects_of(v.taints, taint_key) & ours)
+            if not gone:
                 break
             try:
                 kube.request(
                     "PATCH",
                     f"/api/v1/nodes/{name}",
-                    body=taint_patch(v.resource_version, without_taint(v.taints, taint_key)),
+                    body=taint_patch(v.resource_version, without_taint(v.taints, taint_key, ours)),
                     content_type=SMP,
                 )
-                done.append(f"node/{name}: removed taint {taint_key}")
+                done.append(f"node/{name}: removed taint {taint_key}:{','.join(gone)}")
                 break
             except ApiError as exc:
                 if exc.status != 409:
@@ -111,8 +128,7 @@ def cleanup(kube: Kube, namespace: str, taint_key: str) -> list[str]:
                 content_type=SMP,
             )
             done.append(f"node/{name}: removed condition {CONDITION_TYPE}")
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-    for lease in list_all(kube, path, {"labelSelector": f"{LABEL}={LABEL_VALUE}"}):
+    for lease in leases:
         name = lease["metadata"]["name"]
         try:
             kube.request("DELETE", f"{path}/{name}")

@@ -144,6 +144,15 @@ def run_identity(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[
     return node, namespace
 
 
+def lease_holder(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """Who holds this agent's Lease slots: the pod (name, and UID where the chart's downward API
+    gives it), never the node: during a maxSurge rollout two pods run on one node and must not
+    share a slot. None outside a pod: the daemon then uses the node name and its pid."""
+    name = args.pod_name or environ.get("POD_NAME", "")
+    uid = args.pod_uid or environ.get("POD_UID", "")
+    return f"{name}_{uid}" if name and uid else (name or uid or None)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
@@ -162,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         config,
         ProcReader(args.proc_root, args.sys_root),
         namespace=namespace,
+        holder=lease_holder(args, os.environ),
     )
     return agent.run()
 
@@ -182,7 +192,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     from agent.admin import cleanup
     from agent.kube import Kube
 
-    for line in cleanup(Kube.from_environment(args.kubeconfig), args.namespace, args.taint_key):
+    kube = Kube.from_environment(args.kubeconfig)
+    for line in cleanup(kube, args.namespace, args.taint_key, args.taint_effect):
         print(line)
     print("cleanup: done")
     return 0
@@ -230,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the Lease slots live (the release namespace)",
     )
     cl.add_argument("--taint-key", default=default_key)
+    cl.add_argument(
+        "--taint-effect",
+        action="append",
+        default=[],
+        choices=("NoSchedule", "PreferNoSchedule"),
+        help="the configured effect (repeatable); besides those each node's record names, "
+        "the same key with another effect is another tool's taint and stays",
+    )
     cl.set_defaults(func=cmd_cleanup)
 
     r = sub.add_parser("run", help="the per-node daemon (DaemonSet)")
@@ -241,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--namespace", help=f"for Lease slots; default: $POD_NAMESPACE, else {DEFAULT_NAMESPACE}"
     )
+    r.add_argument("--pod-name", help="holder of Lease slots; default: $POD_NAME")
+    r.add_argument("--pod-uid", help="with --pod-name; default: $POD_UID")
     r.add_argument("--log-format", choices=("json", "text"), default="json")
     r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     r.set_defaults(func=cmd_run)

@@ -1,8 +1,13 @@
 """`memfrag-agent run`: observe → assess → decide → act and report, once per poll and at once
 when the kernel log reports a high-order allocation failure.
 
-This is the outer layer: it owns the threads (kernel log, watches, HTTP), the clock and the API
+This is the outer layer: it owns the threads (kernel log, watches, HTTP), the clocks and the API
 writes. Every decision it carries out comes from a pure function (assess, reconcile.decide).
+
+Clocks: durations (holds, cooldowns, dedupe, lease expiry) run on `monotonic`; `wall` only
+stamps what goes to the API. API calls run after the assessment, in phases that each get a time
+budget (Kube.budget): an API server that accepts connections and never answers delays a cycle
+by a few seconds, never stops the assessing, and never trips /healthz.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import queue
 import signal
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
 
 from agent.assess import Assessment, assess
 from agent.configfile import ConfigFile
@@ -25,21 +31,29 @@ from agent.kmsg import Finding
 from agent.kmsgreader import KmsgFollower
 from agent.kube import SMP, ApiError, Kube
 from agent.ladder import Step, ladder
-from agent.leases import Semaphore, node_count, taint_slots
+from agent.leases import NodeRecord, NodeState, Semaphore, node_count, taint_slots
 from agent.metrics import Health, Metrics, order_label, serve
 from agent.node import (
     NodeView,
     condition_patch,
     has_taint,
     node_view,
+    taint_effects,
     taint_patch,
     with_taint,
     without_taint,
 )
 from agent.observation import Observation
 from agent.pagetypeinfo import PageTypeInfo
-from agent.pods import owned_by_controller, sandbox_failures, stuck_pods
-from agent.policy import RemedyDecision, RemedyState, after_action, decide_remediation
+from agent.pods import concerns_node, owned_by_controller, sandbox_failures, stuck_pods
+from agent.policy import (
+    PastAction,
+    RemedyDecision,
+    RemedyState,
+    after_action,
+    decide_remediation,
+    merge_history,
+)
 from agent.procfs import ProcReader
 from agent.reconcile import Decision, EventSpec, Outcome, ReportState, decide, initial_state
 from agent.remediate import run_step, write_tunable
@@ -53,6 +67,8 @@ SANDBOX_WATCH_LINGER = 300.0  # keep the sandbox-Event watch this long after the
 MIN_CYCLE_GAP = 1.0  # kernel-log findings trigger a cycle at once, but at most once a second
 DEDUPE_SECONDS = 60.0  # the same finding again within this is counted, not re-announced
 RESTART_KEYS = ("kmsg_enabled", "kmsg_path", "metrics_port", "metrics_address")
+SANDBOX_EVENTS_MAX = 1000  # the node's own FailedCreatePodSandBox Events kept at most
+OUTBOX_MAX = 100  # Events waiting for the API at most (a courtesy; the oldest go first)
 
 
 class Agent:
@@ -63,17 +79,24 @@ class Agent:
         config: ConfigFile,
         reader: ProcReader,
         namespace: str = "memfrag-system",
-        clock: Any = time.time,
+        holder: str | None = None,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`holder`: this pod's identity in Leases (pod name and UID; two pods of one node run
+        at once during a rollout, so never the node name)."""
         self.node_name = node_name
         self.kube = kube
         self.config_file = config
         self.cfg = config.config
         self.reader = reader
-        self.clock = clock
+        self.wall, self.monotonic = wall, monotonic
+        self.holder = holder or f"{node_name}-pid{os.getpid()}"
         self.metrics = Metrics()
+        kube.observer = lambda err: self.metrics.api_result(None if err is None else err.status)
         self.health = Health(max_age=3 * self.cfg.sources.poll_interval_seconds + 30)
-        self.events = EventRecorder(kube, node_name)
+        self.events = EventRecorder(kube, node_name, wall=wall, monotonic=monotonic)
+        self.outbox: list[EventSpec] = []
         self.findings: queue.Queue[Finding] = queue.Queue(maxsize=10000)
         self.suppressed: collections.deque[tuple[float, int]] = collections.deque(maxlen=1024)
         self.recent: dict[tuple[str, int | None, str | None], float] = {}
@@ -84,8 +107,23 @@ class Agent:
         self.remedy = RemedyState()
         self._said_not_possible = False
         self.namespace = namespace
-        self.taint_sem = Semaphore(kube, namespace, "memfrag-taint", node_name)
-        self.remedy_sem = Semaphore(kube, namespace, "memfrag-remediation", node_name)
+        # A taint slot counts a tainted node: the node's pods share it (owner), whichever wrote it.
+        self.taint_sem = Semaphore(
+            kube,
+            namespace,
+            "memfrag-taint",
+            self.holder,
+            owner=node_name,
+            wall=wall,
+            monotonic=monotonic,
+        )
+        self.remedy_sem = Semaphore(
+            kube, namespace, "memfrag-remediation", self.holder, wall=wall, monotonic=monotonic
+        )
+        self.node_record = NodeRecord(
+            kube, namespace, node_name, self.holder, wall=wall, monotonic=monotonic
+        )
+        self._effects: frozenset[str] | None = None  # taint effects the record says we put on
         self._taint_slot_renewed = -1e18
         self._pti: PageTypeInfo | None = None
         self._pti_at = -1e18
@@ -93,8 +131,8 @@ class Agent:
             kube, "/api/v1/nodes", {"fieldSelector": f"metadata.name={node_name}"}, name="node"
         )
         # FailedCreatePodSandBox Events: the field selector cannot name the node, so this watch
-        # is cluster-wide; it runs only while this node has Pending pods (see _stuck), so its
-        # cost grows with the nodes in trouble, not with the cluster.
+        # is cluster-wide; it runs only while this node has Pending pods (see _stuck), lists in
+        # pages and keeps only Events about this node's pods, at most SANDBOX_EVENTS_MAX.
         self.sandbox_inf: Informer | None = None
         self._last_pending = -1e18
         self.pod_inf = Informer(
@@ -106,7 +144,7 @@ class Agent:
         """From the kmsg thread: failure reports the kernel did not print (deque.append is
         atomic; `cycle` copies, sums and prunes)."""
         self.metrics.kmsg_suppressed.inc(n)
-        self.suppressed.append((self.clock(), n))
+        self.suppressed.append((self.monotonic(), n))
 
     def _on_finding(self, f: Finding) -> None:
         try:
@@ -217,8 +255,13 @@ class Agent:
             obs = dataclasses.replace(obs, pagetype=self._pti)
         return obs, assess(obs, self.cfg.assessment, order)
 
+    def api_budget(self) -> float:
+        """Seconds of API calls one phase of a cycle may take: enough for a slow API server,
+        small against /healthz's 3 polls + 30 s, whatever the poll interval."""
+        return min(10.0, max(5.0, self.cfg.sources.poll_interval_seconds / 2))
+
     def cycle(self, batch: list[Finding]) -> None:
-        now = self.clock()
+        now, wall = self.monotonic(), self.wall()
         for f in batch:
             self.metrics.findings.labels(f.kind, order_label(f.order)).inc()
             key = (f.kind, f.order, f.process)
@@ -246,16 +289,18 @@ class Agent:
             outcome = Outcome(a.verdict, a.reason, a.message)
             self.metrics.record(a)
             self.last_assessment = a
+            # Success means the node was assessed: a failed read must not look like a poll,
+            # or an agent that cannot read /proc never trips its liveness probe.
+            self.metrics.last_poll.set(wall)
+            self.health.last_poll = time.monotonic()
         except MemfragError as exc:
             self.metrics.input_errors.inc()
             log.error("cannot assess: %s", exc)
             outcome = Outcome("unknown", "AssessmentFailed", f"Cannot assess: {exc}")
             self.metrics.set_verdict("unknown")
         self.metrics.assess_seconds.observe(time.perf_counter() - start)
-        self.metrics.last_poll.set(now)
-        self.health.last_poll = time.monotonic()
 
-        stuck = self._stuck(now)
+        stuck = self._stuck(now, wall)
         self.metrics.stuck_pods.set(len(stuck))
         if stuck:
             shown = ", ".join(stuck[:5]) + (f" and {len(stuck) - 5} more" if len(stuck) > 5 else "")
@@ -274,11 +319,14 @@ class Agent:
                 f"allocation-failure report(s) in the last {FINDING_TTL / 60:.0f} min",
             )
         rd: RemedyDecision | None = None
+        steps: tuple[Step, ...] = ()
         if a is not None and obs is not None:
             steps = ladder(
                 a, self.reader.numa_nodes_with_compact(), self.cfg.remediation.allow_drop_caches
             )
-            rd = decide_remediation(now, a, steps, self.remedy, self.cfg.remediation, obs.pressure)
+            rd = decide_remediation(
+                now, a, steps, self.remedy, self.cfg.remediation, obs.pressure, wall=wall
+            )
             self.remedy = rd.state
             if a.verdict == "fragmented" and rd.step is None:
                 outcome = dataclasses.replace(
@@ -293,22 +341,33 @@ class Agent:
                     self._said_not_possible = True  # once per episode, not once per poll
             if a.verdict != "fragmented":
                 self._said_not_possible = False
-        d = self.report(now, outcome)
-        if (
-            d is not None
-            and self.cfg.remediation.delete_stuck_pods
-            and any(e.reason == "Recovered" for e in d.events)
-        ):
-            self.delete_stuck_pods(now)
-        if rd is not None and rd.step is not None and a is not None:
-            self.remediate(now, rd.step, a, order)
+        with self.kube.budget(self.api_budget()):
+            d = self.report(now, wall, outcome)
+            if (
+                d is not None
+                and self.cfg.remediation.delete_stuck_pods
+                and any(e.reason == "Recovered" for e in d.events)
+            ):
+                self.delete_stuck_pods(now, wall)
+            self._flush_events()
+        if rd is not None and rd.step is not None and a is not None and obs is not None:
+            self.remediate(now, wall, rd.step, a, order, steps, obs)
 
     # --- remediation ---------------------------------------------------------------------------
     def _blocks(self, a: Assessment) -> int:
         troubled = [n for n in a.numa if n.state != "healthy"] or list(a.numa)
         return sum(n.blocks_at_target for n in troubled)
 
-    def remediate(self, now: float, step: Step, before: Assessment, order: int) -> None:
+    def remediate(
+        self,
+        now: float,
+        wall: float,
+        step: Step,
+        before: Assessment,
+        order: int,
+        steps: tuple[Step, ...],
+        obs: Observation,
+    ) -> None:
         cfg = self.cfg.remediation
         if cfg.mode == "dry-run":
             log.info(
@@ -326,27 +385,77 @@ class Agent:
             )
             self.remedy = after_action(self.remedy, step, now, "dry_run", 0, 0)
             return
+        with self.kube.budget(self.api_budget()):
+            slot = self._lock_and_slot(now, wall, step, before, steps, obs)
+        if slot is None:
+            return
+        result = "failed"
         try:
-            slot = self.remedy_sem.acquire(cfg.max_concurrent_nodes, cfg.lease_seconds, now)
+            result = self._run(now, step, before, order)
+        finally:
+            with self.kube.budget(self.api_budget()):
+                self._unlock_and_release(slot, PastAction(step.name, wall, result, self.holder))
+                self._flush_events()
+
+    def _lock_and_slot(
+        self,
+        now: float,
+        wall: float,
+        step: Step,
+        before: Assessment,
+        steps: tuple[Step, ...],
+        obs: Observation,
+    ) -> str | None:
+        """The node's lock (one agent pod remediates a node at a time, with the node's whole
+        action history counted against the caps), then a slot of the cluster-wide budget."""
+        cfg = self.cfg.remediation
+        try:
+            record = self.node_record.lock(cfg.lease_seconds)
         except ApiError as exc:
             self._api_failed("lease", exc)
-            return
-        if slot is None:
-            log.info(
-                "waiting for a remediation slot (%d nodes remediating already)",
-                cfg.max_concurrent_nodes,
-            )
+            return None
+        if record is None:
+            log.info("another agent pod on this node is remediating; waiting")
             self.metrics.actions.labels(step.name, "skipped").inc()
-            return
-        try:
-            self._run(now, step, before, order)
-        finally:
+            return None
+        self.remedy = merge_history(self.remedy, record.actions, self.holder, now, wall)
+        rd = decide_remediation(now, before, steps, self.remedy, cfg, obs.pressure, wall=wall)
+        self.remedy = rd.state
+        slot: str | None = None
+        if rd.step != step:
+            log.info("not running %s: %s (the node's record)", step.name, rd.why)
+        else:
             try:
-                self.remedy_sem.release(slot)
+                slot = self.remedy_sem.acquire(cfg.max_concurrent_nodes, cfg.lease_seconds)
             except ApiError as exc:
                 self._api_failed("lease", exc)
+            if slot is None:
+                log.info(
+                    "waiting for a remediation slot (%d nodes remediating already)",
+                    cfg.max_concurrent_nodes,
+                )
+                self.metrics.actions.labels(step.name, "skipped").inc()
+        if slot is None:
+            try:
+                self.node_record.update(lambda s: s, unlock=True)
+            except ApiError as exc:
+                self._api_failed("lease", exc)
+        return slot
 
-    def _run(self, now: float, step: Step, before: Assessment, order: int) -> None:
+    def _unlock_and_release(self, slot: str, done: PastAction) -> None:
+        def add(s: NodeState) -> NodeState:
+            return dataclasses.replace(s, actions=(*s.actions, done))
+
+        try:
+            self.node_record.update(add, unlock=True)
+        except ApiError as exc:
+            self._api_failed("lease", exc)
+        try:
+            self.remedy_sem.release(slot)
+        except ApiError as exc:
+            self._api_failed("lease", exc)
+
+    def _run(self, now: float, step: Step, before: Assessment, order: int) -> str:
         cfg = self.cfg.remediation
         cached_before = self._cached_kb()
         # Said before the write: if the kernel stalls the node, the log shows what was running.
@@ -357,7 +466,7 @@ class Agent:
         self.stop_event.wait(SETTLE_SECONDS)
         b0 = self._blocks(before)
         try:
-            _, after = self._observe_assess(self.clock(), order, urgent=True)
+            _, after = self._observe_assess(self.monotonic(), order, urgent=True)
             b1 = self._blocks(after)
             recovered = after.verdict != "fragmented"
         except MemfragError:
@@ -396,6 +505,7 @@ class Agent:
         )
         self._emit(EventSpec("Normal" if result == "ok" else "Warning", reason, detail))
         self.remedy = after_action(self.remedy, step, now, result, b0, b1)
+        return result
 
     def _cached_kb(self) -> int:
         try:
@@ -403,7 +513,9 @@ class Agent:
         except (MemfragError, AttributeError):
             return 0
 
-    def _stuck(self, now: float) -> list[str]:
+    def _stuck(self, now: float, wall: float) -> list[str]:
+        """Pod and Event timestamps come from the API: compared with `wall`. The watch's
+        linger is a duration: `now`."""
         pods = self.pod_inf.items()
         if any((p.get("status") or {}).get("phase") == "Pending" for p in pods):
             self._last_pending = now
@@ -411,8 +523,10 @@ class Agent:
                 self.sandbox_inf = Informer(
                     self.kube,
                     "/api/v1/events",
-                    {"fieldSelector": "reason=FailedCreatePodSandBox"},
+                    {"fieldSelector": "reason=FailedCreatePodSandBox,involvedObject.kind=Pod"},
                     name="sandbox-events",
+                    keep=lambda e: concerns_node(e, self.node_name, self.pod_inf.has),
+                    max_items=SANDBOX_EVENTS_MAX,
                 )
                 self.sandbox_inf.start()
         elif self.sandbox_inf is not None and now - self._last_pending > SANDBOX_WATCH_LINGER:
@@ -420,15 +534,15 @@ class Agent:
             self.sandbox_inf = None
         window = max(self.cfg.reporting.stuck_pod_seconds, 300.0)
         events = self.sandbox_inf.items() if self.sandbox_inf is not None else []
-        failed = sandbox_failures(events, now, window)
-        return stuck_pods(pods, now, self.cfg.reporting.stuck_pod_seconds, failed)
+        failed = sandbox_failures(events, wall, window)
+        return stuck_pods(pods, wall, self.cfg.reporting.stuck_pod_seconds, failed)
 
-    def delete_stuck_pods(self, now: float) -> None:
+    def delete_stuck_pods(self, now: float, wall: float) -> None:
         pods = {
             f"{p['metadata'].get('namespace')}/{p['metadata'].get('name')}": p
             for p in self.pod_inf.items()
         }
-        for key in self._stuck(now):
+        for key in self._stuck(now, wall):
             pod = pods.get(key)
             if pod is None or not owned_by_controller(pod):
                 continue
@@ -464,33 +578,66 @@ class Agent:
 
     # --- acting on the API ---------------------------------------------------------------------
     def _emit(self, ev: EventSpec) -> None:
-        try:
-            self.events.emit(ev)
-            self.metrics.api_up.set(1)
-        except ApiError as exc:
-            self._api_failed("event", exc)
+        """Queue an Event: they go out in the cycle's API phase, after the assessment."""
+        self.outbox.append(ev)
+        del self.outbox[:-OUTBOX_MAX]
+
+    def _flush_events(self) -> None:
+        while self.outbox:
+            ev = self.outbox.pop(0)
+            try:
+                self.events.emit(ev)
+            except ApiError as exc:
+                self._api_failed("event", exc)
 
     def _api_failed(self, op: str, exc: ApiError) -> None:
+        """Counted and logged; memfrag_api_up follows every request through Kube.observer."""
         self.metrics.api_errors.labels(op).inc()
-        if exc.retryable:
-            self.metrics.api_up.set(0)
         log.warning("API %s failed: %s", op, exc)
 
     def view(self) -> NodeView | None:
         node = self.node_inf.get(self.node_name)
         return node_view(node) if node is not None else None
 
-    def report(self, now: float, outcome: Outcome) -> Decision | None:
+    def owned_effects(self) -> frozenset[str]:
+        """Taint effects the node's record says the agent put on (a taint_effect changed since,
+        or reading it failed: then only the configured effect counts as ours, for now)."""
+        if self._effects is None:
+            try:
+                self._effects = frozenset(self.node_record.read()[0].taint_effects)
+            except ApiError as exc:
+                self._api_failed("lease", exc)
+                return frozenset()
+        return self._effects
+
+    def _record_effects(self, effects: set[str]) -> bool:
+        """Write the taint effects the agent may have put on into the node's record: before a
+        taint goes on (so a crash in between leaves it owned), after ours came off."""
+        if self._effects == frozenset(effects):
+            return True
+
+        def put(s: NodeState) -> NodeState:
+            return dataclasses.replace(s, taint_effects=tuple(sorted(effects)))
+
+        try:
+            self._effects = frozenset(self.node_record.update(put).taint_effects)
+            return True
+        except ApiError as exc:
+            self._api_failed("lease", exc)
+            return False
+
+    def report(self, now: float, wall: float, outcome: Outcome) -> Decision | None:
         view = self.view()
         if view is None:
             log.warning("node %s not known yet (API unreachable or no such Node)", self.node_name)
-            self.metrics.api_up.set(0 if not self.node_inf.healthy else 1)
             return None
+        rep = self.cfg.reporting
         if self.state is None:
-            self.state = initial_state(view, now)
-        d = decide(now, outcome, self.state, view, self.cfg.reporting)
+            self.state = initial_state(view, now, wall=wall)
+        owned = self.owned_effects()
+        d = decide(now, outcome, self.state, view, rep, wall=wall, owned=owned)
         if d.taint == "add" and not self._taint_slot(now):
-            d = decide(now, outcome, self.state, view, self.cfg.reporting, may_taint=False)
+            d = decide(now, outcome, self.state, view, rep, may_taint=False, wall=wall, owned=owned)
         self.state = d.state
         if d.condition is not None:
             try:
@@ -503,14 +650,14 @@ class Agent:
                     attempts=3,
                 )
                 self.node_inf.offer(node)
-                self.metrics.api_up.set(1)
+                self.state = dataclasses.replace(self.state, written_at=now)
             except ApiError as exc:
                 self._api_failed("condition", exc)
         if d.taint is not None:
             self.set_taint(d.taint == "add")
             if d.taint == "remove":
                 self._release_taint_slot()
-        elif has_taint(view.taints, self.cfg.reporting.taint_key):
+        elif has_taint(view.taints, rep.taint_key, rep.taint_effect):
             self._taint_slot(now)  # renew our slot while the taint stays
         for ev in d.events:
             self._emit(ev)
@@ -519,7 +666,7 @@ class Agent:
             1 if cur and cur.condition and cur.condition.status == "True" else 0
         )
         self.metrics.tainted.set(
-            1 if cur and has_taint(cur.taints, self.cfg.reporting.taint_key) else 0
+            1 if cur and has_taint(cur.taints, rep.taint_key, rep.taint_effect) else 0
         )
         return d
 
@@ -530,7 +677,7 @@ class Agent:
             return True
         try:
             slots = taint_slots(node_count(self.kube), self.cfg.reporting.max_tainted_percent)
-            got = self.taint_sem.acquire(slots, duration, now) is not None
+            got = self.taint_sem.acquire(slots, duration) is not None
         except ApiError as exc:
             self._api_failed("lease", exc)
             return False
@@ -549,20 +696,27 @@ class Agent:
 
     def set_taint(self, present: bool) -> bool:
         """Read-modify-write of spec.taints with the resourceVersion as precondition; on 409
-        re-read and retry. Other controllers' taints are carried over untouched."""
+        re-read and retry. Ours is our key with an effect we own (the configured one, or one
+        the node's record says we put on); every other taint is carried over untouched, our
+        key with another tool's effect included."""
         rep = self.cfg.reporting
+        effect = rep.taint_effect
+        owned = self.owned_effects() | {effect} - {"none"}
+        if present and not self._record_effects({*owned}):
+            return False  # the record must name our taint before it goes on
         node = self.node_inf.get(self.node_name)
         for attempt in range(10):
             try:
                 if node is None or attempt > 0:
                     node = self.kube.request("GET", f"/api/v1/nodes/{self.node_name}")
                 v = node_view(node)
-                if has_taint(v.taints, rep.taint_key) == present:
-                    return True
+                mine = taint_effects(v.taints, rep.taint_key) & owned
+                if mine == ({effect} if present else set()):
+                    break
                 taints = (
-                    with_taint(v.taints, rep.taint_key, rep.taint_effect, "true")
+                    with_taint(v.taints, rep.taint_key, effect, "true", owned)
                     if present
-                    else without_taint(v.taints, rep.taint_key)
+                    else without_taint(v.taints, rep.taint_key, owned)
                 )
                 node = self.kube.request(
                     "PATCH",
@@ -571,9 +725,8 @@ class Agent:
                     content_type=SMP,
                 )
                 self.node_inf.offer(node)
-                self.metrics.api_up.set(1)
-                log.info("taint %s %s", "added" if present else "removed", rep.taint_key)
-                return True
+                log.info("taint %s %s:%s", "set" if present else "removed", rep.taint_key, effect)
+                break
             except ApiError as exc:
                 if exc.status == 409:
                     continue
@@ -581,4 +734,7 @@ class Agent:
                 if not exc.retryable:
                     return False
                 time.sleep(min(2.0, 0.1 * (attempt + 1)))
-        return False
+        else:
+            return False
+        self._record_effects({effect} if present else set())
+        return True

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.kube import ApiError, Kube
@@ -30,16 +31,18 @@ class EventRecorder:
         node: str,
         namespace: str = "default",
         window: float = 600.0,
-        clock: object = time.time,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """The aggregation window runs on `monotonic`; `wall` only stamps the Events."""
         self.kube, self.node, self.namespace, self.window = kube, node, namespace, window
         self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
-        self._clock = clock
+        self._wall, self._monotonic = wall, monotonic
 
     def emit(self, ev: EventSpec) -> None:
         """Write or bump one Event; failures are logged and counted by the caller, never raised
         (an Event is a courtesy to the operator, not state)."""
-        now: float = self._clock()  # type: ignore[operator]
+        now, wall = self._monotonic(), self._wall()
         key = (ev.reason, ev.message)
         seen = self._seen.get(key)
         try:
@@ -49,12 +52,12 @@ class EventRecorder:
                 self.kube.request(
                     "PATCH",
                     f"/api/v1/namespaces/{self.namespace}/events/{seen.name}",
-                    body={"count": seen.count, "lastTimestamp": rfc3339(now)},
+                    body={"count": seen.count, "lastTimestamp": rfc3339(wall)},
                     content_type="application/strategic-merge-patch+json",
                 )
                 self._seen.move_to_end(key)
                 return
-            digest = hashlib.sha1(f"{ev.reason}{ev.message}{now}".encode()).hexdigest()[:10]
+            digest = hashlib.sha1(f"{ev.reason}{ev.message}{wall}{now}".encode()).hexdigest()[:10]
             name = f"{self.node}.memfrag.{digest}"
             self.kube.request(
                 "POST",
@@ -74,8 +77,8 @@ class EventRecorder:
                     "message": ev.message[:1024],
                     "type": ev.type,
                     "count": 1,
-                    "firstTimestamp": rfc3339(now),
-                    "lastTimestamp": rfc3339(now),
+                    "firstTimestamp": rfc3339(wall),
+                    "lastTimestamp": rfc3339(wall),
                     "source": {"component": COMPONENT, "host": self.node},
                     "reportingComponent": COMPONENT,
                     "reportingInstance": self.node,

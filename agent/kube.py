@@ -7,11 +7,13 @@ depends on the client's generated models.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -39,6 +41,18 @@ class ApiError(MemfragError):
         return self.status in (0, 429) or self.status >= 500
 
 
+class BudgetSpent(ApiError):
+    """Not sent: the caller's time budget for API calls ran out (see Kube.budget). Final, so no
+    retry loop spins on it; the next cycle gets a new budget."""
+
+    def __init__(self, method: str, path: str, seconds: float) -> None:
+        super().__init__(method, path, 0, f"not sent: the {seconds:g}s API time budget is spent")
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Exponential backoff with full jitter, so a fleet of agents does not retry in step."""
     return random.uniform(0, min(cap, base * (2**attempt)))
@@ -51,6 +65,37 @@ class Kube:
         self.api = api_client
         self.timeout = timeout
         self.requests_total = 0  # for benchmarks and the api-load metric
+        # Told the outcome of every request and watch (None: answered), for memfrag_api_up.
+        self.observer: Callable[[ApiError | None], None] | None = None
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def budget(self, seconds: float) -> Iterator[None]:
+        """Calls from this thread inside the block share `seconds` in all (timeouts shrink to
+        what is left, then BudgetSpent): an API server that accepts and never answers costs
+        the poll loop at most this, not 15 s per call times the retries."""
+        outer = getattr(self._local, "deadline", None)
+        deadline = time.monotonic() + seconds
+        self._local.deadline = deadline if outer is None else min(outer, deadline)
+        self._local.seconds = seconds
+        try:
+            yield
+        finally:
+            self._local.deadline = outer
+
+    def _time_left(self, method: str, path: str, timeout: float | None) -> float:
+        t = timeout or self.timeout
+        deadline: float | None = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return t
+        left = deadline - time.monotonic()
+        if left < 0.05:
+            raise BudgetSpent(method, path, float(self._local.seconds))
+        return min(t, left)
+
+    def _observe(self, err: ApiError | None) -> None:
+        if self.observer is not None:
+            self.observer(err)
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> Kube:
@@ -99,23 +144,32 @@ class Kube:
         content_type: str | None = None,
         timeout: float | None = None,
     ) -> JSON:
-        """One call; raises ApiError with the status (0: unreachable) on any failure."""
+        """One call; raises ApiError with the status (0: unreachable) on any failure. A single
+        timeout is urllib3's total for connect, TLS handshake and read."""
+        seconds = self._time_left(method, path, timeout)  # BudgetSpent: nothing was sent
         self.requests_total += 1
         params = self._prepare(method, path, query, body, content_type)
         try:
-            resp = self.api.call_api(*params, _request_timeout=timeout or self.timeout)
+            resp = self.api.call_api(*params, _request_timeout=seconds)
             data = resp.read()
         except ApiException as exc:
-            raise ApiError(method, path, exc.status or 0, str(exc.reason or "")) from exc
+            raise self._failed(
+                ApiError(method, path, exc.status or 0, str(exc.reason or ""))
+            ) from exc
         except Exception as exc:  # urllib3 / socket errors: the server is unreachable
-            raise ApiError(method, path, 0, f"{type(exc).__name__}: {exc}") from exc
+            raise self._failed(ApiError(method, path, 0, f"{type(exc).__name__}: {exc}")) from exc
         if not 200 <= resp.status < 300:
-            raise ApiError(method, path, resp.status, _status_message(data))
+            raise self._failed(ApiError(method, path, resp.status, _status_message(data)))
+        self._observe(None)
         try:
             out = json.loads(data) if data else {}
         except ValueError as exc:
             raise ApiError(method, path, resp.status, "response is not JSON") from exc
         return out if isinstance(out, dict) else {"items": out}
+
+    def _failed(self, err: ApiError) -> ApiError:
+        self._observe(err)
+        return err
 
     def watch(self, path: str, query: dict[str, Any], timeout_seconds: int = 300) -> Iterator[JSON]:
         """Stream watch events ({type, object}) until the server ends the watch. An ERROR event
@@ -126,13 +180,18 @@ class Kube:
         try:
             resp = self.api.call_api(*params, _request_timeout=(10, timeout_seconds + 30))
         except ApiException as exc:
-            raise ApiError("WATCH", path, exc.status or 0, str(exc.reason or "")) from exc
+            raise self._failed(
+                ApiError("WATCH", path, exc.status or 0, str(exc.reason or ""))
+            ) from exc
         except Exception as exc:
-            raise ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}") from exc
+            raise self._failed(ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}")) from exc
         raw = resp.response
         try:
             if not 200 <= resp.status < 300:
-                raise ApiError("WATCH", path, resp.status, _status_message(raw.read()))
+                raise self._failed(
+                    ApiError("WATCH", path, resp.status, _status_message(raw.read()))
+                )
+            self._observe(None)
             buf = b""
             for chunk in raw.stream(amt=None, decode_content=False):
                 buf += chunk
@@ -145,14 +204,15 @@ class Kube:
         except ApiError:
             raise
         except Exception as exc:
-            raise ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}") from exc
+            raise self._failed(ApiError("WATCH", path, 0, f"{type(exc).__name__}: {exc}")) from exc
         finally:
             raw.release_conn()
 
     def with_retries(
         self, fn: Any, *args: Any, attempts: int = 5, sleep: Any = time.sleep, **kwargs: Any
     ) -> JSON:
-        """Retry 429/5xx/unreachable with jittered backoff; other errors are final."""
+        """Retry 429/5xx/unreachable with jittered backoff; other errors are final. Within a
+        budget, a backoff that would outlast it is not slept: the error is final instead."""
         for attempt in range(attempts):
             try:
                 result: JSON = fn(*args, **kwargs)
@@ -160,7 +220,11 @@ class Kube:
             except ApiError as exc:
                 if not exc.retryable or attempt == attempts - 1:
                     raise
-                sleep(backoff_delay(attempt))
+                delay = backoff_delay(attempt)
+                deadline = getattr(self._local, "deadline", None)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise
+                sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -1,9 +1,9 @@
 """Prometheus metrics (prefix memfrag_, base units, no unbounded labels) and the HTTP endpoint
 that serves /metrics and /healthz on one port.
 
-/healthz answers 200 while polls complete: it turns 503 when no poll finished within three poll
-intervals (the agent is stuck). It does not depend on the API server: an API outage shows in
-memfrag_api_up, and restarting the agent would not fix it.
+/healthz answers 200 while polls assess the node: it turns 503 when no poll assessed it within
+three poll intervals (the agent is stuck, or cannot read /proc). It does not depend on the API
+server: an API outage shows in memfrag_api_up, and restarting the agent would not fix it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from agent import __version__
 from agent.assess import Assessment
 
 VERDICTS = ("healthy", "at-risk", "fragmented", "unknown")
+# Why the last API request failed; 404, 409 and 422 are answers from a working API server.
+API_DOWN_REASONS = ("unreachable", "unauthorized", "forbidden", "throttled", "server_error")
 # *_created series would double the scrape for no operator value.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -33,6 +35,18 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 def order_label(order: int | None) -> str:
     """Orders are small integers; anything odd collapses to 'unknown' to bound the label."""
     return str(order) if order is not None and 0 <= order <= 15 else "unknown"
+
+
+def api_down_reason(status: int | None) -> str | None:
+    """None while the API server answers; else why not. 401/403 are down too: an agent whose
+    token was revoked or whose writes are denied cannot report, whatever the transport says."""
+    if status is None:
+        return None
+    if status == 0:
+        return "unreachable"
+    return {401: "unauthorized", 403: "forbidden", 429: "throttled"}.get(
+        status, "server_error" if status >= 500 else None
+    )
 
 
 class Metrics:
@@ -105,10 +119,23 @@ class Metrics:
         self.api_errors = Counter(
             "memfrag_api_errors", "Failed API server calls", ["operation"], registry=r
         )
-        self.api_up = Gauge("memfrag_api_up", "1 if the last API server call succeeded", registry=r)
+        self.api_up = Gauge(
+            "memfrag_api_up",
+            "1 if the last API server request of any kind was answered (read, watch or write; "
+            "401, 403, 429, 5xx and no answer count as down)",
+            registry=r,
+        )
+        self.api_down = Gauge(
+            "memfrag_api_down_reason",
+            "1 for the reason the last API server request failed, 0 for the others",
+            ["reason"],
+            registry=r,
+        )
+        for reason in API_DOWN_REASONS:
+            self.api_down.labels(reason).set(0)
         self.last_poll = Gauge(
             "memfrag_last_successful_poll_timestamp_seconds",
-            "When the last observe-and-assess cycle finished",
+            "When the last observe-and-assess cycle that assessed the node finished",
             registry=r,
         )
         self.assess_seconds = Histogram(
@@ -151,6 +178,13 @@ class Metrics:
             self.unusable.labels(*labels).set(z.unusable_milli / 1000)
             self.fragindex.labels(*labels).set(z.fragindex_milli / 1000)
         self.set_verdict(a.verdict)
+
+    def api_result(self, status: int | None) -> None:
+        """The outcome of one API request (None: answered), from any thread."""
+        reason = api_down_reason(status)
+        self.api_up.set(1 if reason is None else 0)
+        for r in API_DOWN_REASONS:
+            self.api_down.labels(r).set(1 if r == reason else 0)
 
     def set_verdict(self, verdict: str) -> None:
         for v in VERDICTS:

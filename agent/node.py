@@ -2,10 +2,13 @@
 
 `spec.taints` has no merge key: a patch replaces the whole list, so every change is computed
 from the list just read (with its resourceVersion) and keeps every other controller's taint.
+A taint is identified by key AND effect (the API allows one of each pair): ours is our key with
+an effect we put on; the same key with another effect belongs to someone else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,20 +64,32 @@ def node_view(node: dict[str, Any]) -> NodeView:
     )
 
 
-def has_taint(taints: tuple[dict[str, Any], ...], key: str) -> bool:
-    return any(t.get("key") == key for t in taints)
+def has_taint(taints: tuple[dict[str, Any], ...], key: str, effect: str | None = None) -> bool:
+    """A taint under `key` (with `effect`, if given)."""
+    return any(t.get("key") == key and effect in (None, t.get("effect")) for t in taints)
+
+
+def taint_effects(taints: tuple[dict[str, Any], ...], key: str) -> set[str]:
+    """The effects of the taints under `key` (ours among them: those with an effect we own)."""
+    return {str(t.get("effect")) for t in taints if t.get("key") == key}
 
 
 def with_taint(
-    taints: tuple[dict[str, Any], ...], key: str, effect: str, value: str
+    taints: tuple[dict[str, Any], ...], key: str, effect: str, value: str, owned: Collection[str]
 ) -> list[dict[str, Any]]:
-    """The list with our taint present exactly once (replacing ours if its effect changed)."""
-    others = [t for t in taints if t.get("key") != key]
-    return [*others, {"key": key, "value": value, "effect": effect}]
+    """The list with our taint present exactly once, with `effect`: ours under other effects
+    (`owned`: a taint_effect changed since) go, another tool's taint under our key stays."""
+    return [
+        *without_taint(taints, key, {*owned, effect}),
+        {"key": key, "value": value, "effect": effect},
+    ]
 
 
-def without_taint(taints: tuple[dict[str, Any], ...], key: str) -> list[dict[str, Any]]:
-    return [t for t in taints if t.get("key") != key]
+def without_taint(
+    taints: tuple[dict[str, Any], ...], key: str, effects: Collection[str]
+) -> list[dict[str, Any]]:
+    """The list without our taints: our key with one of the `effects` we put on."""
+    return [t for t in taints if not (t.get("key") == key and t.get("effect") in effects)]
 
 
 def taint_patch(resource_version: str, taints: list[dict[str, Any]]) -> dict[str, Any]:

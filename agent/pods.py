@@ -3,6 +3,7 @@ allocation (runc's namespace set-up fails, kubelet reports FailedCreatePodSandBo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -37,6 +38,15 @@ def is_stuck(pod: dict[str, Any], now: float, threshold: float) -> bool:
 
 def _key(meta: dict[str, Any]) -> str:
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def concerns_node(event: dict[str, Any], node: str, local_pod: Callable[[str], bool]) -> bool:
+    """An Event about a pod on this node: kubelet names its node in source.host, and the pod
+    is one of this node's (namespace/name). The cluster-wide watch keeps nothing else."""
+    if (event.get("source") or {}).get("host") == node:
+        return True
+    involved = event.get("involvedObject") or {}
+    return involved.get("kind") == "Pod" and local_pod(_key(involved))
 
 
 def sandbox_failures(events: list[dict[str, Any]], now: float, window: float) -> set[str]:

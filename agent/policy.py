@@ -4,6 +4,10 @@ ladder, the config, the agent's small state and the clock.
 Never a loop: each step runs at most once per fragmented episode, the ladder only goes up, and
 once every step has run without recovery nothing more runs until the node has recovered. On top of
 that, a cooldown per action and a cap on actions per hour hold across episodes.
+
+Two clocks: `now` is monotonic and times every duration (cooldowns, the hourly cap), so a step of
+the wall clock neither lifts nor extends them; `wall` is UTC and only places the maintenance
+window. Actions other agent pods ran on the node arrive with wall times (merge_history).
 """
 
 from __future__ import annotations
@@ -22,10 +26,21 @@ HOUR = 3600.0
 @dataclass(frozen=True)
 class ActionRecord:
     step: str
-    at: float
+    at: float  # monotonic
     result: str  # ok | no_effect | failed | dry_run | timeout
     blocks_before: int
     blocks_after: int
+
+
+@dataclass(frozen=True)
+class PastAction:
+    """One action on the node as the node's record keeps it for every agent pod there: wall
+    time, because it crosses processes (each pod times its own on its monotonic clock)."""
+
+    step: str
+    wall: float
+    result: str
+    by: str  # the pod that ran it
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,9 @@ class RemedyState:
     # must still never run twice.
     tried: tuple[str, ...] = ()
     climbed: bool = False  # every step of the current ladder ran without recovery
+    # Actions other agent pods ran on this node (a rollout runs two at once): they count
+    # towards the cooldowns and the hourly cap as ours do.
+    others: tuple[ActionRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,24 @@ def in_window(window: str, now: float) -> bool:
     return a <= minute < b if a <= b else minute >= a or minute < b
 
 
+def merge_history(
+    state: RemedyState, past: tuple[PastAction, ...], me: str, now: float, wall: float
+) -> RemedyState:
+    """Take the actions other pods ran on this node (the node's record, which holds them all)
+    onto our monotonic clock by their age in wall time; our own we keep, timed better. An entry
+    from the future (our clock stepped back since) counts as just now."""
+    others = tuple(
+        ActionRecord(p.step, now - max(0.0, wall - p.wall), p.result, 0, 0)
+        for p in past
+        if p.by != me
+    )
+    return replace(state, others=others)
+
+
+def _at(r: ActionRecord) -> float:
+    return r.at
+
+
 def decide_remediation(
     now: float,
     a: Assessment,
@@ -69,11 +105,15 @@ def decide_remediation(
     state: RemedyState,
     cfg: RemediationConfig,
     pressure: Pressure | None,
+    *,
+    wall: float,
 ) -> RemedyDecision:
-    history = tuple(r for r in state.history if now - r.at < max(HOUR, cfg.cooldown_seconds))
-    state = replace(state, history=history)
+    keep = max(HOUR, cfg.cooldown_seconds)
+    history = tuple(r for r in state.history if now - r.at < keep)
+    others = tuple(r for r in state.others if now - r.at < keep)
+    state = replace(state, history=history, others=others)
     if a.verdict != "fragmented":
-        return RemedyDecision(None, "not fragmented", RemedyState(history=history))
+        return RemedyDecision(None, "not fragmented", RemedyState(history=history, others=others))
     if not state.in_episode:
         state = replace(state, in_episode=True, tried=(), climbed=False)
     if cfg.mode == "off":
@@ -91,7 +131,7 @@ def decide_remediation(
             "node to recover or for an operator"
         )
         return RemedyDecision(None, why, replace(state, climbed=True))
-    if not in_window(cfg.maintenance_window, now):
+    if not in_window(cfg.maintenance_window, wall):
         return RemedyDecision(
             None, f"outside the maintenance window {cfg.maintenance_window} UTC", state
         )
@@ -102,7 +142,8 @@ def decide_remediation(
             f"{cfg.max_psi_some_avg10:g}%): compaction would make it worse",
             state,
         )
-    last_hour = [r for r in history if now - r.at < HOUR and r.result != "dry_run"]
+    node_history = sorted((*history, *others), key=_at)
+    last_hour = [r for r in node_history if now - r.at < HOUR and r.result != "dry_run"]
     if len(last_hour) >= cfg.max_actions_per_hour:
         return RemedyDecision(
             None,
@@ -110,7 +151,7 @@ def decide_remediation(
             state,
         )
     step = untried[0]
-    recent = [r for r in history if r.step == step.name and now - r.at < cfg.cooldown_seconds]
+    recent = [r for r in node_history if r.step == step.name and now - r.at < cfg.cooldown_seconds]
     if recent:
         wait = int(cfg.cooldown_seconds - (now - recent[-1].at))
         return RemedyDecision(None, f"{step.name} is cooling down ({wait}s left)", state)

@@ -4,6 +4,12 @@ seen, the agent's small state, the config and the clock. The outer layer only ca
 Hysteresis: the condition turns True as soon as the node is fragmented, the taint follows once
 the verdict has held for `fragmented_for_seconds`; both clear only after the node has been
 healthy for `healthy_for_seconds`. An at-risk node neither sets nor clears them.
+
+Two clocks: `now` is monotonic and times the holds and the heartbeat, so stepping the wall clock
+neither stretches nor skips them; `wall` (UTC) only goes into the timestamps written to the API.
+
+The taint is owned by key AND effect: a taint with our key and another effect is another tool's,
+unless the node's record says the agent put it there (`owned`: a taint_effect changed since).
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from agent.config import ReportingConfig
-from agent.node import Condition, NodeView, has_taint
+from agent.node import Condition, NodeView, taint_effects
 
-TaintAction = Literal["add", "remove"] | None
+TaintAction = Literal["add", "remove"] | None  # add: ours, with the configured effect only
 REASON_FRAGMENTED = "FreeMemoryFragmented"
 
 
@@ -30,7 +36,8 @@ class EventSpec:
 @dataclass(frozen=True)
 class ReportState:
     verdict: str | None = None  # last raw verdict ("healthy", "at-risk", "fragmented", "unknown")
-    verdict_since: float = 0.0
+    verdict_since: float = 0.0  # monotonic
+    written_at: float | None = None  # monotonic: our last condition write the API took
 
 
 @dataclass(frozen=True)
@@ -65,14 +72,16 @@ def parse_rfc3339(text: str) -> float | None:
         return None
 
 
-def initial_state(view: NodeView | None, now: float) -> ReportState:
+def initial_state(view: NodeView | None, now: float, *, wall: float) -> ReportState:
     """Resume from what the Node says instead of resetting it (node-problem-detector resets its
     conditions on restart and leaves a gap): a True condition's transition time is when the
-    fragmentation began, so a restarted agent keeps the hysteresis clock."""
+    fragmentation began, so a restarted agent keeps the hysteresis clock (by its age in wall
+    time, never negative, placed on the monotonic clock)."""
     if view is None or view.condition is None or view.condition.status != "True":
         return ReportState()
     since = parse_rfc3339(view.condition.last_transition)
-    return ReportState(verdict="fragmented", verdict_since=now if since is None else since)
+    age = 0.0 if since is None else max(0.0, wall - since)
+    return ReportState(verdict="fragmented", verdict_since=now - age)
 
 
 def decide(
@@ -82,7 +91,11 @@ def decide(
     view: NodeView,
     cfg: ReportingConfig,
     may_taint: bool = True,
+    *,
+    wall: float,
+    owned: frozenset[str] = frozenset(),
 ) -> Decision:
+    """`owned`: taint effects the agent may have put on the node besides the configured one."""
     if outcome.verdict != state.verdict:
         state = replace(state, verdict=outcome.verdict, verdict_since=now)
     held = now - state.verdict_since
@@ -92,7 +105,10 @@ def decide(
 
     reason, message = outcome.reason, outcome.message
     # Still tainted after a failed read: recovering all the same, so the hold applies.
-    tainted = has_taint(view.taints, cfg.taint_key)
+    effect = cfg.taint_effect
+    mine = taint_effects(view.taints, cfg.taint_key) & (owned | {effect} - {"none"})
+    tainted = bool(mine)
+    stale = bool(mine - {effect})  # taint_effect changed since we put ours on
     if outcome.verdict == "fragmented":
         status = "True"
     elif outcome.verdict == "unknown":
@@ -115,7 +131,16 @@ def decide(
         status = "False"
 
     taint: TaintAction = None
-    if cfg.taint_effect != "none" and status == "True" and not tainted:
+    if effect != "none" and status == "True" and stale:
+        taint = "add"
+        events.append(
+            EventSpec(
+                "Normal",
+                "TaintChanged",
+                f"Changed {cfg.taint_key} to effect {effect} (reporting.taint_effect)",
+            )
+        )
+    elif cfg.taint_effect != "none" and status == "True" and not tainted:
         if outcome.verdict == "fragmented" and held >= cfg.fragmented_for_seconds:
             if may_taint:
                 taint = "add"
@@ -148,10 +173,12 @@ def decide(
         elif status == "Unknown":
             events.insert(0, EventSpec("Warning", "AssessmentFailed", message))
 
-    transition = cur.last_transition if cur and cur_status == status else rfc3339(now)
-    heartbeat_due = cur is None or (
-        (parse_rfc3339(cur.last_heartbeat) or 0.0) + cfg.heartbeat_seconds <= now
-    )
+    transition = cur.last_transition if cur and cur_status == status else rfc3339(wall)
+    if state.written_at is not None:
+        heartbeat_due = now - state.written_at >= cfg.heartbeat_seconds
+    else:  # first write since start: by the heartbeat's age; one from the future is due too
+        age = wall - (parse_rfc3339(cur.last_heartbeat) or 0.0) if cur else 0.0
+        heartbeat_due = cur is None or not 0 <= age < cfg.heartbeat_seconds
     # Rewrite when the words change (a new cause, remediation giving up, stuck pods), not when
     # only the numbers move: those wait for the heartbeat, to keep API writes low.
     changed = (
@@ -162,5 +189,5 @@ def decide(
     )
     condition = None
     if changed or heartbeat_due:
-        condition = Condition(status, reason, message, transition, rfc3339(now))
+        condition = Condition(status, reason, message, transition, rfc3339(wall))
     return Decision(condition, taint, tuple(events), state)

@@ -724,7 +724,7 @@ class Bench:
         now = time.time()
         empty = NodeView(name="x", uid="x", resource_version="1", condition=None, taints=())
         outcome = Outcome(a.verdict, a.reason, a.message)
-        d = decide(now, outcome, ReportState(), empty, cfg.reporting)
+        d = decide(now, outcome, ReportState(), empty, cfg.reporting, wall=now)
         if d.condition is None:
             raise RuntimeError("decide() wrote no condition for a node without one")
         return d.condition.to_json()

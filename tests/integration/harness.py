@@ -50,6 +50,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Clock:
+    """A clock a test moves by hand (monotonic) or offsets from the real one (wall)."""
+
+    def __init__(self, t: float = 0.0, real: bool = False) -> None:
+        self.t, self.real = t, real
+
+    def __call__(self) -> float:
+        return self.t + (time.time() if self.real else 0.0)
+
+
 class FakeHost:
     """A /proc tree holding buddyinfo only: healthy (this machine's) or fragmented (the seed's)."""
 
@@ -139,6 +149,28 @@ def create_pod(admin: Kube, name: str, node: str) -> None:
                 "automountServiceAccountToken": False,
                 "containers": [{"name": "c", "image": "registry.example/app:1"}],
             },
+        },
+    )
+
+
+def sandbox_event(
+    admin: Kube, name: str, pod: str, host: str, message: str = 'caused "exit status 6"'
+) -> None:
+    """kubelet's FailedCreatePodSandBox Event about `pod` (namespace default) on node `host`."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    admin.request(
+        "POST",
+        "/api/v1/namespaces/default/events",
+        body={
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": pod},
+            "reason": "FailedCreatePodSandBox",
+            "type": "Warning",
+            "message": message,
+            "source": {"component": "kubelet", "host": host},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         },
     )
 
@@ -328,3 +360,80 @@ class FakeKernel:
             with contextlib.suppress(OSError):
                 fd = os.open(self.host.root / "sys" / "vm" / t.name, os.O_WRONLY | os.O_NONBLOCK)
                 os.close(fd)
+
+
+class ApiProxy:
+    """A loopback TCP proxy in front of the API server that can turn into a black hole: new
+    connections are accepted and held, bytes on open ones are swallowed, nothing is ever
+    answered (a hung API server or a dropped route, which a refused connection is not)."""
+
+    def __init__(self, server: str) -> None:
+        host, _, port = server.removeprefix("https://").partition(":")
+        self.upstream = (host, int(port))
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.port = int(self.listener.getsockname()[1])
+        self.black_hole = False
+        self.held: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, name="proxy", daemon=True).start()
+
+    def kubeconfig(self, src: Path, dst: Path) -> Path:
+        """`src` with its server pointed at this proxy."""
+        conf = yaml.safe_load(src.read_text())
+        for c in conf["clusters"]:
+            c["cluster"]["server"] = f"https://127.0.0.1:{self.port}"
+        dst.write_text(yaml.safe_dump(conf))
+        return dst
+
+    def restore(self) -> None:
+        """Forward again; connections held in the black hole are closed (clients reconnect)."""
+        self.black_hole = False
+        for s in self.held:
+            with contextlib.suppress(OSError):
+                s.close()
+        self.held = []
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.black_hole:
+                self.held.append(client)
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if self.black_hole:
+                    self.held.extend((src, dst))
+                    continue  # swallowed: the other side waits for an answer that never comes
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if not self.black_hole:
+                for s in (src, dst):
+                    with contextlib.suppress(OSError):
+                        s.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.restore()
+        with contextlib.suppress(OSError):
+            self.listener.close()

@@ -419,9 +419,9 @@ def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
     for present in (True, False):
         v = node_view(_node(agent))
         taints = (
-            with_taint(v.taints, KEY, "NoSchedule", "true")
+            with_taint(v.taints, KEY, "NoSchedule", "true", ())
             if present
-            else without_taint(v.taints, KEY)
+            else without_taint(v.taints, KEY, {"NoSchedule"})
         )
         stored = agent.request(
             "PATCH",
@@ -439,7 +439,7 @@ def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
         content_type=SMP,
     )
     v = node_view(_node(agent))
-    taints = without_taint(v.taints, KEY)
+    taints = without_taint(v.taints, KEY, {"PreferNoSchedule"})
     agent.request(
         "PATCH",
         f"/api/v1/nodes/{NODE_A}",
@@ -458,7 +458,7 @@ def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
             agent,
             "PATCH",
             f"/api/v1/nodes/{NODE_A}",
-            taint_patch(v.resource_version, without_taint(v.taints, KEY)),
+            taint_patch(v.resource_version, without_taint(v.taints, KEY, {"NoExecute"})),
         )
         assert "may not remove a NoExecute taint" in answer, answer
     finally:  # the taint-eviction controller would delete the pods the other tests put there
@@ -473,7 +473,7 @@ def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
 def _taint_answer(scope: Scope, effect: str) -> str:
     """The agent adding its taint with this effect (read-modify-write, a dry run)."""
     v = node_view(_node(scope.agent))
-    patch = taint_patch(v.resource_version, with_taint(v.taints, KEY, effect, "true"))
+    patch = taint_patch(v.resource_version, with_taint(v.taints, KEY, effect, "true", ()))
     return _answer(scope.agent, "PATCH", f"/api/v1/nodes/{NODE_A}", patch, None, {"dryRun": "All"})
 
 

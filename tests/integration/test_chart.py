@@ -521,6 +521,7 @@ def test_cleanup_hook_template() -> None:
     (cleanup,) = pod["containers"]
     assert cleanup["args"] == [
         "cleanup", "--namespace", "memfrag-system", "--taint-key", "example.com/frag",
+        "--taint-effect", "NoSchedule",  # ours is key AND effect: the same key is not enough
     ]  # fmt: skip
     (sa,) = by_kind(hooks, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"] != "memfrag-agent"
@@ -894,6 +895,7 @@ def test_uninstall_runs_the_cleanup_hook_and_leaves_nothing(
             (container,) = pod["spec"]["containers"]
             assert container["args"] == [
                 "cleanup", "--namespace", NAMESPACE, "--taint-key", "memfrag.dev/fragmented",
+                "--taint-effect", "NoSchedule",
             ]  # fmt: skip
             token = release.plane.service_account_kubeconfig(
                 NAMESPACE, HOOK, tmp_path / "hook.kubeconfig", bound_pod=pod["metadata"]["name"]

@@ -6,19 +6,24 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.configfile import ConfigFile
+from agent.daemon import Agent
 from agent.kube import SMP, ApiError, Kube
 from agent.node import node_view
+from agent.procfs import ProcReader
 from tests.cluster import ControlPlane
 from tests.integration.harness import (
     NAMESPACE,
     SEED_LINE,
     TAINT,
     AgentProcess,
+    Clock,
     FakeHost,
     apply_chart_rbac,
     condition,
@@ -26,6 +31,7 @@ from tests.integration.harness import (
     events,
     kmsg_line,
     our_taint,
+    sandbox_event,
     status_is,
     taints,
     wait_for,
@@ -79,6 +85,17 @@ def start_kmsg_driven_agent(
     return a
 
 
+def start_tainted(
+    admin: Kube, agents: list[AgentProcess], tmp: Path, node: str, kubeconfig: Path
+) -> AgentProcess:
+    """An agent on a fragmented host, once it has tainted its node."""
+    host = FakeHost(tmp / "proc")
+    host.fragmented()
+    a = start_agent(agents, tmp, node, kubeconfig, host=host)
+    wait_for(lambda: our_taint(admin, node), "taint")
+    return a
+
+
 def test_condition_and_taint_follow_the_verdict(
     admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
@@ -119,10 +136,8 @@ def test_condition_and_taint_follow_the_verdict(
 def test_state_survives_a_kill_and_restart(
     admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
-    host = FakeHost(tmp_path / "proc")
-    host.fragmented()
-    a = start_agent(agents, tmp_path, node, agent_kubeconfig, host=host)
-    wait_for(lambda: our_taint(admin, node), "taint")
+    a = start_tainted(admin, agents, tmp_path, node, agent_kubeconfig)
+    host = a.host
     before = condition(admin, node)
     assert before is not None
     a.stop(signal.SIGKILL)
@@ -328,9 +343,15 @@ def test_garbage_proc_reports_unknown_and_recovers(
     wait_for(lambda: status_is(admin, node, "Unknown"), "Unknown on a malformed buddyinfo")
     c = condition(admin, node)
     assert c is not None and "buddyinfo:1" in c["message"]
-    assert a.healthz()  # still polling
+    # Success means the node was assessed. Before: every failed poll counted as one, so an
+    # agent that cannot read /proc never tripped its liveness probe or MemfragAgentDown.
+    last = a.metrics()["memfrag_last_successful_poll_timestamp_seconds"]
+    wait_for(lambda: not a.healthz(), "/healthz 503 after 3 polls + 30 s without one", 60)
+    assert a.metrics()["memfrag_last_successful_poll_timestamp_seconds"] == last
+    assert a.metrics()["memfrag_input_errors_total"] >= 30  # it kept trying every poll
     a.host.healthy()
     wait_for(lambda: status_is(admin, node, "False"), "back to False")
+    wait_for(a.healthz, "/healthz 200 again")
 
 
 def test_missing_permission_fails_clearly(
@@ -353,6 +374,153 @@ def test_missing_permission_fails_clearly(
     assert condition(admin, node) is None
 
 
+def test_api_up_after_a_restart_before_any_write(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """memfrag_api_up follows every request (the watches' lists too). Before: it followed
+    writes only, so a restarted agent with nothing to write read 0 until its heartbeat."""
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    wait_for(lambda: status_is(admin, node, "False"), "first report")
+    a.stop()
+    b = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    wait_for(
+        lambda: b.metrics().get("memfrag_last_successful_poll_timestamp_seconds", 0) > 0,
+        "a poll after the restart",
+    )
+    assert b.metrics()["memfrag_api_up"] == 1.0  # the heartbeat (30 s) is not due yet
+    assert '"msg": "taint' not in b.log()  # and nothing was written
+
+
+def test_api_up_is_0_when_the_token_loses_its_rights(
+    control_plane: ControlPlane,
+    admin: Kube,
+    node: str,
+    agents: list[AgentProcess],
+    tmp_path: Path,
+) -> None:
+    """Before: a 403 is not retryable, so it left memfrag_api_up at 1 while every write
+    failed (179 errors in 45 s, the node fragmented, the API still saying False)."""
+    sa_name = f"revoked-{node}"
+    admin.request(
+        "POST",
+        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
+        body={"metadata": {"name": sa_name}},
+    )
+    subject = [{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}]
+    role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "memfrag-agent"}
+    admin.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        body={"metadata": {"name": sa_name}, "roleRef": role, "subjects": subject},
+    )
+    kc = control_plane.service_account_kubeconfig(NAMESPACE, sa_name, tmp_path / "kc")
+    a = start_agent(agents, tmp_path, node, kc)
+    wait_for(lambda: status_is(admin, node, "False"), "first report")
+    wait_for(lambda: a.metrics().get("memfrag_api_up") == 1.0, "api_up 1")
+    admin.request("DELETE", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{sa_name}")
+    a.host.fragmented()  # something to write, and every write is now forbidden
+    wait_for(lambda: a.metrics().get("memfrag_api_up") == 0.0, "api_up 0 on 403")
+    m = a.metrics()
+    assert m['memfrag_api_down_reason{reason="forbidden"}'] == 1.0
+    assert m['memfrag_api_down_reason{reason="unreachable"}'] == 0.0
+    assert status_is(admin, node, "False")
+
+
+def test_sandbox_event_watch_keeps_only_this_nodes_pods(
+    admin: Kube, agent_kubeconfig: Path, node: str, tmp_path: Path
+) -> None:
+    """One Pending pod here and 1,200 FailedCreatePodSandBox Events about pods elsewhere.
+    Before: one unpaged list and a cache of every one of them (20,000 took the agent from 47 to
+    206 MiB). Now the list is paged and only Events about this node's pods are kept."""
+    name = f"sandbox-{node}"
+    create_pod(admin, name, node)
+    filler = 'failed to start sandbox container: "exit status 6" ' + "x" * 400
+
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: sandbox_event(
+                    admin, f"{node}.{i}.sandbox", f"elsewhere-{node}-{i}", f"other-{i % 50}", filler
+                ),
+                range(1200),
+            )
+        )
+    sandbox_event(admin, f"{name}.sandbox", name, node)
+    host = FakeHost(tmp_path / "proc")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("reporting:\n  stuck_pod_seconds: 3600\n")
+    agent = Agent(
+        node,
+        Kube.from_environment(str(agent_kubeconfig)),
+        ConfigFile(str(cfg)),
+        ProcReader(host.root),
+    )
+    agent.pod_inf.start()
+    try:
+        wait_for(agent.pod_inf.synced.is_set, "the pod list")
+        assert agent._stuck(time.monotonic(), time.time()) == []  # starts the Event watch
+        inf = agent.sandbox_inf
+        assert inf is not None
+        wait_for(inf.synced.is_set, "the Event list", 120)
+        assert [e["involvedObject"]["name"] for e in inf.items()] == [name]
+        assert inf.pages >= 3  # 1,201 Events and more, 500 a page
+        assert agent._stuck(time.monotonic(), time.time()) == [f"default/{name}"]
+    finally:
+        agent.pod_inf.stop()
+        if agent.sandbox_inf is not None:
+            agent.sandbox_inf.stop()
+
+
+@pytest.mark.parametrize("step", [-7200.0, 3600.0])
+def test_a_wall_clock_step_neither_strands_nor_skips_the_hold(
+    admin: Kube, agent_kubeconfig: Path, node: str, tmp_path: Path, step: float
+) -> None:
+    """The agent in-process with both clocks in the test's hands. Before: holds ran on the wall
+    clock, so 2 h back left a recovered node tainted ("healthy for -7167s") and 1 h forward
+    cleared the hold a second later. Now holds run on the monotonic clock."""
+    host = FakeHost(tmp_path / "proc")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "reporting:\n  fragmented_for_seconds: 2\n  healthy_for_seconds: 10\n"
+        "  max_tainted_percent: 100\n"
+    )
+    wall, mono = Clock(real=True), Clock(1000.0)
+    agent = Agent(
+        node,
+        Kube.from_environment(str(agent_kubeconfig)),
+        ConfigFile(str(cfg)),
+        ProcReader(host.root),
+        wall=wall,
+        monotonic=mono,
+    )
+    agent.node_inf.start()
+    agent.pod_inf.start()
+
+    def cycle(dt: float) -> None:
+        mono.t += dt
+        agent.cycle([])
+
+    try:
+        wait_for(lambda: agent.node_inf.get(node), "the node")
+        host.fragmented()
+        cycle(0)
+        cycle(3)
+        assert our_taint(admin, node)
+        host.healthy()
+        cycle(1)  # recovery begins
+        wall.t = step
+        cycle(1)
+        assert our_taint(admin, node)  # 1 s of 10: still held, whichever way the clock went
+        msg = (condition(admin, node) or {}).get("message", "")
+        assert "healthy for -" not in msg
+        cycle(9)
+        assert not our_taint(admin, node)  # 10 s healthy by the monotonic clock: cleared
+        assert status_is(admin, node, "False")
+    finally:
+        agent.node_inf.stop()
+        agent.pod_inf.stop()
+
+
 def test_failed_sandbox_events_count_at_once(
     admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
@@ -365,22 +533,13 @@ def test_failed_sandbox_events_count_at_once(
     )
     wait_for(lambda: status_is(admin, node, "False"), "first report")
     assert a.metrics()["memfrag_stuck_pods"] == 0.0
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    admin.request(
-        "POST",
-        "/api/v1/namespaces/default/events",
-        body={
-            "metadata": {"name": f"{name}.sandbox"},
-            "involvedObject": {"kind": "Pod", "namespace": "default", "name": name},
-            "reason": "FailedCreatePodSandBox",
-            "type": "Warning",
-            "message": "failed to start sandbox container: ... running exec setns process for init "
-            'caused "exit status 6"',
-            "source": {"component": "kubelet", "host": node},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        },
+    sandbox_event(
+        admin,
+        f"{name}.sandbox",
+        name,
+        node,
+        "failed to start sandbox container: ... running exec setns process for init "
+        'caused "exit status 6"',
     )
     wait_for(lambda: a.metrics().get("memfrag_stuck_pods") == 1.0, "the pod counted as stuck")
 
@@ -397,6 +556,47 @@ def test_repeated_findings_are_counted_once_announced(
     time.sleep(2)
     assert events(admin, node)["HighOrderAllocationFailed"]["count"] == 1
     assert a.log().count('"msg": "kernel log finding"') == 1
+
+
+def test_another_tools_taint_under_our_key_stays(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """Our taint is our key AND effect. Before: every taint under the key was replaced when
+    ours went on and removed when it came off, another tool's PreferNoSchedule too."""
+    theirs = {"key": TAINT, "value": "other-tool", "effect": "PreferNoSchedule"}
+    admin.request(
+        "PATCH", f"/api/v1/nodes/{node}", body={"spec": {"taints": [theirs]}}, content_type=SMP
+    )
+    a = start_agent(agents, tmp_path, node, agent_kubeconfig)
+    wait_for(lambda: status_is(admin, node, "False"), "first report")
+    assert not a.metrics()["memfrag_tainted"]  # theirs is not ours
+    a.host.fragmented()
+    wait_for(
+        lambda: (
+            {t["effect"] for t in taints(admin, node) if t["key"] == TAINT}
+            == {"NoSchedule", "PreferNoSchedule"}
+        ),
+        "ours next to theirs",
+    )
+    a.host.healthy()
+    wait_for(lambda: status_is(admin, node, "False"), "recovered")
+    wait_for(lambda: [t for t in taints(admin, node) if t["key"] == TAINT] == [theirs], "theirs")
+
+
+def test_a_changed_taint_effect_is_applied(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """Before: a new reporting.taint_effect never reached a taint already on the node."""
+    a = start_tainted(admin, agents, tmp_path, node, agent_kubeconfig)
+    a.config["reporting"]["taint_effect"] = "PreferNoSchedule"
+    a.write_config()
+    wait_for(
+        lambda: (
+            [t["effect"] for t in taints(admin, node) if t["key"] == TAINT] == ["PreferNoSchedule"]
+        ),
+        "the taint with its new effect",
+    )
+    assert "TaintChanged" in events(admin, node)
 
 
 def test_recovery_deletes_stuck_pods_a_controller_owns(

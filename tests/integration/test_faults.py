@@ -18,6 +18,7 @@ from tests.integration.harness import (
     NAMESPACE,
     TAINT,
     AgentProcess,
+    ApiProxy,
     FakeHost,
     FakeKernel,
     status_is,
@@ -72,6 +73,51 @@ def test_api_server_outage_of_30s(
         if not control_plane.running("kube-apiserver"):
             control_plane.start_apiserver()
         a.stop(signal.SIGKILL)
+
+
+def test_black_holed_api_server(
+    control_plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    """The API server accepts connections and never answers (a proxy turned black hole, next to
+    the refused connection above). Before: one cycle blocked ~200 s in timeouts and retries,
+    assessing stopped and /healthz went 503. Each API phase now has a time budget: the agent
+    keeps assessing, /healthz stays 200 past its 3 polls + 30 s, and it catches up after."""
+    control_plane.register_node("blackhole")
+    proxy = ApiProxy(control_plane.server)
+    kc = proxy.kubeconfig(sa, tmp_path / "via-proxy.kubeconfig")
+    a = AgentProcess(
+        tmp_path / "a",
+        "blackhole",
+        kc,
+        FakeHost(tmp_path / "proc"),
+        {"reporting": {"fragmented_for_seconds": 0}},
+    ).start()
+    try:
+        wait_for(lambda: status_is(admin, "blackhole", "False"), "first report")
+        proxy.black_hole = True
+        a.host.fragmented()
+        wait_for(lambda: a.metrics().get("memfrag_api_up") == 0.0, "api_up 0", 60)
+        polls: list[float] = []
+        deadline = time.monotonic() + 45  # past /healthz's 3 polls + 30 s
+        while time.monotonic() < deadline:
+            assert a.healthz(), "/healthz went 503: the loop waited on the API"
+            polls.append(a.metrics()["memfrag_last_successful_poll_timestamp_seconds"])
+            time.sleep(1)
+        assert len(set(polls)) >= 4  # still assessing, a cycle every few seconds
+        assert a.metrics()['memfrag_api_down_reason{reason="unreachable"}'] == 1.0
+        assert a.metrics()['memfrag_verdict{verdict="fragmented"}'] == 1.0
+        assert status_is(admin, "blackhole", "False")  # nothing got through, as it should be
+        proxy.restore()
+        wait_for(lambda: status_is(admin, "blackhole", "True"), "condition after the hole", 60)
+        wait_for(
+            lambda: [t["key"] for t in taints(admin, "blackhole")].count(TAINT) == 1,
+            "taint after the hole",
+            60,
+        )
+        wait_for(lambda: a.metrics().get("memfrag_api_up") == 1.0, "api_up 1 again", 60)
+    finally:
+        a.stop(signal.SIGKILL)
+        proxy.close()
 
 
 def test_expired_watch_relists(control_plane: ControlPlane, admin: Kube) -> None:

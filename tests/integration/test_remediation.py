@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.kube import Kube
+from agent.kube import SMP, Kube
 from agent.leases import Semaphore, node_count, taint_slots
 from tests.cluster import ControlPlane
 from tests.integration.harness import (
@@ -23,6 +23,7 @@ from tests.integration.harness import (
     NAMESPACE,
     TAINT,
     AgentProcess,
+    Clock,
     FakeHost,
     FakeKernel,
     apply_chart_rbac,
@@ -96,7 +97,7 @@ def test_lease_slots_hold_under_contention(admin: Kube, sa: Path) -> None:
         sem = Semaphore(agent, NAMESPACE, "test-slot", name)
         try:
             while turns.get(name, 0) < 3:
-                slot = sem.acquire(2, 30, time.time())
+                slot = sem.acquire(2, 30)
                 if slot is None:
                     time.sleep(0.02)
                     continue
@@ -122,14 +123,36 @@ def test_lease_slots_hold_under_contention(admin: Kube, sa: Path) -> None:
 
 
 def test_a_dead_holders_slot_frees_itself(sa: Path) -> None:
+    """Expiry counts on the observer's own monotonic clock from the last change it saw."""
     agent = Kube.from_environment(str(sa))
-    dead = Semaphore(agent, NAMESPACE, "test-expiry", "dead-node")
-    alive = Semaphore(agent, NAMESPACE, "test-expiry", "alive-node")
-    now = time.time()
-    assert dead.acquire(1, 2, now) == "test-expiry-0"  # and never released: kill -9
-    assert alive.acquire(1, 2, time.time()) is None
-    assert alive.acquire(1, 2, now + 3) == "test-expiry-0"  # expired: taken over
-    assert dead.acquire(1, 2, now + 3.5) is None  # the old holder cannot grab it back
+    dead = Semaphore(agent, NAMESPACE, "test-expiry", "dead-pod", monotonic=Clock())
+    mono = Clock()
+    alive = Semaphore(agent, NAMESPACE, "test-expiry", "alive-pod", monotonic=mono)
+    assert dead.acquire(1, 2) == "test-expiry-0"  # and never released: kill -9
+    assert alive.acquire(1, 2) is None  # first sight: held for a full duration from now
+    mono.t += 2
+    assert alive.acquire(1, 2) is None
+    mono.t += 1
+    assert alive.acquire(1, 2) == "test-expiry-0"  # unchanged for 3 s > 2 s: taken over
+    assert dead.acquire(1, 2) is None  # the old holder sees the change: it cannot grab it back
+
+
+@pytest.mark.parametrize(("holder_skew", "taker_skew"), [(0, 301), (-3600, 0)])
+def test_skewed_clocks_neither_steal_nor_lose_a_slot(
+    sa: Path, holder_skew: float, taker_skew: float
+) -> None:
+    """Before: expiry compared renewTime (the holder's clock) with the taker's clock, so a node
+    301 s ahead took a held 300 s slot at once, and a holder an hour behind lost its slot a
+    second after taking it. Now renewTime is never compared with anyone's clock."""
+    agent = Kube.from_environment(str(sa))
+    prefix = f"test-skew-{int(taker_skew)}"
+    holder = Semaphore(agent, NAMESPACE, prefix, "holder-pod", wall=Clock(holder_skew, True))
+    taker = Semaphore(agent, NAMESPACE, prefix, "taker-pod", wall=Clock(taker_skew, True))
+    assert holder.acquire(1, 300) == f"{prefix}-0"
+    assert taker.acquire(1, 300) is None
+    assert holder.acquire(1, 300) == f"{prefix}-0"  # renewed
+    assert taker.acquire(1, 300) is None
+    holder.release(f"{prefix}-0")
 
 
 def test_tainted_share_cap(plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path) -> None:
@@ -181,6 +204,40 @@ def test_tainted_share_cap(plane: ControlPlane, admin: Kube, sa: Path, tmp_path:
     finally:
         for a in agents:
             a.stop(signal.SIGKILL)
+
+
+def test_two_pods_on_one_node_share_its_budget(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    """A maxSurge rollout runs two agent pods on one node. Before: they held Leases as the
+    node, shared a slot, and each kept its own history: 6 actions in 20 s against a cap of 4
+    an hour. Now they hold as pods, one at a time per node (the node's record), and the cap
+    counts the node's actions whichever pod ran them."""
+    plane.register_node("surge")
+    host = FakeHost(tmp_path / "proc")
+    kernel = FakeKernel(host, delay=1.0)
+    host.fragmented()
+    config = {"remediation": {"mode": "on", "cooldown_seconds": 0, "max_actions_per_hour": 4}}
+    pods = [AgentProcess(tmp_path / f"pod-{i}", "surge", sa, host, config) for i in range(2)]
+    try:
+        for p in pods:
+            p.start()
+        wait_for(lambda: len(kernel.writes) >= 4, "four actions on the node")
+        wait_for(
+            lambda: "4 actions in the last hour (max 4)" in (_condition(admin, "surge") or ""),
+            "the node at its cap",
+        )
+        time.sleep(3)  # three more polls of each
+        assert len(kernel.writes) == 4
+        record = admin.request(
+            "GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/memfrag-node-surge"
+        )
+        actions = json.loads(record["metadata"]["annotations"]["memfrag.dev/actions"])
+        assert len(actions) == 4 and len({a["by"] for a in actions}) == 2  # both pods ran some
+    finally:
+        for p in pods:
+            p.stop(signal.SIGKILL)
+        kernel.close()
 
 
 def test_ladder_climbs_once_and_never_loops(
@@ -265,10 +322,19 @@ def test_cleanup_removes_every_trace(
     ) as (a, _):
         wait_for(lambda: our_taint(admin, "gone"), "taint")
         a.stop()  # SIGTERM: the agent leaves its taint and condition for the next start
-    done = cleanup(admin, NAMESPACE, TAINT)
-    assert "node/gone: removed taint memfrag.dev/fragmented" in done
+    theirs = {"key": TAINT, "value": "other-tool", "effect": "PreferNoSchedule"}
+    n = admin.request("GET", "/api/v1/nodes/gone")
+    admin.request(
+        "PATCH",
+        "/api/v1/nodes/gone",
+        body={"spec": {"taints": [*n["spec"]["taints"], theirs]}},
+        content_type=SMP,
+    )
+    done = cleanup(admin, NAMESPACE, TAINT)  # the node's record names the effect it put on
+    assert "node/gone: removed taint memfrag.dev/fragmented:NoSchedule" in done
     node = admin.request("GET", "/api/v1/nodes/gone")
-    assert not any(t["key"] == TAINT for t in node["spec"].get("taints") or [])
+    # Before: everything under the key went, another tool's taint too.
+    assert [t for t in node["spec"].get("taints") or [] if t["key"] == TAINT] == [theirs]
     assert not any(c["type"] == "MemoryFragmented" for c in node["status"]["conditions"])
     leases = admin.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases")
     assert [x["metadata"]["name"] for x in leases["items"]] == []

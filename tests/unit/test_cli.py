@@ -396,11 +396,39 @@ def test_run_passes_the_lease_namespace_to_the_agent(
 
     monkeypatch.setattr(agent.daemon, "Agent", _CapturedAgent)
     monkeypatch.setattr(agent.kube.Kube, "from_environment", staticmethod(lambda _k: object()))
-    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    for key in ("POD_NAMESPACE", "POD_NAME", "POD_UID"):
+        monkeypatch.delenv(key, raising=False)
     for key, value in {"NODE_NAME": "node-a", **env}.items():
         monkeypatch.setenv(key, value)
     assert main(["run", "--proc-root", VM, "--sys-root", NOSYS, "--log-format", "text", *argv]) == 0
-    assert _CapturedAgent.seen == {"node": "node-a", "namespace": namespace}
+    assert _CapturedAgent.seen == {"node": "node-a", "namespace": namespace, "holder": None}
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "holder"),
+    [
+        ([], {"POD_NAME": "memfrag-agent-x7k2p", "POD_UID": "9f1c"}, "memfrag-agent-x7k2p_9f1c"),
+        ([], {"POD_NAME": "memfrag-agent-x7k2p"}, "memfrag-agent-x7k2p"),
+        (["--pod-name", "p", "--pod-uid", "u"], {"POD_NAME": "env", "POD_UID": "e"}, "p_u"),
+        ([], {}, None),  # outside a pod: the daemon uses the node name and its pid
+    ],
+)
+def test_run_holds_leases_as_the_pod_not_the_node(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str], holder: str | None
+) -> None:
+    """Two pods with one NODE_NAME (a maxSurge rollout) shared a Lease slot and compacted at
+    once: the holder is the pod (POD_NAME, POD_UID from the chart's downward API)."""
+    import agent.daemon
+    import agent.kube
+
+    monkeypatch.setattr(agent.daemon, "Agent", _CapturedAgent)
+    monkeypatch.setattr(agent.kube.Kube, "from_environment", staticmethod(lambda _k: object()))
+    for key in ("POD_NAME", "POD_UID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {"NODE_NAME": "node-a", **env}.items():
+        monkeypatch.setenv(key, value)
+    assert main(["run", "--proc-root", VM, "--sys-root", NOSYS, "--log-format", "text", *argv]) == 0
+    assert _CapturedAgent.seen["holder"] == holder
 
 
 def test_run_without_a_node_name_exits_3(

@@ -55,24 +55,38 @@ class FakeNode:
     condition: Condition | None = None
     taints: tuple[dict[str, Any], ...] = (OTHER_TAINT,)
     may_taint: bool = True
+    owned: frozenset[str] = frozenset()  # effects the node's record says we put on
 
     def view(self) -> NodeView:
         return NodeView("node-a", "uid-1", "42", self.condition, self.taints)
 
-    def step(self, now: float, outcome: Outcome) -> Decision:
-        d = decide(now, outcome, self.state, self.view(), self.cfg, self.may_taint)
+    def step(self, now: float, outcome: Outcome, wall: float | None = None) -> Decision:
+        """`now` monotonic; `wall` the wall clock (the same unless a test steps it)."""
+        wall = now if wall is None else wall
+        d = decide(
+            now,
+            outcome,
+            self.state,
+            self.view(),
+            self.cfg,
+            self.may_taint,
+            wall=wall,
+            owned=self.owned,
+        )
         self.state = d.state
         if d.condition is not None:
             self.condition = d.condition
+            self.state = replace(self.state, written_at=now)  # the API took the write
+        owned = self.owned | {self.cfg.taint_effect}
         if d.taint == "add":
-            self.taints = tuple(with_taint(self.taints, KEY, self.cfg.taint_effect, "true"))
+            self.taints = tuple(with_taint(self.taints, KEY, self.cfg.taint_effect, "true", owned))
         elif d.taint == "remove":
-            self.taints = tuple(without_taint(self.taints, KEY))
+            self.taints = tuple(without_taint(self.taints, KEY, owned))
         return d
 
     @property
     def tainted(self) -> bool:
-        return has_taint(self.taints, KEY)
+        return has_taint(self.taints, KEY, self.cfg.taint_effect)
 
 
 def reasons(d: Decision) -> list[str]:
@@ -272,9 +286,9 @@ def test_taint_effect_none_never_taints_and_removes_ours() -> None:
         assert "NodeTainted" not in reasons(d)
     assert n.condition is not None
     assert n.condition.status == "True"
-    # a taint left by an earlier config is removed, while fragmented too
+    # a taint left by an earlier config (the node's record names it) is removed, fragmented too
     ours = {"key": KEY, "value": "true", "effect": "NoSchedule"}
-    m = FakeNode(cfg=cfg, taints=(OTHER_TAINT, ours))
+    m = FakeNode(cfg=cfg, taints=(OTHER_TAINT, ours), owned=frozenset({"NoSchedule"}))
     d = m.step(T0, FRAGMENTED)
     assert d.taint == "remove"
     assert reasons(d) == ["FragmentationDetected", "TaintRemoved"]
@@ -332,22 +346,22 @@ def _true_condition(since: float, heartbeat: float) -> Condition:
 
 
 def test_initial_state() -> None:
-    assert initial_state(None, T0) == ReportState()
+    assert initial_state(None, T0, wall=T0) == ReportState()
     no_cond = NodeView("n", "u", "1", None, ())
-    assert initial_state(no_cond, T0) == ReportState()
+    assert initial_state(no_cond, T0, wall=T0) == ReportState()
     false = NodeView("n", "u", "1", replace(_true_condition(T0, T0), status="False"), ())
-    assert initial_state(false, T0 + 5) == ReportState()
+    assert initial_state(false, T0 + 5, wall=T0 + 5) == ReportState()
     true = NodeView("n", "u", "1", _true_condition(T0 - 40, T0 - 10), ())
-    assert initial_state(true, T0) == ReportState("fragmented", T0 - 40)
+    assert initial_state(true, T0, wall=T0) == ReportState("fragmented", T0 - 40)
     garbled = NodeView("n", "u", "1", replace(_true_condition(T0, T0), last_transition="?"), ())
-    assert initial_state(garbled, T0 + 7) == ReportState("fragmented", T0 + 7)
+    assert initial_state(garbled, T0 + 7, wall=T0 + 7) == ReportState("fragmented", T0 + 7)
 
 
 def test_restart_keeps_the_hysteresis_clock() -> None:
     """Fragmented since T0-40, agent restarts at T0: the taint comes at T0+20, not T0+60, and
     nothing is re-announced."""
     n = FakeNode(condition=_true_condition(T0 - 40, T0 - 10))
-    n.state = initial_state(n.view(), T0)
+    n.state = initial_state(n.view(), T0, wall=T0)
     d = n.step(T0, FRAGMENTED)
     assert (d.condition, d.taint, d.events) == (None, None, ())
     assert n.step(T0 + 19, FRAGMENTED).taint is None
@@ -361,7 +375,7 @@ def test_restart_keeps_the_hysteresis_clock() -> None:
 def test_restart_while_tainted_and_healthy_does_not_flap() -> None:
     ours = {"key": KEY, "value": "true", "effect": "NoSchedule"}
     n = FakeNode(condition=_true_condition(T0 - 600, T0 - 10), taints=(OTHER_TAINT, ours))
-    n.state = initial_state(n.view(), T0)
+    n.state = initial_state(n.view(), T0, wall=T0)
     for t in range(T0, T0 + 120, 15):
         d = n.step(t, HEALTHY)
         assert (d.taint, d.events) == (None, ()), t
@@ -442,9 +456,10 @@ def test_node_view_parses_a_node() -> None:
     assert v.taints == tuple(NODE_JSON["spec"]["taints"])
     assert has_taint(v.taints, "memfrag.dev/fragmented")
     assert not has_taint(v.taints, "memfrag.dev/other")
-    assert initial_state(v, T0) == ReportState(
-        "fragmented", parse_rfc3339("2024-01-23T14:16:01Z") or -1.0
-    )
+    since = parse_rfc3339("2024-01-23T14:16:01Z") or -1.0
+    assert initial_state(v, 50.0, wall=since + 100) == ReportState("fragmented", -50.0)
+    # a transition in the future (our clock stepped back): fragmented since now, never longer
+    assert initial_state(v, 50.0, wall=since - 7200) == ReportState("fragmented", 50.0)
 
 
 def test_node_view_of_a_bare_node() -> None:
@@ -476,7 +491,7 @@ def test_condition_json_and_patch() -> None:
 
 def test_taint_patch_carries_the_resource_version() -> None:
     v = node_view(NODE_JSON)
-    taints = without_taint(v.taints, KEY)
+    taints = without_taint(v.taints, KEY, {"NoSchedule"})
     assert taint_patch(v.resource_version, taints) == {
         "metadata": {"resourceVersion": "918273"},
         "spec": {"taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]},
@@ -485,12 +500,12 @@ def test_taint_patch_carries_the_resource_version() -> None:
 
 def test_with_taint_replaces_ours_once() -> None:
     v = node_view(NODE_JSON)
-    out = with_taint(v.taints, KEY, "PreferNoSchedule", "true")
+    out = with_taint(v.taints, KEY, "PreferNoSchedule", "true", {"NoSchedule"})
     assert out == [
         {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
         {"key": KEY, "value": "true", "effect": "PreferNoSchedule"},
     ]
-    assert with_taint(tuple(out), KEY, "PreferNoSchedule", "true") == out
+    assert with_taint(tuple(out), KEY, "PreferNoSchedule", "true", ()) == out
 
 
 OTHER_TAINTS = st.lists(
@@ -524,12 +539,13 @@ def test_taint_edits_keep_every_other_taint(
     for t, p in zip(ours, positions, strict=False):
         taints.insert(p % (len(taints) + 1), t)
     snapshot = [dict(t) for t in taints]
-    added = with_taint(tuple(taints), KEY, effect, "true")
+    both = {"NoSchedule", "PreferNoSchedule"}  # the node's record says we put on either
+    added = with_taint(tuple(taints), KEY, effect, "true", both)
     assert added == [*others, {"key": KEY, "value": "true", "effect": effect}]
     assert sum(1 for t in added if t.get("key") == KEY) == 1
-    removed = without_taint(tuple(taints), KEY)
+    removed = without_taint(tuple(taints), KEY, both)
     assert removed == others
-    assert without_taint(tuple(added), KEY) == others
+    assert without_taint(tuple(added), KEY, both) == others
     assert taints == snapshot  # the input is not modified
 
 
@@ -538,3 +554,90 @@ def test_condition_roundtrip_through_node_json(status: str) -> None:
     c = Condition(status, "R", "m", rfc3339(T0), rfc3339(T0 + 1))
     node = {"metadata": {"name": "n"}, "status": condition_patch(c)["status"]}
     assert node_view(node).condition == c
+
+
+# --- clocks: holds on the monotonic clock, wall time only in what is written ---------------
+
+
+def _tainted_then_healthy(n: FakeNode) -> None:
+    n.step(0.0, FRAGMENTED, wall=T0)
+    n.step(60.0, FRAGMENTED, wall=T0 + 60)
+    assert n.tainted
+    n.step(61.0, HEALTHY, wall=T0 + 61)  # recovery begins
+
+
+def test_wall_clock_stepped_back_2h_still_clears_after_the_hold() -> None:
+    """Before: `now` was the wall clock, so 2 h back left the node tainted, 'healthy for
+    -7167s'. The hold runs on the monotonic clock; the timestamps written stay wall time."""
+    n = FakeNode()
+    _tainted_then_healthy(n)
+    d = n.step(91.0, HEALTHY, wall=T0 + 91 - 7200)
+    assert d.taint is None and n.state.verdict_since == 61.0  # healthy for 30 s, not -7170 s
+    assert n.step(180.0, HEALTHY, wall=T0 + 180 - 7200).taint is None
+    d = n.step(181.0, HEALTHY, wall=T0 + 181 - 7200)
+    assert d.taint == "remove" and not n.tainted
+    assert n.condition is not None and n.condition.last_transition == rfc3339(T0 + 181 - 7200)
+
+
+def test_wall_clock_stepped_forward_1h_does_not_skip_the_hold() -> None:
+    """Before: +1 h made the node 'healthy for 3600s' a second later and cleared it."""
+    n = FakeNode()
+    _tainted_then_healthy(n)
+    d = n.step(62.0, HEALTHY, wall=T0 + 62 + 3600)
+    assert d.taint is None and n.tainted
+    assert n.condition is not None and n.condition.status == "True"
+
+
+def test_heartbeat_runs_on_the_monotonic_clock() -> None:
+    """After the wall clock steps back, the heartbeat still comes every heartbeat_seconds."""
+    n = FakeNode()
+    n.step(0.0, HEALTHY, wall=T0)
+    assert n.step(899.0, HEALTHY, wall=T0 - 7200).condition is None
+    d = n.step(900.0, HEALTHY, wall=T0 - 7200 + 1)
+    assert d.condition is not None and d.condition.last_heartbeat == rfc3339(T0 - 7199)
+
+
+def test_first_heartbeat_after_a_restart_from_the_future_is_due() -> None:
+    """Restarted with the wall clock behind the heartbeat we wrote: write one now rather than
+    wait until the clock catches up."""
+    cond = replace(_true_condition(T0, T0), status="False", reason="ContiguousMemoryAvailable")
+    n = FakeNode(condition=replace(cond, message=HEALTHY.message))
+    assert n.step(5.0, HEALTHY, wall=T0 - 7200).condition is not None
+
+
+# --- the taint is ours by key AND effect -----------------------------------------------------
+
+THEIRS = {"key": KEY, "value": "x", "effect": "PreferNoSchedule"}
+
+
+def test_another_tools_taint_under_our_key_stays() -> None:
+    """Before: taints were ours by key alone, so another tool's key:PreferNoSchedule was
+    removed with ours, and counted as ours (the node looked tainted by the agent)."""
+    n = FakeNode(taints=(OTHER_TAINT, THEIRS))
+    n.step(T0, FRAGMENTED)
+    d = n.step(T0 + 60, FRAGMENTED)
+    assert d.taint == "add"
+    assert {t["effect"] for t in n.taints if t["key"] == KEY} == {"NoSchedule", "PreferNoSchedule"}
+    n.step(T0 + 61, HEALTHY)
+    d = n.step(T0 + 181, HEALTHY)
+    assert d.taint == "remove"
+    assert n.taints == (OTHER_TAINT, THEIRS)
+    h = FakeNode(taints=(OTHER_TAINT, THEIRS))
+    assert h.step(T0, HEALTHY).taint is None  # healthy: nothing of ours to remove
+
+
+def test_a_changed_taint_effect_is_applied_to_our_taint() -> None:
+    """Before: the taint kept its old effect for the whole episode. The node's record names
+    NoSchedule as ours: it is replaced by the new effect at the next decision."""
+    ours = {"key": KEY, "value": "true", "effect": "NoSchedule"}
+    cfg = replace(CFG, taint_effect="PreferNoSchedule")
+    n = FakeNode(
+        cfg=cfg,
+        condition=_true_condition(T0 - 600, T0 - 10),
+        taints=(OTHER_TAINT, ours),
+        owned=frozenset({"NoSchedule"}),
+    )
+    d = n.step(T0, FRAGMENTED)
+    assert d.taint == "add" and reasons(d) == ["TaintChanged"]
+    assert n.taints == (OTHER_TAINT, {"key": KEY, "value": "true", "effect": "PreferNoSchedule"})
+    assert n.step(T0 + 15, FRAGMENTED).taint is None  # applied once
