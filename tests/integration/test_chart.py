@@ -952,3 +952,50 @@ def test_uninstall_runs_the_cleanup_hook_and_leaves_nothing(
     assert left == []
     # The hook's finished pod goes with its Job (garbage collector); no agent pod is left.
     wait_for(lambda: not admin.request("GET", PODS)["items"], "an empty namespace")
+
+
+class _ReadEnv(dict[str, str]):
+    """An environment that remembers which variables the code read."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def test_every_variable_and_flag_the_chart_sets_reaches_the_code(
+    renders: dict[str, Path],
+) -> None:
+    """The chart's arguments parse as the CLI's own flags, and each environment variable it
+    sets is read where it is used (POD_NAMESPACE once never reached the daemon: 403s on its
+    Leases outside memfrag-system)."""
+    from agent.cli import build_parser, lease_holder, run_identity
+
+    docs = rendered(renders, "defaults")
+    (ds,) = by_kind(docs, "DaemonSet")
+    (agent,) = ds["spec"]["template"]["spec"]["containers"]
+    env = _ReadEnv({e["name"]: f"value-of-{e['name']}" for e in agent["env"]})
+    args = build_parser().parse_args(agent["args"])
+    node, namespace = run_identity(args, env)
+    holder = lease_holder(args, env)
+    assert env.read == set(env), f"set by the chart, never read: {set(env) - env.read}"
+    assert (node, namespace) == ("value-of-NODE_NAME", "value-of-POD_NAMESPACE")
+    assert holder is not None and "value-of-POD_NAME" in holder and "value-of-POD_UID" in holder
+    assert args.config == CONFIG_PATH
+
+    (job,) = by_kind(docs, "Job")
+    spec = job["spec"]["template"]["spec"]
+    (cleanup,) = spec["containers"]
+    parsed = build_parser().parse_args(cleanup["args"])
+    assert parsed.command == "cleanup" and parsed.namespace == "memfrag-system"
+    for init in spec["initContainers"]:
+        script = init["command"][-1]
+        for e in init["env"]:
+            assert f'"{e["name"]}"' in script, f"{init['name']}: {e['name']} is never read"
