@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.cluster.image import AGENT_REF, ImageBuildError, build_agent_image, b
 from tests.cluster.node import node_unavailable_reason
 from tests.cluster.plane import ControlPlaneError
 from tests.cluster.realcluster import NodeCluster
+from tests.cluster.scrape import scrape
 from tests.integration.harness import AGENT, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,12 +79,7 @@ def agent_metrics(cluster: NodeCluster) -> dict[str, float]:
     selector = "app.kubernetes.io/name=memfrag-agent,app.kubernetes.io/component=agent"
     (pod,) = cluster.get("pods", "-n", NAMESPACE, "-l", selector)["items"]
     port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
-    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:{port}/metrics", timeout=5) as r:
-        lines = r.read().decode().splitlines()
-    return {
-        n: float(v)
-        for n, _, v in (line.rpartition(" ") for line in lines if line and line[0] != "#")
-    }
+    return scrape(f"http://{pod['status']['podIP']}:{port}/metrics")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ import os
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml
 from tests.cluster.node import host_footprint
 from tests.cluster.plane import ControlPlaneError
 from tests.cluster.realcluster import NodeCluster
+from tests.cluster.scrape import scrape
 from tests.e2e.conftest import REPO, Images, require_node
 from tests.integration.harness import FakeHost, wait_for
 
@@ -103,14 +103,7 @@ class Release:
     def metrics(self) -> dict[str, float]:
         ip = self.pod()["status"]["podIP"]
         port = self.pod()["spec"]["containers"][0]["ports"][0]["containerPort"]
-        with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return scrape(f"http://{ip}:{port}/metrics")
 
     def condition(self) -> dict[str, Any] | None:
         for c in self.cluster.get("node", self.node)["status"].get("conditions", []):

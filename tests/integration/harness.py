@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from agent.kube import Kube
+from tests.cluster.scrape import scrape
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "proc"
@@ -263,14 +264,7 @@ class AgentProcess:
             return False
 
     def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
+        return scrape(f"http://127.0.0.1:{self.port}/metrics")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
