@@ -66,6 +66,19 @@ def case_47000_numa_rows(root: Path) -> list[str]:
     return ["check", "--proc-root", str(proc), "--sys-root", str(root)]
 
 
+def case_8192_zone_rows(root: Path) -> list[str]:
+    """The most rows the parser allows (1,024 NUMA nodes x 8 zones): the per-node pass over every
+    zone made this quadratic."""
+    proc = _snapshot(root)
+    rows = "".join(
+        f"Node {n}, zone Z{z} 1 2 3 4 5 6 7 8 9 10 11\n" for n in range(1024) for z in range(8)
+    )
+    (proc / "buddyinfo").write_text(rows)
+    for name in ("zoneinfo", "pagetypeinfo"):
+        (proc / name).unlink(missing_ok=True)
+    return ["check", "--proc-root", str(proc), "--sys-root", str(root)]
+
+
 def case_200mb_file(root: Path) -> list[str]:
     proc = _snapshot(root)
     line = b"nr_free_pages 12345\n"
@@ -100,6 +113,7 @@ CASES: dict[str, Callable[[Path], list[str]]] = {
     "dev-zero": case_dev_zero,
     "1040-orders": case_1040_orders,
     "47000-numa-rows": case_47000_numa_rows,
+    "8192-zone-rows": case_8192_zone_rows,
     "200mb-file": case_200mb_file,
     "symlink": case_symlink,
     "scan-log-1gb-line": case_scan_log_1gb_line,

@@ -144,6 +144,9 @@ def test_helm_lint_strict(variant: Path | None) -> None:
         ("logLevel=TRACE", "/logLevel"),
         ("image.digest=latest", "/image/digest"),
         ("prometheusRule.disabled[0]=NoSuchAlert", "/prometheusRule/disabled/0"),
+        ("config.reporting.metrics_address=localhost", "/config/reporting/metrics_address"),
+        ("networkPolicy.enabled=yes", "/networkPolicy/enabled"),
+        ("networkPolicy.metricsFrom[0]=x", "/networkPolicy/metricsFrom/0"),
     ],
 )
 def test_values_schema_rejects(setting: str, complaint: str) -> None:
@@ -350,6 +353,16 @@ def test_optional_objects_follow_the_values(renders: dict[str, Path], variant: P
     assert ("ValidatingAdmissionPolicy" in kinds) == values["admissionPolicy"]["enabled"]
     assert ("ValidatingAdmissionPolicyBinding" in kinds) == values["admissionPolicy"]["enabled"]
     assert ("Job" in kinds) == values["cleanupHook"]["enabled"]
+    policies = by_kind(docs, "NetworkPolicy")
+    assert bool(policies) == values["networkPolicy"]["enabled"]
+    for np in policies:
+        (ds,) = by_kind(docs, "DaemonSet")
+        assert np["spec"]["podSelector"]["matchLabels"] == ds["spec"]["selector"]["matchLabels"]
+        (rule,) = np["spec"]["ingress"]
+        assert rule["ports"] == [
+            {"protocol": "TCP", "port": values["config"]["reporting"]["metrics_port"]}
+        ]
+        assert rule.get("from", []) == values["networkPolicy"]["metricsFrom"]
     assert ("ClusterRole" in kinds) == (
         values["rbac"]["create"] or values["cleanupHook"]["enabled"]
     )
@@ -482,7 +495,14 @@ def test_cleanup_hook_template() -> None:
     for d in hooks:
         if d["kind"] not in ("Job", "Pod"):
             assert int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
-            assert "hook-succeeded" in d["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+        # ...succeeded or failed: a failed hook leaves no ServiceAccount or ClusterRole behind
+        if d["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete":
+            policy = d["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+            assert set(policy.split(",")) == {
+                "before-hook-creation",
+                "hook-succeeded",
+                "hook-failed",
+            }, d["kind"]
 
 
 # --- the plain manifests -----------------------------------------------------------------------
