@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import ParseError
-from agent.limits import MAX_ORDERS, check_zone, lines
+from agent.limits import check_orders, check_zone, lines
 from agent.numbers import is_uint
 
 _ROW = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+)\s+(.*)$")
@@ -47,8 +47,7 @@ def parse_buddyinfo(text: str, source: str = "/proc/buddyinfo") -> tuple[ZoneBlo
         fields = m.group(3).split()
         if not fields:
             raise ParseError(source, lineno, "zone row has no free-block counts")
-        if len(fields) > MAX_ORDERS:
-            raise ParseError(source, lineno, f"{len(fields)} orders: more than {MAX_ORDERS}")
+        check_orders(len(fields), source, lineno)
         if not all(is_uint(f) for f in fields):
             raise ParseError(
                 source, lineno, f"free-block counts must be integers: {m.group(3)!r:.80}"

@@ -349,12 +349,9 @@ def _check_keys(loader: _Loader, node: yaml.Node, path: str) -> None:
         key = loader.construct_object(key_node)
         name = key if isinstance(key, str) and len(key) <= 40 else excerpt(key, 40)
         where = f"{path}.{name}" if path else str(name)
-        try:
-            if key in first:
-                raise ConfigError("", where, f"duplicate key (lines {first[key]} and {line})")
-            first[key] = line
-        except TypeError:  # an unhashable key: construct_document refuses it with its line
-            continue
+        if key in first:  # a scalar: hashable
+            raise ConfigError("", where, f"duplicate key (lines {first[key]} and {line})")
+        first[key] = line
         _check_keys(loader, value_node, where)
 
 

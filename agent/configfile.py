@@ -60,7 +60,7 @@ class ConfigFile:
         try:
             self._stamp = self._stat()
         except OSError as exc:
-            raise ConfigError(self.path, "", f"cannot read: {exc.strerror or exc}") from exc
+            raise ConfigError(self.path, "", f"cannot read config: {exc.strerror}") from exc
         return read_config(self.path)
 
     def reload_if_changed(self) -> Reload:

@@ -28,6 +28,11 @@ MAX_MIGRATE_TYPES = 16
 MAX_COUNTERS = 10000
 
 
+def check_orders(count: int, source: str, lineno: int) -> None:
+    if count > MAX_ORDERS:
+        raise ParseError(source, lineno, f"{count} orders: more than {MAX_ORDERS}")
+
+
 def check_zone(
     node: int, zone: str, rows: int, source: str, lineno: int, max_rows: int = MAX_ZONE_ROWS
 ) -> None:

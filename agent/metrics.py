@@ -171,16 +171,9 @@ def serve(metrics: Metrics, health: Health, address: str, port: int) -> BoundedH
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
         if path in ("/healthz", "/livez"):
-            good = health.ok()
-            return (
-                (200, "text/plain", b"ok\n")
-                if good
-                else (
-                    503,
-                    "text/plain",
-                    b"no poll completed recently\n",
-                )
-            )
+            if health.ok():
+                return 200, "text/plain", b"ok\n"
+            return 503, "text/plain", b"no poll completed recently\n"
         return 404, "text/plain", b"not found\n"
 
     try:

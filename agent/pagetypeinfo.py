@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from agent.errors import ParseError
 from agent.limits import (
     MAX_MIGRATE_TYPES,
-    MAX_ORDERS,
     MAX_ZONE_NAME,
     MAX_ZONE_ROWS,
+    check_orders,
     check_zone,
     lines,
 )
@@ -114,8 +114,7 @@ def parse_pagetypeinfo(text: str, source: str = "/proc/pagetypeinfo") -> PageTyp
             if len(m.group(3)) > MAX_ZONE_NAME:
                 raise ParseError(source, lineno, "migrate type name too long")
             fields = m.group(4).split()
-            if len(fields) > MAX_ORDERS:
-                raise ParseError(source, lineno, f"{len(fields)} orders: more than {MAX_ORDERS}")
+            check_orders(len(fields), source, lineno)
             counts = [_count(f, source, lineno) for f in fields]
             if not counts:
                 raise ParseError(source, lineno, "free-count row has no counts")
