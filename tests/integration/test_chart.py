@@ -40,6 +40,7 @@ from tests.chart_tools import (
     by_kind,
     dockerfile_instructions,
     documents,
+    exists,
     exported_metric_names,
     helm,
     kubeconform,
@@ -681,16 +682,6 @@ def _bound_node(pod: JSON) -> str | None:
     return None
 
 
-def _exists(kube: Kube, path: str) -> bool:
-    try:
-        kube.request("GET", path)
-    except ApiError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
 def _delete(kube: Kube, path: str, body: JSON | None = None) -> None:
     try:
         kube.request("DELETE", path, body=body)
@@ -939,7 +930,7 @@ def test_uninstall_runs_the_cleanup_hook_and_leaves_nothing(
             f"{VAP}/{FULLNAME}-node-scope",
             f"{VAPB}/{FULLNAME}-node-scope",
         )
-        if _exists(admin, path)
+        if exists(admin, path)
     ]
     assert left == []
     # The hook's finished pod goes with its Job (garbage collector); no agent pod is left.

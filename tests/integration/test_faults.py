@@ -183,7 +183,7 @@ def test_a_failed_cleanup_hook_leaves_none_of_its_objects_and_uninstall_still_wo
     """Issue 13, item 12: `helm uninstall` whose pre-delete hook fails (here: no kubelet runs
     its pod, so helm's --timeout ends the wait) removes the Job and the hook's ServiceAccount
     and RBAC; `helm uninstall --no-hooks` then removes the release."""
-    from tests.chart_tools import CHART, helm
+    from tests.chart_tools import CHART, exists, helm
 
     release, namespace = "hook-fails", "memfrag-hook-fails"
     hook = f"{release}-memfrag-agent-cleanup"
@@ -202,15 +202,6 @@ def test_a_failed_cleanup_hook_leaves_none_of_its_objects_and_uninstall_still_wo
         f"{rbac}/namespaces/{namespace}/rolebindings/{hook}",
     )
 
-    def exists(path: str) -> bool:
-        try:
-            admin.request("GET", path)
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
-
     try:
         failed = helm(
             "uninstall", release, "-n", namespace, "--timeout", "5s", check=False,
@@ -218,7 +209,7 @@ def test_a_failed_cleanup_hook_leaves_none_of_its_objects_and_uninstall_still_wo
         )  # fmt: skip
         assert f'release "{release}" uninstalled' not in failed  # the hook did fail
         # helm waits for each deletion before it returns
-        assert [p for p in hook_objects if exists(p)] == []
+        assert [p for p in hook_objects if exists(admin, p)] == []
         out = helm("uninstall", release, "-n", namespace, "--no-hooks", kubeconfig=kubeconfig)
         assert f'release "{release}" uninstalled' in out
     finally:
