@@ -13,6 +13,7 @@ import argparse
 import os
 import resource
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -120,6 +121,59 @@ CASES: dict[str, Callable[[Path], list[str]]] = {
 }
 
 
+_HTTP_CHILD = """
+import resource, sys, threading, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+from agent.metrics import Health, Metrics, serve
+server = serve(Metrics(), Health(3600), "127.0.0.1", 0)
+print(server.server_address[1], flush=True)
+sys.stdin.readline()
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(threading.active_count(), status["VmRSS"].strip(), flush=True)
+time.sleep(60)
+"""
+
+
+def http_idle(connections: int = 3000) -> dict[str, object]:
+    """/metrics and /healthz with `connections` half-open clients (a request line, no end of
+    headers): the server's threads and RSS, and whether /healthz still answers."""
+    import urllib.request
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HTTP_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        port = int(child.stdout.readline())
+        start = time.monotonic()
+        socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
+        for s in socks:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+        time.sleep(3)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        threads, rss = child.stdout.readline().split(maxsplit=1)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=20) as r:
+                healthz: object = r.status
+        except OSError as exc:
+            healthz = str(exc)
+        return {
+            "case": f"http-{connections}-half-open",
+            "seconds": round(time.monotonic() - start, 2),
+            "server_threads": int(threads),
+            "server_rss": rss.strip(),
+            "healthz": healthz,
+        }
+    finally:
+        child.kill()
+        child.wait()
+
+
 def _cap() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (CAP_BYTES, CAP_BYTES))
 
@@ -158,12 +212,17 @@ def run_case(name: str, timeout: float) -> dict[str, object]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("cases", nargs="*", default=list(CASES), help=f"of: {', '.join(CASES)}")
+    p.add_argument(
+        "cases", nargs="*", default=[*CASES, "http"], help=f"of: {', '.join(CASES)}, http"
+    )
     p.add_argument("--timeout", type=float, default=120.0)
     args = p.parse_args()
-    if unknown := set(args.cases) - set(CASES):
+    if unknown := set(args.cases) - set(CASES) - {"http"}:
         p.error(f"unknown case(s): {', '.join(sorted(unknown))}")
     for name in args.cases:
+        if name == "http":
+            print(http_idle(), flush=True)
+            continue
         # One child per process run, so RUSAGE_CHILDREN's maximum is this case's own.
         out = subprocess.run(
             [
