@@ -89,6 +89,31 @@ def _size(pages: int, page_size: int) -> str:
     return f"{kib // 1024} MiB" if kib >= 1024 else f"{kib} KiB"
 
 
+def _matching_zoneinfo(
+    obs: Observation, gaps: list[str]
+) -> tuple[dict[tuple[int, str], ZoneWatermarks], set[int]]:
+    """zoneinfo's entries by (node, zone), and the NUMA nodes whose every buddyinfo zone has
+    one. A zoneinfo that does not describe buddyinfo's zones (from another machine or another
+    moment) would turn every zone into 'not workload' and flip the verdict: where it falls
+    short, the zones are chosen as without zoneinfo, and the report says so."""
+    if obs.zoneinfo is None:
+        return {}, set()
+    wms = {(w.node, w.zone): w for w in obs.zoneinfo}
+    missing = [z for z in obs.buddy if (z.node, z.zone) not in wms]
+    if len(missing) == len(obs.buddy):
+        gaps.append(
+            "zoneinfo names none of buddyinfo's zones: ignored (zones chosen by name, no "
+            "watermarks)"
+        )
+        return {}, set()
+    if missing:
+        names = ", ".join(f"node {z.node} zone {z.zone}" for z in missing[:4])
+        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        gaps.append(f"zoneinfo lacks {names}{more}: on those NUMA nodes zones are chosen by name")
+    lacking = {z.node for z in missing}
+    return wms, {z.node for z in obs.buddy} - lacking
+
+
 def _workload(
     z: ZoneBlocks, wm: ZoneWatermarks | None, node_managed: int, share: float, have_zoneinfo: bool
 ) -> bool:
@@ -182,35 +207,38 @@ def find_cause(
 def assess(obs: Observation, cfg: AssessmentConfig, order: int | None = None) -> Assessment:
     """Verdict for one order (default: the configured target order)."""
     order = cfg.target_order if order is None else order
-    have_zoneinfo = obs.zoneinfo is not None
-    wms = {(w.node, w.zone): w for w in obs.zoneinfo or ()}
+    gaps = list(obs.gaps)
+    wms, zi_nodes = _matching_zoneinfo(obs, gaps)
     managed_by_node: dict[int, int] = {}
-    for w in obs.zoneinfo or ():
+    for w in wms.values():
         managed_by_node[w.node] = managed_by_node.get(w.node, 0) + w.managed
     extfrag = obs.sysctl.get("extfrag_threshold", EXTFRAG_THRESHOLD_DEFAULT)
-    gaps = list(obs.gaps)
     max_order = max(len(z.free) for z in obs.buddy) - 1
     if order > max_order:
         gaps.append(f"order {order} is above this kernel's largest order {max_order}")
 
     zones: list[ZoneReport] = []
+    by_node: dict[int, list[int]] = {}  # indices into zones: one pass, not one per NUMA node
     for z in obs.buddy:
         wm = wms.get((z.node, z.zone))
         workload = _workload(
-            z, wm, managed_by_node.get(z.node, 0), cfg.min_zone_share, have_zoneinfo
+            z, wm, managed_by_node.get(z.node, 0), cfg.min_zone_share, z.node in zi_nodes
         )
+        by_node.setdefault(z.node, []).append(len(zones))
         zones.append(_zone_report(z, wm, workload, order, cfg, extfrag))
 
     numa: list[NumaReport] = []
-    for node in sorted({z.node for z in zones}):
-        mine = [z for z in zones if z.node == node and z.workload]
+    counted: dict[int, list[ZoneReport]] = {}
+    for node in sorted(by_node):
+        mine = [zones[i] for i in by_node[node] if zones[i].workload]
         if not mine:  # e.g. ppc64, where all memory is in a zone named DMA: count every zone
-            mine = [z for z in zones if z.node == node and z.free_pages > 0]
-            zones = [
-                dataclasses.replace(z, workload=z in mine) if z.node == node else z for z in zones
-            ]
+            for i in by_node[node]:
+                if zones[i].free_pages > 0:
+                    zones[i] = dataclasses.replace(zones[i], workload=True)
+                    mine.append(zones[i])
         if not mine:  # a memoryless node
             continue
+        counted[node] = mine
         numa.append(
             NumaReport(
                 node=node,
@@ -229,7 +257,7 @@ def assess(obs: Observation, cfg: AssessmentConfig, order: int | None = None) ->
     return Assessment(
         verdict=verdict,
         reason=REASONS[worst],
-        message=_message(worst, numa, zones, order, cfg, cause, obs.page_size),
+        message=_message(worst, numa, counted, order, cfg, cause, obs.page_size),
         page_size=obs.page_size,
         order=order,
         exhausted=any(n.state == "exhausted" for n in numa),
@@ -243,7 +271,7 @@ def assess(obs: Observation, cfg: AssessmentConfig, order: int | None = None) ->
 def _message(
     worst: NodeState,
     numa: list[NumaReport],
-    zones: list[ZoneReport],
+    counted: dict[int, list[ZoneReport]],
     order: int,
     cfg: AssessmentConfig,
     cause: Cause,
@@ -252,7 +280,7 @@ def _message(
     """One line a person can act on: the numbers behind the verdict."""
     parts = []
     for n in numa:
-        mine = [z for z in zones if z.node == n.node and z.workload]
+        mine = counted[n.node]
         free = contig_info([sum(col) for col in zip(*(z.free for z in mine), strict=False)], order)
         stranded = free.free_pages - (free.free_blocks_suitable << order)
         frag = min((z.fragindex_milli for z in mine), default=0)

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import ParseError
+from agent.limits import check_orders, check_zone, lines
 from agent.numbers import is_uint
 
 _ROW = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+)\s+(.*)$")
@@ -35,7 +36,7 @@ def parse_buddyinfo(text: str, source: str = "/proc/buddyinfo") -> tuple[ZoneBlo
     """Parse buddyinfo text; any number of nodes, zones and orders (the count differs by arch)."""
     zones: list[ZoneBlocks] = []
     seen: set[tuple[int, str]] = set()
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(lines(text), 1):
         if not line.strip():
             continue
         m = _ROW.match(line.strip())
@@ -46,11 +47,13 @@ def parse_buddyinfo(text: str, source: str = "/proc/buddyinfo") -> tuple[ZoneBlo
         fields = m.group(3).split()
         if not fields:
             raise ParseError(source, lineno, "zone row has no free-block counts")
+        check_orders(len(fields), source, lineno)
         if not all(is_uint(f) for f in fields):
             raise ParseError(
                 source, lineno, f"free-block counts must be integers: {m.group(3)!r:.80}"
             )
         key = (int(m.group(1)), m.group(2))
+        check_zone(key[0], key[1], len(zones), source, lineno)
         if key in seen:
             raise ParseError(source, lineno, f"node {key[0]} zone {key[1]} appears twice")
         seen.add(key)

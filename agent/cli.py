@@ -10,14 +10,13 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from agent import __version__
 from agent.assess import assess
-from agent.config import Config, ReportingConfig, parse_config
+from agent.config import Config, ReportingConfig
 from agent.errors import MemfragError
 from agent.ladder import Step, ladder
-from agent.procfs import ProcReader, read_text
+from agent.procfs import ProcReader
 from agent.remediate import run_step, target
 from agent.render import assessment_json, assessment_table
 from agent.tunables import recommend
@@ -36,13 +35,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def load_config(path: str | None) -> Config:
-    if path is None:
-        return Config()
-    try:
-        text = read_text(Path(path))
-    except OSError as exc:
-        raise MemfragError(f"{path}: cannot read config: {exc.strerror or exc}") from exc
-    return parse_config(text, path)
+    from agent.configfile import read_config
+
+    return Config() if path is None else read_config(path)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -114,15 +109,21 @@ def cmd_remediate(args: argparse.Namespace) -> int:
 
 
 def cmd_scan_log(args: argparse.Namespace) -> int:
+    from agent.boundedlines import bounded_lines
     from agent.kmsg import scan
 
     try:
         stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
         raise MemfragError(f"{args.file}: cannot read: {exc.strerror or exc}") from exc
+    source = "<stdin>" if args.file == "-" else args.file
+
+    def skipped(message: str) -> None:
+        print(f"memfrag-agent scan-log: {message}", file=sys.stderr)
+
     with stream:
         out = sys.stdout
-        for finding in scan(stream):
+        for finding in scan(bounded_lines(stream, source, skipped)):
             out.write(json.dumps(finding.to_json(), ensure_ascii=False) + "\n")
     return 0
 

@@ -7,6 +7,7 @@ metadata); unknown keys and wrong types are errors naming the key path, never si
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import re
 import types
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from agent.errors import ConfigError
+from agent.excerpt import excerpt
 
 
 def _doc(default: Any, text: str) -> Any:
@@ -149,32 +151,32 @@ def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
         choices = typing.get_args(hint)
         if value not in choices:
             raise ConfigError(
-                source, path, f"must be one of {', '.join(map(str, choices))}; got {value!r}"
+                source, path, f"must be one of {', '.join(map(str, choices))}; got {excerpt(value)}"
             )
         return value
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported config type at {path}")  # pragma: no cover
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(source, path, f"must be true or false, got {value!r}")
+            raise ConfigError(source, path, f"must be true or false, got {excerpt(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(source, path, f"must be an integer, got {value!r}")
+            raise ConfigError(source, path, f"must be an integer, got {excerpt(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(source, path, f"must be a number, got {value!r}")
+            raise ConfigError(source, path, f"must be a number, got {excerpt(value)}")
         try:
             number = float(value)
         except OverflowError:
             number = math.inf
         if not math.isfinite(number):
-            raise ConfigError(source, path, f"must be a finite number, got {str(value)[:40]}")
+            raise ConfigError(source, path, f"must be a finite number, got {excerpt(value)}")
         return number
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(source, path, f"must be a string, got {value!r}")
+            raise ConfigError(source, path, f"must be a string, got {excerpt(value)}")
         return value
     raise TypeError(f"unsupported config type {hint!r} at {path}")  # pragma: no cover
 
@@ -184,12 +186,22 @@ def _build(cls: type[Any], data: dict[Any, Any], prefix: str, source: str) -> An
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in names:
-            where = f"{prefix}.{key}" if prefix else str(key)
+            name = key if isinstance(key, str) and len(key) <= 40 else excerpt(key, 40)
+            where = f"{prefix}.{name}" if prefix else str(name)
             raise ConfigError(source, where, f"unknown key (known: {', '.join(sorted(names))})")
     kwargs = {
         k: _convert(v, hints[k], f"{prefix}.{k}" if prefix else k, source) for k, v in data.items()
     }
     return cls(**kwargs)
+
+
+def _is_ip(text: str) -> bool:
+    """An address literal: a host name would need DNS at start and could bind elsewhere."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_ranges(cfg: Config, source: str) -> None:
@@ -212,7 +224,7 @@ def _check_ranges(cfg: Config, source: str) -> None:
         (
             bool(_TAINT_KEY.match(r.taint_key)) and len(r.taint_key) <= 316,
             "reporting.taint_key",
-            f"is not a valid taint key: {r.taint_key!r}",
+            f"is not a valid taint key: {excerpt(r.taint_key)}",
         ),
         (
             not re.match(r"^([^/]*\.)?(kubernetes\.io|k8s\.io)/", r.taint_key),
@@ -225,15 +237,33 @@ def _check_ranges(cfg: Config, source: str) -> None:
         (r.stuck_pod_seconds >= 0, "reporting.stuck_pod_seconds", "must be >= 0"),
         (0 <= r.max_tainted_percent <= 100, "reporting.max_tainted_percent", "must be 0..100"),
         (0 <= r.metrics_port <= 65535, "reporting.metrics_port", "must be 0..65535"),
+        (
+            _is_ip(r.metrics_address),
+            "reporting.metrics_address",
+            f"must be an IPv4 or IPv6 address such as 0.0.0.0, :: or 127.0.0.1; got "
+            f"{excerpt(r.metrics_address)}",
+        ),
         (m.cooldown_seconds >= 0, "remediation.cooldown_seconds", "must be >= 0"),
         (m.max_actions_per_hour >= 0, "remediation.max_actions_per_hour", "must be >= 0"),
         (m.max_concurrent_nodes >= 1, "remediation.max_concurrent_nodes", "must be >= 1"),
         (m.lease_seconds >= 10, "remediation.lease_seconds", "must be >= 10"),
         (m.action_timeout_seconds > 0, "remediation.action_timeout_seconds", "must be > 0"),
         (
+            m.lease_seconds >= m.action_timeout_seconds,
+            "remediation.lease_seconds",
+            "must be >= remediation.action_timeout_seconds: a slot that expires while its "
+            "action still runs lets another node start one",
+        ),
+        (
             m.maintenance_window == "" or bool(_WINDOW.match(m.maintenance_window)),
             "remediation.maintenance_window",
-            f"must be empty or 'HH:MM-HH:MM', got {m.maintenance_window!r}",
+            f"must be empty or 'HH:MM-HH:MM', got {excerpt(m.maintenance_window)}",
+        ),
+        (
+            m.maintenance_window[:5] != m.maintenance_window[6:] or m.maintenance_window == "",
+            "remediation.maintenance_window",
+            "starts and ends at the same minute: a window of zero length never opens "
+            "(leave it empty for any time)",
         ),
         (0 <= m.max_psi_some_avg10 <= 100, "remediation.max_psi_some_avg10", "must be 0..100"),
     ]
@@ -253,11 +283,101 @@ def config_from_mapping(data: Any, source: str = "<config>") -> Config:
     return cfg
 
 
+# The config has 30 keys in two levels; the chart renders it in under 2 KiB. These bounds leave
+# room for comments and refuse what only an attack needs: an alias bomb (a few hundred bytes
+# expanding to gigabytes), 10 KB of nesting (a RecursionError in the composer), huge integers.
+MAX_CONFIG_BYTES = 64 << 10
+MAX_DEPTH = 8
+MAX_INT_CHARS = 500
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Refused(Exception):
+    def __init__(self, mark: yaml.Mark | None, reason: str) -> None:
+        super().__init__(reason)
+        self.line = mark.line + 1 if mark is not None else None
+        self.reason = reason
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without aliases, without deep nesting and without huge integers."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            raise _Refused(self._mark(), "YAML aliases (*name) are not allowed")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(self._mark(), f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _mark(self) -> yaml.Mark | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        mark: yaml.Mark | None = event.start_mark  # type: ignore[assignment]
+        return mark
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > MAX_INT_CHARS:
+            raise _Refused(node.start_mark, f"an integer of {len(node.value)} characters")
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _check_keys(loader: _Loader, node: yaml.Node, path: str) -> None:
+    """Duplicate keys are an error (YAML says so; PyYAML silently keeps the last), merge keys
+    (<<) too: each key of the file means exactly what it says once."""
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_keys(loader, item, f"{path}[{i}]")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    first: dict[object, int] = {}
+    for key_node, value_node in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.tag == _MERGE_TAG:
+            raise _Refused(key_node.start_mark, "YAML merge keys (<<) are not allowed")
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise _Refused(key_node.start_mark, "keys must be plain scalars")
+        key = loader.construct_object(key_node)
+        name = key if isinstance(key, str) and len(key) <= 40 else excerpt(key, 40)
+        where = f"{path}.{name}" if path else str(name)
+        if key in first:  # a scalar: hashable
+            raise ConfigError("", where, f"duplicate key (lines {first[key]} and {line})")
+        first[key] = line
+        _check_keys(loader, value_node, where)
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
+    """Parse and validate a config file's text; every failure is a ConfigError naming the
+    source, the line or key, and a bounded excerpt of the offending value."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, "", f"{len(text)} characters: larger than {MAX_CONFIG_BYTES}")
+    loader = _Loader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            data = None
+        else:
+            _check_keys(loader, node, "")
+            data = loader.construct_document(node)
+    except _Refused as exc:
+        where = f"line {exc.line}: " if exc.line is not None else ""
+        raise ConfigError(source, "", f"{where}{exc.reason}") from None
+    except ConfigError as exc:
+        raise ConfigError(source, exc.path, exc.reason) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"not valid YAML: {exc}") from exc
+        message = str(exc)
+        raise ConfigError(source, "", f"not valid YAML: {message[:500]}") from None
+    finally:
+        loader.dispose()
     return config_from_mapping(data, source)
 
 

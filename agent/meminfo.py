@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from agent.errors import ParseError
+from agent.limits import MAX_COUNTERS, lines
 from agent.numbers import is_uint
 
 
 def parse_meminfo(text: str, source: str = "/proc/meminfo") -> dict[str, int]:
     """Parse `Key:  value [kB]` lines; values in kB as printed (HugePages_* are counts)."""
     out: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(lines(text), 1):
+        if lineno > MAX_COUNTERS:
+            raise ParseError(source, lineno, f"more than {MAX_COUNTERS} lines")
         if not line.strip():
             continue
         key, sep, rest = line.partition(":")

@@ -8,9 +8,7 @@ server: an API outage shows in memfrag_api_up, and restarting the agent would no
 
 from __future__ import annotations
 
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,6 +22,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
 from agent.assess import Assessment
+from agent.errors import MemfragError
+from agent.httpserver import BoundedHTTPServer
 
 VERDICTS = ("healthy", "at-risk", "fragmented", "unknown")
 # Why the last API request failed; 404, 409 and 422 are answers from a working API server.
@@ -202,27 +202,26 @@ class Health:
         return time.monotonic() - self.last_poll <= self.max_age
 
 
-def serve(metrics: Metrics, health: Health, address: str, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] == "/metrics":
-                body, status, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
-            elif self.path.split("?")[0] in ("/healthz", "/livez"):
-                good = health.ok()
-                body = b"ok\n" if good else b"no poll completed recently\n"
-                status, ctype = (200 if good else 503), "text/plain"
-            else:
-                body, status, ctype = b"not found\n", 404, "text/plain"
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+def serve(metrics: Metrics, health: Health, address: str, port: int) -> BoundedHTTPServer:
+    """Start /metrics and /healthz (agent.httpserver: one thread, bounded connections).
+    A port or address this host cannot listen on is a MemfragError naming the config keys."""
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # scrapes every 15 s would drown the agent's own log
+    def handle(target: str) -> tuple[int, str, bytes]:
+        path = target.split("?", maxsplit=1)[0]
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
+        if path in ("/healthz", "/livez"):
+            if health.ok():
+                return 200, "text/plain", b"ok\n"
+            return 503, "text/plain", b"no poll completed recently\n"
+        return 404, "text/plain", b"not found\n"
 
-    server = ThreadingHTTPServer((address, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    try:
+        server = BoundedHTTPServer(address, port, handle)
+    except OSError as exc:
+        raise MemfragError(
+            f"cannot listen on {address}:{port} (reporting.metrics_address, "
+            f"reporting.metrics_port): {exc.strerror or exc}"
+        ) from exc
+    server.start()
     return server

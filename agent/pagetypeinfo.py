@@ -11,9 +11,18 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import ParseError
+from agent.limits import (
+    MAX_MIGRATE_TYPES,
+    MAX_ZONE_NAME,
+    MAX_ZONE_ROWS,
+    check_orders,
+    check_zone,
+    lines,
+)
 from agent.numbers import is_uint
 
 CAP = 100000  # the kernel prints counts above this as ">100000"
+_MAX_FREE_ROWS = MAX_ZONE_ROWS * MAX_MIGRATE_TYPES  # one row per zone and migrate type
 
 _FREE_ROW = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+),\s*type\s+(\S+)\s+(.*)$")
 _BLOCK_ROW = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+)\s+(.*)$")
@@ -73,7 +82,7 @@ def parse_pagetypeinfo(text: str, source: str = "/proc/pagetypeinfo") -> PageTyp
     blocks: list[ZoneBlockTypes] = []
     section = "header"
     block_types: list[str] = []
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    for lineno, raw in enumerate(lines(text), 1):
         line = raw.strip()
         if not line:
             continue
@@ -91,6 +100,8 @@ def parse_pagetypeinfo(text: str, source: str = "/proc/pagetypeinfo") -> PageTyp
             block_types = line[len("Number of blocks type") :].split()
             if not block_types:
                 raise ParseError(source, lineno, "block-count header names no migrate type")
+            if len(block_types) > MAX_MIGRATE_TYPES or max(map(len, block_types)) > MAX_ZONE_NAME:
+                raise ParseError(source, lineno, f"more than {MAX_MIGRATE_TYPES} migrate types")
             continue
         if not line.startswith("Node"):
             section = "unknown"  # a section this parser does not know; skip its rows
@@ -99,7 +110,12 @@ def parse_pagetypeinfo(text: str, source: str = "/proc/pagetypeinfo") -> PageTyp
             m = _FREE_ROW.match(line)
             if m is None:
                 raise ParseError(source, lineno, f"bad free-count row: {line!r:.80}")
-            counts = [_count(f, source, lineno) for f in m.group(4).split()]
+            check_zone(int(m.group(1)), m.group(2), len(free), source, lineno, _MAX_FREE_ROWS)
+            if len(m.group(3)) > MAX_ZONE_NAME:
+                raise ParseError(source, lineno, "migrate type name too long")
+            fields = m.group(4).split()
+            check_orders(len(fields), source, lineno)
+            counts = [_count(f, source, lineno) for f in fields]
             if not counts:
                 raise ParseError(source, lineno, "free-count row has no counts")
             free.append(
@@ -118,6 +134,7 @@ def parse_pagetypeinfo(text: str, source: str = "/proc/pagetypeinfo") -> PageTyp
                 raise ParseError(
                     source, lineno, f"expected {len(block_types)} block counts: {line!r:.80}"
                 )
+            check_zone(int(m.group(1)), m.group(2), len(blocks), source, lineno)
             blocks.append(
                 ZoneBlockTypes(
                     node=int(m.group(1)),

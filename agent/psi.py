@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.errors import ParseError
+from agent.excerpt import excerpt
+from agent.limits import lines
+from agent.numbers import is_uint
 
 
 @dataclass(frozen=True)
@@ -24,17 +27,22 @@ class Pressure:
 def _line(parts: list[str], source: str, lineno: int) -> tuple[float, float, float, int]:
     try:
         kv = dict(p.split("=", 1) for p in parts[1:])
-        return (float(kv["avg10"]), float(kv["avg60"]), float(kv["avg300"]), int(kv["total"]))
+        avgs = (float(kv["avg10"]), float(kv["avg60"]), float(kv["avg300"]))
+        total = int(kv["total"]) if is_uint(kv["total"]) else -1
     except (KeyError, ValueError) as exc:
         raise ParseError(
-            source, lineno, f"bad pressure line ({exc}): {' '.join(parts)!r:.80}"
+            source, lineno, f"bad pressure line ({excerpt(exc)}): {excerpt(' '.join(parts))}"
         ) from exc
+    # NaN would pass every `psi > limit` guard: a share of time is 0..100, a total a count.
+    if not all(0 <= a <= 100 for a in avgs) or total < 0:
+        raise ParseError(source, lineno, f"pressure out of range: {excerpt(' '.join(parts))}")
+    return (*avgs, total)
 
 
 def parse_pressure(text: str, source: str = "/proc/pressure/memory") -> Pressure:
     """Parse the `some` and (optional, kernel >= 5.2 for memory) `full` lines."""
     rows: dict[str, tuple[float, float, float, int]] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(lines(text), 1):
         parts = line.split()
         if not parts:
             continue

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from agent.errors import ParseError
+from agent.limits import MAX_COUNTERS, lines
 from agent.numbers import is_int
 
 
 def parse_vmstat(text: str, source: str = "/proc/vmstat") -> dict[str, int]:
     """Parse `name value` lines into a dict of counters."""
     out: dict[str, int] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(lines(text), 1):
+        if lineno > MAX_COUNTERS:
+            raise ParseError(source, lineno, f"more than {MAX_COUNTERS} lines")
         parts = line.split()
         if not parts:
             continue

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from agent.errors import ParseError
+from agent.limits import check_zone, lines
 from agent.numbers import is_uint
 
 _HEAD = re.compile(r"^Node\s+([0-9]{1,9}),\s*zone\s+(\S+)\s*$")
@@ -49,10 +50,11 @@ def parse_zoneinfo(text: str, source: str = "/proc/zoneinfo") -> tuple[ZoneWater
             )
         )
 
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(lines(text), 1):
         m = _HEAD.match(line.strip())
         if m:
             close()
+            check_zone(int(m.group(1)), m.group(2), len(zones), source, lineno)
             current, values = (int(m.group(1)), m.group(2), lineno), {}
             continue
         parts = line.split()

@@ -89,6 +89,17 @@ def documents(text: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(text) if d]
 
 
+def exists(kube: Kube, path: str) -> bool:
+    """Whether the API server has the object at `path` (404: no)."""
+    try:
+        kube.request("GET", path)
+    except ApiError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
 def by_kind(docs: Iterable[Mapping[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [dict(d) for d in docs if d.get("kind") == kind]
 

@@ -40,6 +40,7 @@ from tests.chart_tools import (
     by_kind,
     dockerfile_instructions,
     documents,
+    exists,
     exported_metric_names,
     helm,
     kubeconform,
@@ -144,6 +145,9 @@ def test_helm_lint_strict(variant: Path | None) -> None:
         ("logLevel=TRACE", "/logLevel"),
         ("image.digest=latest", "/image/digest"),
         ("prometheusRule.disabled[0]=NoSuchAlert", "/prometheusRule/disabled/0"),
+        ("config.reporting.metrics_address=localhost", "/config/reporting/metrics_address"),
+        ("networkPolicy.enabled=yes", "/networkPolicy/enabled"),
+        ("networkPolicy.metricsFrom[0]=x", "/networkPolicy/metricsFrom/0"),
     ],
 )
 def test_values_schema_rejects(setting: str, complaint: str) -> None:
@@ -357,6 +361,16 @@ def test_optional_objects_follow_the_values(renders: dict[str, Path], variant: P
     assert ("ValidatingAdmissionPolicy" in kinds) == values["admissionPolicy"]["enabled"]
     assert ("ValidatingAdmissionPolicyBinding" in kinds) == values["admissionPolicy"]["enabled"]
     assert ("Job" in kinds) == values["cleanupHook"]["enabled"]
+    policies = by_kind(docs, "NetworkPolicy")
+    assert bool(policies) == values["networkPolicy"]["enabled"]
+    for np in policies:
+        (ds,) = by_kind(docs, "DaemonSet")
+        assert np["spec"]["podSelector"]["matchLabels"] == ds["spec"]["selector"]["matchLabels"]
+        (rule,) = np["spec"]["ingress"]
+        assert rule["ports"] == [
+            {"protocol": "TCP", "port": values["config"]["reporting"]["metrics_port"]}
+        ]
+        assert rule.get("from", []) == values["networkPolicy"]["metricsFrom"]
     assert ("ClusterRole" in kinds) == (
         values["rbac"]["create"] or values["cleanupHook"]["enabled"]
     )
@@ -539,7 +553,14 @@ def test_cleanup_hook_template() -> None:
     for d in hooks:
         if d["kind"] not in ("Job", "Pod"):
             assert int(d["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
-            assert "hook-succeeded" in d["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+        # ...succeeded or failed: a failed hook leaves no ServiceAccount or ClusterRole behind
+        if d["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete":
+            policy = d["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+            assert set(policy.split(",")) == {
+                "before-hook-creation",
+                "hook-succeeded",
+                "hook-failed",
+            }, d["kind"]
 
 
 # --- the plain manifests -----------------------------------------------------------------------
@@ -723,16 +744,6 @@ def _bound_node(pod: JSON) -> str | None:
             if f["key"] == "metadata.name":
                 return str(f["values"][0])
     return None
-
-
-def _exists(kube: Kube, path: str) -> bool:
-    try:
-        kube.request("GET", path)
-    except ApiError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def _delete(kube: Kube, path: str, body: JSON | None = None) -> None:
@@ -947,7 +958,7 @@ def test_uninstall_runs_the_cleanup_hook_and_leaves_nothing(
             f"{rbac}/namespaces/default/roles/{FULLNAME}-events",
             f"{rbac}/namespaces/default/rolebindings/{FULLNAME}-events",
         )
-        if _exists(admin, path)
+        if exists(admin, path)
     ]
     assert left == []
     # The hook's finished pod goes with its Job (garbage collector); no agent pod is left.

@@ -3,6 +3,7 @@ expired watch, SIGTERM in the middle of an action, and nothing beyond the chart'
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -220,3 +221,48 @@ def test_informer_survives_garbage_and_backs_off(admin: Kube) -> None:
     wait_for(lambda: inf.errors >= 2, "two failed attempts", 30)
     assert not inf.healthy and t.is_alive()
     inf.stop()
+
+
+def test_a_failed_cleanup_hook_leaves_none_of_its_objects_and_uninstall_still_works(
+    control_plane: ControlPlane, admin: Kube
+) -> None:
+    """Issue 13, item 12: `helm uninstall` whose pre-delete hook fails (here: no kubelet runs
+    its pod, so helm's --timeout ends the wait) removes the Job and the hook's ServiceAccount
+    and RBAC; `helm uninstall --no-hooks` then removes the release."""
+    from tests.chart_tools import CHART, exists, helm
+
+    release, namespace = "hook-fails", "memfrag-hook-fails"
+    hook = f"{release}-memfrag-agent-cleanup"
+    kubeconfig = control_plane.kubeconfig
+    helm(
+        "install", release, CHART, "--namespace", namespace, "--create-namespace",
+        "--set", "admissionPolicy.enabled=false", kubeconfig=kubeconfig,
+    )  # fmt: skip
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    hook_objects = (
+        f"/apis/batch/v1/namespaces/{namespace}/jobs/{hook}",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{hook}",
+        f"{rbac}/clusterroles/{hook}",
+        f"{rbac}/clusterrolebindings/{hook}",
+        f"{rbac}/namespaces/{namespace}/roles/{hook}",
+        f"{rbac}/namespaces/{namespace}/rolebindings/{hook}",
+    )
+
+    try:
+        failed = helm(
+            "uninstall", release, "-n", namespace, "--timeout", "5s", check=False,
+            kubeconfig=kubeconfig,
+        )  # fmt: skip
+        assert f'release "{release}" uninstalled' not in failed  # the hook did fail
+        # helm waits for each deletion before it returns
+        assert [p for p in hook_objects if exists(admin, p)] == []
+        out = helm("uninstall", release, "-n", namespace, "--no-hooks", kubeconfig=kubeconfig)
+        assert f'release "{release}" uninstalled' in out
+    finally:
+        helm(
+            "uninstall", release, "-n", namespace, "--no-hooks", "--ignore-not-found",
+            kubeconfig=kubeconfig,
+        )  # fmt: skip
+        for path in hook_objects:
+            with contextlib.suppress(ApiError):
+                admin.request("DELETE", path)

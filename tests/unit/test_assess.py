@@ -243,6 +243,44 @@ def test_rich_dma_with_depleted_normal_is_fragmented() -> None:
     assert (b.verdict, b.numa[0].zones) == ("fragmented", ("Normal",))
 
 
+def test_a_zoneinfo_naming_none_of_buddyinfos_zones_is_ignored_and_said() -> None:
+    """A zoneinfo from another machine (issue 13, item 12): none of its zones would match, every
+    zone would count as 'not workload', the fallback would count the rich DMA zone and the
+    verdict would flip to at-risk. It is set aside instead, and the report says so."""
+    buddy = buddy_row(0, "DMA", RICH_DMA) + buddy_row(0, "Normal", FRAGMENTED_NORMAL)
+    foreign = zone_section(3, "DMA", 3973, (10, 12, 15), 3840) + zone_section(
+        3, "Normal", 8869, (1000, 1250, 1500), 4_000_000
+    )
+    a = assess(observe(buddy, foreign), CFG)
+    assert (a.verdict, a.numa[0].zones) == ("fragmented", ("Normal",))
+    assert a.gaps == (
+        "zoneinfo names none of buddyinfo's zones: ignored (zones chosen by name, no watermarks)",
+    )
+    assert all(z.watermark_pages is None for z in a.zones)
+
+
+def test_a_zoneinfo_lacking_a_numa_node_says_so() -> None:
+    """Node 1 missing from zoneinfo: node 1's zones are chosen by name, not all dropped."""
+    buddy = (
+        buddy_row(0, "DMA", RICH_DMA)
+        + buddy_row(0, "Normal", FRAGMENTED_NORMAL)
+        + buddy_row(1, "DMA", RICH_DMA)
+        + buddy_row(1, "Normal", FRAGMENTED_NORMAL)
+    )
+    zi = zone_section(0, "DMA", 3973, (10, 12, 15), 3840) + zone_section(
+        0, "Normal", 8869, (1000, 1250, 1500), 4_000_000
+    )
+    a = assess(observe(buddy, zi), CFG)
+    assert [(n.node, n.state, n.zones) for n in a.numa] == [
+        (0, "fragmented", ("Normal",)),
+        (1, "fragmented", ("Normal",)),
+    ]
+    assert a.gaps == (
+        "zoneinfo lacks node 1 zone DMA, node 1 zone Normal: on those NUMA nodes zones are "
+        "chosen by name",
+    )
+
+
 def test_small_dma32_does_not_mask_a_fragmented_normal() -> None:
     """DMA32 managing 2.4% of a node (a large machine) is reported but not counted."""
     buddy = (

@@ -437,3 +437,16 @@ def test_run_without_a_node_name_exits_3(
     monkeypatch.delenv("NODE_NAME", raising=False)
     assert main(["run", "--log-format", "text"]) == 3
     assert "no node name" in capsys.readouterr().err
+
+
+def test_check_refuses_a_hostile_config_clearly(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The 397-byte alias bomb under a typed key: exit 3 with one short line, at once."""
+    anchors = ["&l0 [" + ",".join(["lol"] * 9) + "]"]
+    anchors += [f"&l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"assessment:\n  target_order: [{', '.join(anchors)}]\n")
+    code, out, err = run(capsys, "check", "--proc-root", SEED, "--config", str(cfg))
+    assert (code, out) == (3, "")
+    assert err == f"memfrag-agent check: {cfg}: line 2: YAML aliases (*name) are not allowed\n"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +22,7 @@ from agent.config import (
     config_from_mapping,
     parse_config,
 )
+from agent.configfile import ConfigFile, Reload
 from agent.errors import ConfigError
 
 DEFAULTS: dict[str, Any] = {
@@ -280,6 +283,23 @@ RANGE_CASES: list[tuple[dict[str, Any], str | None]] = [
     ({"remediation": {"maintenance_window": "22:00"}}, "remediation.maintenance_window"),
     ({"remediation": {"maintenance_window": "23:59-00:00"}}, None),
     ({"remediation": {"max_psi_some_avg10": 100.5}}, "remediation.max_psi_some_avg10"),
+    # a window of zero length would never open: refused, naming the key
+    ({"remediation": {"maintenance_window": "10:00-10:00"}}, "remediation.maintenance_window"),
+    ({"remediation": {"maintenance_window": "10:00-10:01"}}, None),
+    # a slot that expires while its action runs lets another node act at the same time
+    ({"remediation": {"lease_seconds": 60}}, "remediation.lease_seconds"),
+    (
+        {"remediation": {"lease_seconds": 60, "action_timeout_seconds": 61}},
+        "remediation.lease_seconds",
+    ),
+    ({"remediation": {"lease_seconds": 60, "action_timeout_seconds": 60}}, None),
+    # metrics_address: an IP literal (it was a traceback at start)
+    ({"reporting": {"metrics_address": "999.1.1.1"}}, "reporting.metrics_address"),
+    ({"reporting": {"metrics_address": "localhost"}}, "reporting.metrics_address"),
+    ({"reporting": {"metrics_address": ""}}, "reporting.metrics_address"),
+    ({"reporting": {"metrics_address": "0.0.0.0:9808"}}, "reporting.metrics_address"),
+    ({"reporting": {"metrics_address": "::"}}, None),
+    ({"reporting": {"metrics_address": "127.0.0.1"}}, None),
 ]
 
 
@@ -417,8 +437,195 @@ def test_known_keys_with_any_values(data: dict[str, dict[str, Any]]) -> None:
             # cross-field checks name the dependent key even when only the other one was given
             "assessment.at_risk_below_blocks",
             "sources.pagetypeinfo_interval_seconds",
+            "remediation.lease_seconds",
         }
     else:
         for section, keys in data.items():
             for key, value in keys.items():
                 assert _get(cfg, f"{section}.{key}") == value
+
+
+# --- hostile documents (issue 13, item 4): a clear, bounded ConfigError, fast ------------------
+
+MAX_MESSAGE = 400
+
+
+def _bomb(levels: int) -> str:
+    """A billion-laughs document under a typed key: each level repeats the previous nine times.
+    Nine levels are the 397-byte bomb whose repr took 1.6 GB; six keep the old failure cheap."""
+    anchors = ["&l0 [" + ",".join(["lol"] * 9) + "]"]
+    anchors += [f"&l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return f"assessment:\n  target_order: [{', '.join(anchors)}]\n"
+
+
+def _refused(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "cm.yaml")
+    assert len(str(info.value)) < MAX_MESSAGE, str(info.value)[:MAX_MESSAGE]
+    return info.value
+
+
+@pytest.mark.parametrize("levels", [6, 9])
+def test_an_alias_bomb_is_refused_without_expanding_it(levels: int) -> None:
+    err = _refused(_bomb(levels))
+    assert str(err) == "cm.yaml: line 2: YAML aliases (*name) are not allowed"
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error() -> None:
+    err = _refused("reporting:\n  taint_key: " + "[" * 10000 + "]" * 10000 + "\n")
+    assert str(err) == "cm.yaml: line 2: nested deeper than 8 levels"
+
+
+def test_deep_block_nesting_is_refused() -> None:
+    text = "".join(" " * i + f"k{i}:\n" for i in range(100))
+    assert str(_refused(text)) == "cm.yaml: line 8: nested deeper than 8 levels"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "reporting:\n  taint_key: a.io/x\n  taint_key: b.io/y\n",
+            "cm.yaml: reporting.taint_key: duplicate key (lines 2 and 3)",
+        ),
+        (
+            "remediation:\n  mode: dry-run\nremediation:\n  mode: 'on'\n",
+            "cm.yaml: remediation: duplicate key (lines 1 and 3)",
+        ),
+        (
+            "reporting:\n  <<: {taint_key: a.io/b}\n",
+            "cm.yaml: line 2: YAML merge keys (<<) are not allowed",
+        ),
+        ("? [a, b]\n: 1\n", "cm.yaml: line 1: keys must be plain scalars"),
+        (
+            "sources:\n  poll_interval_seconds: " + "9" * 5000 + "\n",
+            "cm.yaml: line 2: an integer of 5000 characters",
+        ),
+        ("#" * (64 << 10) + "x", f"cm.yaml: {(64 << 10) + 1} characters: larger than {64 << 10}"),
+    ],
+)
+def test_hostile_documents(text: str, message: str) -> None:
+    assert str(_refused(text)) == message
+
+
+def test_duplicate_keys_in_the_same_line_of_flow_style() -> None:
+    assert str(_refused("reporting: {taint_key: a.io/x, taint_key: a.io/y}\n")) == (
+        "cm.yaml: reporting.taint_key: duplicate key (lines 1 and 1)"
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x" * 1_000_000,
+        10**5000,  # no str() at all past Python's int-conversion limit
+        [[[[[[[[[[["deep"]]]]]]]]]]],
+        {"k": list(range(100_000))},
+        b"\x00" * 10_000,
+    ],
+    ids=["long-string", "huge-int", "nested-list", "big-mapping", "bytes"],
+)
+def test_messages_built_from_values_are_bounded(value: Any) -> None:
+    for data in (
+        {"reporting": {"taint_effect": value}},
+        {"assessment": {"target_order": value}},
+        {"sources": {"poll_interval_seconds": value}},
+        {"sources": {"kmsg_enabled": value}},
+        {"sources": {"kmsg_path": value}} if not isinstance(value, str) else {},
+        {"reporting": {"taint_key": value}} if isinstance(value, str) else {},
+    ):
+        if not data:
+            continue
+        err = _error(data)
+        assert len(str(err)) < MAX_MESSAGE, str(err)[:MAX_MESSAGE]
+
+
+def test_a_huge_unknown_key_is_named_briefly() -> None:
+    err = _error({"reporting": {"k" * 100_000: 1}})
+    assert err.path.startswith("reporting.'kkkk") and len(str(err)) < MAX_MESSAGE
+
+
+def test_a_nested_list_of_any_depth_gives_a_config_error() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert _error({"assessment": {"target_order": deep}}).path == "assessment.target_order"
+
+
+# --- the mounted file: reloads never crash, start refuses clearly -------------------------------
+
+
+def _rewrite(path: Path, text: str) -> None:
+    """A new file in place, as kubelet's ..data swap gives (new inode)."""
+    tmp = path.with_suffix(".new")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (_bomb(9), "line 2: YAML aliases (*name) are not allowed"),
+        ("reporting:\n  taint_key: " + "[" * 10000 + "]" * 10000 + "\n", "nested deeper"),
+        ("reporting:\n  taint_key: a.io/x\n  taint_key: a.io/y\n", "duplicate key"),
+        ("remediation:\n  maintenance_window: '03:00-03:00'\n", "zero length"),
+    ],
+    ids=["alias-bomb", "deep-nesting", "duplicate-key", "empty-window"],
+)
+def test_a_hostile_reload_keeps_the_last_good_config(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("reporting:\n  taint_key: example.com/frag\n")
+    cf = ConfigFile(str(path))
+    good = cf.config
+    _rewrite(path, text)
+    r = cf.reload_if_changed()
+    assert r.changed and r.error is not None
+    assert r.error.startswith(f"{path}: ") and reason in r.error
+    assert r.error.endswith("; keeping the last good config") and len(r.error) < MAX_MESSAGE
+    assert cf.config is good
+    assert cf.reload_if_changed() == Reload(False)  # said once, not every poll
+
+
+def test_a_reload_catches_what_nobody_foresaw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("")
+    cf = ConfigFile(str(path))
+
+    def boom(text: str, source: str) -> Config:
+        raise RuntimeError("x" * 100_000)
+
+    monkeypatch.setattr("agent.configfile.parse_config", boom)
+    _rewrite(path, "sources: {}\n")
+    r = cf.reload_if_changed()
+    assert r.error is not None and r.error.startswith(f"{path}: cannot load: RuntimeError: xxx")
+    assert len(r.error) < MAX_MESSAGE
+    assert cf.config == Config()
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_config_is_refused_not_waited_on(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    os.mkfifo(path)
+    with pytest.raises(ConfigError) as info:
+        ConfigFile(str(path))
+    assert str(info.value) == f"{path}: cannot read config: a FIFO, not a regular file"
+
+
+def test_the_mounted_symlink_is_followed(tmp_path: Path) -> None:
+    """kubelet mounts config.yaml -> ..data/config.yaml: a config may be a symlink."""
+    (tmp_path / "..data").mkdir()
+    (tmp_path / "..data" / "config.yaml").write_text("remediation:\n  mode: 'on'\n")
+    (tmp_path / "config.yaml").symlink_to(tmp_path / "..data" / "config.yaml")
+    assert ConfigFile(str(tmp_path / "config.yaml")).config.remediation.mode == "on"
+
+
+def test_start_refuses_a_hostile_config_with_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(_bomb(9))
+    with pytest.raises(ConfigError) as info:
+        ConfigFile(str(path))
+    assert str(info.value) == f"{path}: line 2: YAML aliases (*name) are not allowed"
