@@ -35,6 +35,7 @@ from tests.cluster.plane import (
     DEFAULT_BIN_DIR,
     ControlPlane,
     ControlPlaneError,
+    _free_port,
     pid_alive,
 )
 
@@ -48,6 +49,7 @@ RUNC = Path("/usr/sbin/runc")
 DEFAULT_PAUSE_IMAGE = "localhost/memfrag-pause:3.10.1"  # the release's, by tests.cluster.image
 FAILING_HANDLER = "memfrag-failing"  # a RuntimeClass handler whose sandboxes fail on demand
 IPTABLES_COMMENT = "memfrag-agent test node"
+IPTABLES_TABLES = [(b, t) for b in ("iptables", "ip6tables") for t in ("mangle", "nat", "filter")]
 NODE_BINARIES = ("kubelet", "kube-proxy")
 HOST_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "iptables", "ip")
 # Paths kubelet or containerd write whatever their configuration says: removed at teardown
@@ -492,7 +494,6 @@ state = "{root / "state"}"
         }  # fmt: skip
         path = self.workdir / "kube-proxy.yaml"
         path.write_text(yaml.safe_dump(config))
-        self.state.pids["kube-proxy-cleanup"] = 0  # teardown runs `kube-proxy --cleanup`
         self._start("kube-proxy", [str(self.bin_dir / "kube-proxy"), f"--config={path}", "--v=1"])
 
     def _wait_ready(self) -> None:
@@ -532,42 +533,21 @@ def _ok(argv: list[str]) -> bool:
     return subprocess.run(argv, capture_output=True, check=False).returncode == 0
 
 
-def _free_port() -> int:
-    from tests.cluster.plane import _free_port as free
-
-    return free()
-
-
 # --- teardown ------------------------------------------------------------------------------
 
 
 def host_footprint(under: Path) -> dict[str, Any]:
     """What a node working under `under` could leave behind on this host, to compare before and
     after a run: its processes and mounts, and everything host-wide it touches."""
-    rules = {}
-    for binary in ("iptables", "ip6tables"):
-        for table in ("mangle", "nat", "filter"):
-            out = subprocess.run(
-                [binary, "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
-            ).stdout
-            rules[f"{binary} {table}"] = sorted(out.splitlines())
+    rules = {f"{b} {t}": sorted(_iptables_rules(b, t)) for b, t in IPTABLES_TABLES}
     procs = []
     for pid_dir in Path("/proc").glob("[0-9]*"):
         with contextlib.suppress(OSError):
-            argv0 = (pid_dir / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-            if Path(argv0).name in (
-                "kubelet",
-                "kube-proxy",
-                "containerd",
-                "containerd-shim-runc-v2",
-            ):
-                procs.append(Path(argv0).name)
-    mounts = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            target = line.split()[4]
-            if any(part in target for part in ("/containerd/", "/kubelet/", "/netns/", BRIDGE)):
-                mounts.append(target)
+            cmdline = (
+                (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            )
+            if str(under) in cmdline:
+                procs.append(cmdline)
     sysctls = {}
     for path in ("net/ipv4/ip_forward", "net/bridge/bridge-nf-call-iptables"):
         with contextlib.suppress(OSError):
@@ -678,7 +658,7 @@ def teardown(workdir: Path) -> list[str]:
         done.append(f"removed cgroup {d}")
     # 4. Network: kube-proxy's chains, our rules, the bridge, the sysctls as they were.
     proxy = Path(str(DEFAULT_BIN_DIR / "kube-proxy"))
-    if "kube-proxy-cleanup" in state.pids and os.access(proxy, os.X_OK):
+    if "kube-proxy" in state.pids and os.access(proxy, os.X_OK):
         subprocess.run([str(proxy), "--cleanup"], capture_output=True, check=False, timeout=60)
     for entry in reversed(state.iptables):
         table, chain, *rule = entry
@@ -706,20 +686,21 @@ def teardown(workdir: Path) -> list[str]:
     return done
 
 
+def _iptables_rules(binary: str, table: str) -> list[str]:
+    """`iptables -S` of one table: its chains (`-N`) and rules (`-A`), one a line."""
+    return subprocess.run(
+        [binary, "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+
+
 def _kube_chains() -> set[str]:
     """The KUBE-* chains in every table, as "binary table chain"."""
-    chains: set[str] = set()
-    for binary in ("iptables", "ip6tables"):
-        for table in ("mangle", "nat", "filter"):
-            out = subprocess.run(
-                [binary, "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
-            ).stdout
-            chains.update(
-                f"{binary} {table} {line.split()[1]}"
-                for line in out.splitlines()
-                if line.startswith("-N KUBE-")
-            )
-    return chains
+    return {
+        f"{binary} {table} {line.split()[1]}"
+        for binary, table in IPTABLES_TABLES
+        for line in _iptables_rules(binary, table)
+        if line.startswith("-N KUBE-")
+    }
 
 
 def _remove_new_kube_chains(before: set[str]) -> None:
@@ -729,10 +710,7 @@ def _remove_new_kube_chains(before: set[str]) -> None:
     new = _kube_chains() - before
     for binary, table in {tuple(e.split()[:2]) for e in new}:
         chains = {e.split()[2] for e in new if e.startswith(f"{binary} {table} ")}
-        out = subprocess.run(
-            [binary, "-w", "-t", table, "-S"], capture_output=True, text=True, check=False
-        ).stdout
-        for line in out.splitlines():
+        for line in _iptables_rules(binary, table):
             words = line.split()
             if words[:1] == ["-A"] and "-j" in words and words[words.index("-j") + 1] in chains:
                 subprocess.run([binary, "-w", "-t", table, "-D", *words[1:]],

@@ -101,9 +101,9 @@ class Release:
         return pod
 
     def metrics(self) -> dict[str, float]:
-        ip = self.pod()["status"]["podIP"]
-        port = self.pod()["spec"]["containers"][0]["ports"][0]["containerPort"]
-        return scrape(f"http://{ip}:{port}/metrics")
+        pod = self.pod()
+        port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+        return scrape(f"http://{pod['status']['podIP']}:{port}/metrics")
 
     def condition(self) -> dict[str, Any] | None:
         for c in self.cluster.get("node", self.node)["status"].get("conditions", []):
