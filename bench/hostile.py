@@ -124,7 +124,7 @@ CASES: dict[str, Callable[[Path], list[str]]] = {
 _HTTP_CHILD = """
 import resource, sys, threading, time
 resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
-from agent.metrics import Health, Metrics, serve
+from agent.daemon.metrics import Health, Metrics, serve
 server = serve(Metrics(), Health(3600), "127.0.0.1", 0)
 print(server.server_address[1], flush=True)
 sys.stdin.readline()
@@ -181,7 +181,7 @@ def _cap() -> None:
 def run_case(name: str, timeout: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix=f"hostile-{name}-") as tmp:
         args = CASES[name](Path(tmp))
-        cmd = [sys.executable, "-m", "agent.cli", *args]
+        cmd = [sys.executable, "-m", "agent.cli.main", *args]
         start = time.monotonic()
         child = subprocess.Popen(
             # this runner is a fresh, single-threaded process per case (see main)

@@ -85,7 +85,7 @@ class Seen:
 class RawWatch:
     """A list-then-watch of `path` over a plain HTTPS connection (admin client cert), in a
     thread; `on_event(type, object, arrival)` gets the listed items as ADDED and every event.
-    Independent of agent.kube on purpose: the benchmark does not measure with the code it
+    Independent of agent.kube.client on purpose: the benchmark does not measure with the code it
     measures. stop() shuts the socket down."""
 
     def __init__(

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agent.kube import SMP, ApiError, Kube
+from agent.kube.client import SMP, ApiError, Kube
 
 UPDATE_PERIOD = 1.0
 RESYNC_PERIOD = 10.0

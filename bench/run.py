@@ -30,15 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import agent.daemon
-from agent.assess import assess
-from agent.config import Config
-from agent.kmsg import scan_events
-from agent.kube import SMP, ApiError, Kube
-from agent.node import NodeView
-from agent.pagetypeinfo import parse_pagetypeinfo
-from agent.procfs import ProcReader, read_text
-from agent.reconcile import Outcome, ReportState, decide, rfc3339
+import agent.daemon.agent
+from agent.assess.verdict import assess
+from agent.base.files import read_text
+from agent.base.times import rfc3339
+from agent.config.model import Config
+from agent.decide.nodeview import NodeView
+from agent.decide.report import Outcome, ReportState, decide
+from agent.kernel.kmsg import scan_events
+from agent.kernel.pagetypeinfo import parse_pagetypeinfo
+from agent.kernel.procfs import ProcReader
+from agent.kube.client import SMP, ApiError, Kube
 from bench import npd
 from bench.kubeio import ApiServerMetrics, LeaseWrites, NodeWatcher, Window, window
 from bench.stats import (
@@ -69,11 +71,13 @@ from tests.integration.harness import (
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# The agent runs a finding-triggered cycle at most this often (agent.daemon.MIN_CYCLE_GAP).
-MIN_CYCLE_GAP = float(getattr(agent.daemon, "MIN_CYCLE_GAP", 1.0))
+# The agent runs a finding-triggered cycle at most this often (agent.daemon.agent.MIN_CYCLE_GAP).
+MIN_CYCLE_GAP = float(getattr(agent.daemon.agent, "MIN_CYCLE_GAP", 1.0))
 DEVKMSG_LINE = f"<4>{SEED_LINE}\n".encode()
 PRINTK_DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
-WATCH_TIMEOUT_S = 300  # agent.kube.Kube.watch's timeout_seconds: each watch is renewed this often
+WATCH_TIMEOUT_S = (
+    300  # agent.kube.client.Kube.watch's timeout_seconds: each watch is renewed this often
+)
 SIM_LABEL = "bench.memfrag.dev/sim"
 # What the chart's RBAC (charts/memfrag-agent/templates/rbac.yaml) lets the agent touch; the
 # API server's own requests on anything else are left out of the agent's counts.
@@ -1051,10 +1055,11 @@ NOTES = [
     "never clear by themselves (permanent until restart); the replay's reset line stands in for "
     "that. The replay is Python, not NPD's Go binary: its latency is NPD's design (1 s tick) "
     "plus Python's overheads, which are small next to the tick.",
-    "Simulated fleet: real agent.daemon.Agent objects (own Kube, ConfigFile, ProcReader over a "
-    "FakeHost, every informer the Agent has, each with its watch) in worker processes; a shared "
-    "scheduler calls reload_config()+cycle([]) once per poll interval (default 15 s, not "
-    "shortened, so nothing is scaled back) instead of Agent.run(); no HTTP server, no kernel-log "
+    "Simulated fleet: real agent.daemon.agent.Agent objects (own Kube, ConfigFile, "
+    "ProcReader over a FakeHost, every informer the Agent has, each with its watch) in worker "
+    "processes; a shared scheduler calls reload_config()+cycle([]) once per poll interval "
+    "(default 15 s, not shortened, so nothing is scaled back) instead of Agent.run(); "
+    "no HTTP server, no kernel-log "
     "thread. Nodes have no kubelet, so no other writer changes them. Sustained = every cycle ended"
     " within one poll interval of being due, every agent cycled in the window, every informer "
     "synced and healthy, no API error, server- and client-side p99 of non-watch requests under 1 "
@@ -1063,7 +1068,7 @@ NOTES = [
     "cold-start herd instead: with 3 informers per agent, 5,000 agents at 100/s got 429s "
     "(API Priority and Fairness) on their initial LISTs on this 2-core machine and did not all "
     "sync within 170 s; with 2 informers 100/s synced in 51 s and 1,000/s never did.",
-    "The agent runs a finding-triggered cycle at most once per agent.daemon.MIN_CYCLE_GAP "
+    "The agent runs a finding-triggered cycle at most once per agent.daemon.agent.MIN_CYCLE_GAP "
     "(1 s): a line arriving sooner after its previous cycle waits for the gap (~1,020 ms was "
     "measured that way). Detection trials start at least 1.25 s after the previous cycle, as an "
     "isolated allocation failure would.",

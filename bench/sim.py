@@ -1,5 +1,5 @@
-"""Many simulated nodes, each running the REAL agent code (agent.daemon.Agent) over its own fake
-/proc tree, against the local kube-apiserver.
+"""Many simulated nodes, each running the REAL agent code (agent.daemon.agent.Agent) over its
+own fake /proc tree, against the local kube-apiserver.
 
 One worker process (`python -m bench.sim --spec FILE`) holds a slice of the nodes. Per node it
 builds what `memfrag-agent run` builds: an Agent with its own Kube (own connection pool, the
@@ -33,11 +33,11 @@ from typing import Any
 
 import yaml
 
-from agent.configfile import ConfigFile
-from agent.daemon import Agent
-from agent.informer import Informer
-from agent.kube import JSON, ApiError, Kube
-from agent.procfs import ProcReader
+from agent.config.reload import ConfigFile
+from agent.daemon.agent import Agent
+from agent.kernel.procfs import ProcReader
+from agent.kube.client import JSON, ApiError, Kube
+from agent.kube.informer import Informer
 from bench.stats import percentile, proc_stat_ticks, vm_rss_kib
 from tests.integration.harness import NAMESPACE, FakeHost
 

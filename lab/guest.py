@@ -21,8 +21,9 @@ strategy drops is measured.
 Strategies:
   none    wait (kcompactd at the default vm.compaction_proactiveness), up to none_wait seconds
   seed    the incident's manual fix: echo 3 > drop_caches; echo 1 > compact_memory
-  agent   the daemon's policy: agent.assess, agent.ladder.ladder, agent.policy.decide_remediation
-          (mode on, defaults otherwise), agent.remediate.run_step, re-assessing after each step
+  agent   the daemon's policy: agent.assess.verdict, agent.decide.ladder.ladder,
+          agent.decide.remediation.decide_remediation
+          (mode on, defaults otherwise), agent.kernel.writes.run_step, re-assessing after each step
           and polling every sources.poll_interval_seconds, until recovered or nothing is left
 
 Arguments are key=value (from the kernel command line, lab.args=...); lists use '+'.
@@ -45,13 +46,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.assess import Assessment, assess
-from agent.config import Config
-from agent.kmsg import scan
-from agent.ladder import ladder
-from agent.policy import RemedyState, after_action, decide_remediation
-from agent.procfs import ProcReader
-from agent.remediate import run_step
+from agent.assess.verdict import Assessment, assess
+from agent.config.model import Config
+from agent.decide.ladder import ladder
+from agent.decide.remediation import RemedyState, after_action, decide_remediation
+from agent.kernel.kmsg import scan
+from agent.kernel.procfs import ProcReader
+from agent.kernel.writes import run_step
 
 PAGE = 4096
 MIB = 1 << 20
@@ -682,7 +683,7 @@ def cli_check() -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     probe = (
-        "import json, sys; from agent.cli import main; rc = main(sys.argv[1:]); "
+        "import json, sys; from agent.cli.main import main; rc = main(sys.argv[1:]); "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
         "{'kubernetes', 'prometheus_client', 'yaml', 'urllib3', 'requests'})), file=sys.stderr); "
         "sys.exit(rc)"

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from packaging.requirements import Requirement
 
-from agent.kube import SMP, ApiError, Kube
+from agent.kube.client import SMP, ApiError, Kube
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "memfrag-agent"
@@ -292,7 +292,7 @@ def parse_constraints(text: str) -> dict[str, str]:
 def exported_metric_names() -> set[str]:
     """Every sample name the agent's registry can expose (counters as _total, info as _info,
     histograms as _bucket/_sum/_count), labelled or not."""
-    from agent.metrics import Metrics
+    from agent.daemon.metrics import Metrics
 
     names: set[str] = set()
     for family in Metrics().registry.collect():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s_client
 
-from agent.kube import Kube
+from agent.kube.client import Kube
 from tests.cluster import ControlPlane
 from tests.cluster.plane import api_client_for
 from tests.integration.harness import NAMESPACE, apply_chart_rbac

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from agent.kube import Kube
+from agent.kube.client import Kube
 from tests.cluster.scrape import scrape
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,9 +4,9 @@ agent on node A (the token names node A), exactly as the kubelet would project i
 
 Each attack is data (ATTACKS, EVENT_ATTACKS, POD_CASES): one request that must be denied, and the
 stored object must not change; next to them the agent's own writes, through the agent's own code
-(agent.node's patches, agent.events.EventRecorder), must be allowed. An attack on the Node is
-first made by the admin as a dry run, which must change the object: a patch the API server would
-ignore anyway proves nothing about the policy."""
+(agent.decide.nodeview's patches, agent.kube.events.EventRecorder), must be allowed. An attack on
+the Node is first made by the admin as a dry run, which must change the object: a patch the API
+server would ignore anyway proves nothing about the policy."""
 
 from __future__ import annotations
 
@@ -19,10 +19,18 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.events import EventRecorder
-from agent.kube import MERGE, SMP, ApiError, Kube
-from agent.node import Condition, condition_patch, node_view, taint_patch, with_taint, without_taint
-from agent.reconcile import EventSpec, rfc3339
+from agent.base.times import rfc3339
+from agent.decide.nodeview import (
+    Condition,
+    condition_patch,
+    node_view,
+    taint_patch,
+    with_taint,
+    without_taint,
+)
+from agent.decide.report import EventSpec
+from agent.kube.client import MERGE, SMP, ApiError, Kube
+from agent.kube.events import EventRecorder
 from tests.chart_tools import by_kind, documents, render
 from tests.cluster import ControlPlane
 from tests.integration.harness import KUBECTL, wait_for
@@ -406,9 +414,9 @@ def _condition(status: str) -> Condition:
 
 
 def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
-    """What agent/daemon.py sends, built by agent/node.py: the condition by strategic-merge
-    patch on nodes/status, the taint by read-modify-write with the resourceVersion as
-    precondition; the foreign taint stays."""
+    """What agent/daemon/agent.py sends, built by agent/decide/nodeview.py: the condition by
+    strategic-merge patch on nodes/status, the taint by read-modify-write with the resourceVersion
+    as precondition; the foreign taint stays."""
     agent, status = scope.agent, f"/api/v1/nodes/{NODE_A}/status"
     for value in ("True", "False", "True"):  # set, cleared, set again
         stored = agent.request(
@@ -513,7 +521,7 @@ EVENTS = "/api/v1/namespaces/default/events"
 
 
 def _event(node: str, name: str = "", **over: Any) -> JSON:
-    """An Event as agent/events.py writes it, about `node`."""
+    """An Event as agent/kube/events.py writes it, about `node`."""
     now = rfc3339(time.time())
     event: JSON = {
         "apiVersion": "v1",

@@ -24,9 +24,9 @@ import yaml
 from packaging.requirements import Requirement
 
 from agent import __version__
-from agent.config import Config, parse_config
-from agent.daemon import RESTART_KEYS
-from agent.kube import SMP, ApiError, Kube
+from agent.config.model import Config, parse_config
+from agent.daemon.agent import RESTART_KEYS
+from agent.kube.client import SMP, ApiError, Kube
 from tests.chart_tools import (
     BUILD_TOOLS,
     CHART,
@@ -987,7 +987,7 @@ def test_every_variable_and_flag_the_chart_sets_reaches_the_code(
     """The chart's arguments parse as the CLI's own flags, and each environment variable it
     sets is read where it is used (POD_NAMESPACE once never reached the daemon: 403s on its
     Leases outside memfrag-system)."""
-    from agent.cli import build_parser, lease_holder, run_identity
+    from agent.cli.main import build_parser, lease_holder, run_identity
 
     docs = rendered(renders, "defaults")
     (ds,) = by_kind(docs, "DaemonSet")

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from agent.configfile import ConfigFile
-from agent.daemon import Agent
-from agent.kube import SMP, ApiError, Kube
-from agent.node import node_view
-from agent.procfs import ProcReader
+from agent.config.reload import ConfigFile
+from agent.daemon.agent import Agent
+from agent.decide.nodeview import node_view
+from agent.kernel.procfs import ProcReader
+from agent.kube.client import SMP, ApiError, Kube
 from tests.cluster import ControlPlane
 from tests.integration.harness import (
     NAMESPACE,

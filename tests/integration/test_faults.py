@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from agent.informer import Informer
-from agent.kube import ApiError, Kube
+from agent.kube.client import ApiError, Kube
+from agent.kube.informer import Informer
 from tests.cluster import ControlPlane
 from tests.integration.harness import (
     NAMESPACE,

@@ -41,7 +41,7 @@ from tests.integration.harness import wait_for
 # A cold build (debootstrap, pip from the index) takes minutes on a shared 2-core machine.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 VENV = "/opt/memfrag-agent"
-IMPORTS = "import agent.cli, kubernetes.client"
+IMPORTS = "import agent.cli.main, kubernetes.client"
 TOOLS = ("buildah", "debootstrap", "gcc", "go", "containerd", "ctr")
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.buddyinfo import parse_buddyinfo
-from agent.indices import fragmentation_index_milli, kernel_format, unusable_index_milli
-from agent.kmsg import Finding
-from agent.kmsgreader import KmsgFollower
-from agent.vmstat import parse_vmstat
+from agent.assess.indices import fragmentation_index_milli, kernel_format, unusable_index_milli
+from agent.kernel.buddyinfo import parse_buddyinfo
+from agent.kernel.kmsg import Finding
+from agent.kernel.kmsgfollow import KmsgFollower
+from agent.kernel.vmstat import parse_vmstat
 from tests.integration.harness import AGENT, wait_for
 
 DEBUGFS = Path("/sys/kernel/debug")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.kube import SMP, Kube
-from agent.leases import Semaphore, node_count, taint_slots
+from agent.kube.client import SMP, Kube
+from agent.kube.leases import Semaphore, node_count, taint_slots
 from tests.cluster import ControlPlane
 from tests.integration.harness import (
     AGENT,
@@ -315,7 +315,7 @@ def test_dry_run_reports_and_writes_nothing(
 def test_cleanup_removes_every_trace(
     plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:
-    from agent.admin import cleanup
+    from agent.kube.admin import cleanup
 
     with fragmented_agent(
         plane, sa, tmp_path, "gone", {"reporting": {"fragmented_for_seconds": 0}}

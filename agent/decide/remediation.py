@@ -1,0 +1,167 @@
+"""Whether and when to climb the remediation ladder: a pure function of the assessment, the
+ladder, the config, the agent's small state and the clock.
+
+Never a loop: each step runs at most once per fragmented episode, the ladder only goes up, and
+once every step has run without recovery nothing more runs until the node has recovered. On top of
+that, a cooldown per action and a cap on actions per hour hold across episodes.
+
+Two clocks: `now` is monotonic and times every duration (cooldowns, the hourly cap), so a step of
+the wall clock neither lifts nor extends them; `wall` is UTC and only places the maintenance
+window. Actions other agent pods ran on the node arrive with wall times (merge_history).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+
+from agent.assess.verdict import Assessment
+from agent.config.model import RemediationConfig
+from agent.decide.ladder import Step
+from agent.kernel.psi import Pressure
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    step: str
+    at: float  # monotonic
+    result: str  # ok | no_effect | failed | dry_run | timeout
+    blocks_before: int
+    blocks_after: int
+
+
+@dataclass(frozen=True)
+class PastAction:
+    """One action on the node as the node's record keeps it for every agent pod there: wall
+    time, because it crosses processes (each pod times its own on its monotonic clock)."""
+
+    step: str
+    wall: float
+    result: str
+    by: str  # the pod that ran it
+
+
+@dataclass(frozen=True)
+class RemedyState:
+    history: tuple[ActionRecord, ...] = ()
+    in_episode: bool = False
+    # Steps already run in this episode, by name. Not an index: the ladder can change within an
+    # episode (dropping page cache can turn an unmovable cause into a movable one), and a step
+    # must still never run twice.
+    tried: tuple[str, ...] = ()
+    climbed: bool = False  # every step of the current ladder ran without recovery
+    # Actions other agent pods ran on this node (a rollout runs two at once): they count
+    # towards the cooldowns and the hourly cap as ours do.
+    others: tuple[ActionRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class RemedyDecision:
+    step: Step | None
+    why: str
+    state: RemedyState
+
+
+def in_window(window: str, now: float) -> bool:
+    """'HH:MM-HH:MM' in UTC; a window may wrap midnight; '' means always."""
+    if not window:
+        return True
+    start, end = window.split("-")
+    t = dt.datetime.fromtimestamp(now, dt.UTC)
+    minute = t.hour * 60 + t.minute
+
+    def m(s: str) -> int:
+        h, mm = s.split(":")
+        return int(h) * 60 + int(mm)
+
+    a, b = m(start), m(end)
+    return a <= minute < b if a <= b else minute >= a or minute < b
+
+
+def merge_history(
+    state: RemedyState, past: tuple[PastAction, ...], me: str, now: float, wall: float
+) -> RemedyState:
+    """Take the actions other pods ran on this node (the node's record, which holds them all)
+    onto our monotonic clock by their age in wall time; our own we keep, timed better. An entry
+    from the future (our clock stepped back since) counts as just now."""
+    others = tuple(
+        ActionRecord(p.step, now - max(0.0, wall - p.wall), p.result, 0, 0)
+        for p in past
+        if p.by != me
+    )
+    return replace(state, others=others)
+
+
+def _at(r: ActionRecord) -> float:
+    return r.at
+
+
+def decide_remediation(
+    now: float,
+    a: Assessment,
+    steps: tuple[Step, ...],
+    state: RemedyState,
+    cfg: RemediationConfig,
+    pressure: Pressure | None,
+    *,
+    wall: float,
+) -> RemedyDecision:
+    keep = max(HOUR, cfg.cooldown_seconds)
+    history = tuple(r for r in state.history if now - r.at < keep)
+    others = tuple(r for r in state.others if now - r.at < keep)
+    state = replace(state, history=history, others=others)
+    if a.verdict != "fragmented":
+        return RemedyDecision(None, "not fragmented", RemedyState(history=history, others=others))
+    if not state.in_episode:
+        state = replace(state, in_episode=True, tried=(), climbed=False)
+    if cfg.mode == "off":
+        return RemedyDecision(None, "remediation is off (remediation.mode)", state)
+    if not steps:
+        return RemedyDecision(None, "no remediation step applies", state)
+    untried = [s for s in steps if s.name not in state.tried]
+    if not untried:
+        tried = ", ".join(s.name for s in steps)
+        why = (
+            f"the cause is unmovable kernel memory and one attempt ({tried}) did not recover "
+            "it; draining or rebooting the node is the operator's call"
+            if a.cause.kind == "unmovable"
+            else f"every step ({tried}) ran without recovery in this episode; waiting for the "
+            "node to recover or for an operator"
+        )
+        return RemedyDecision(None, why, replace(state, climbed=True))
+    if not in_window(cfg.maintenance_window, wall):
+        return RemedyDecision(
+            None, f"outside the maintenance window {cfg.maintenance_window} UTC", state
+        )
+    if pressure is not None and pressure.some_avg10 > cfg.max_psi_some_avg10:
+        return RemedyDecision(
+            None,
+            f"memory pressure is high (PSI some avg10 {pressure.some_avg10:.1f}% > "
+            f"{cfg.max_psi_some_avg10:g}%): compaction would make it worse",
+            state,
+        )
+    node_history = sorted((*history, *others), key=_at)
+    last_hour = [r for r in node_history if now - r.at < HOUR and r.result != "dry_run"]
+    if len(last_hour) >= cfg.max_actions_per_hour:
+        return RemedyDecision(
+            None,
+            f"{len(last_hour)} actions in the last hour (max {cfg.max_actions_per_hour})",
+            state,
+        )
+    step = untried[0]
+    recent = [r for r in node_history if r.step == step.name and now - r.at < cfg.cooldown_seconds]
+    if recent:
+        wait = int(cfg.cooldown_seconds - (now - recent[-1].at))
+        return RemedyDecision(None, f"{step.name} is cooling down ({wait}s left)", state)
+    return RemedyDecision(step, step.why, state)
+
+
+def after_action(
+    state: RemedyState, step: Step, now: float, result: str, before: int, after: int
+) -> RemedyState:
+    """Record an action and move up the ladder: a step never runs twice in one episode, and a
+    recovered node leaves the episode at the next decision."""
+    history = (*state.history, ActionRecord(step.name, now, result, before, after))
+    return replace(state, history=history, tried=(*state.tried, step.name))

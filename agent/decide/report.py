@@ -1,0 +1,182 @@
+"""What the Node should say, decided as a pure function of the assessment, the node as last
+seen, the agent's small state, the config and the clock. The outer layer only carries it out.
+
+Hysteresis: the condition turns True as soon as the node is fragmented, the taint follows once
+the verdict has held for `fragmented_for_seconds`; both clear only after the node has been
+healthy for `healthy_for_seconds`. An at-risk node neither sets nor clears them.
+
+Two clocks: `now` is monotonic and times the holds and the heartbeat, so stepping the wall clock
+neither stretches nor skips them; `wall` (UTC) only goes into the timestamps written to the API.
+
+The taint is owned by key AND effect: a taint with our key and another effect is another tool's,
+unless the node's record says the agent put it there (`owned`: a taint_effect changed since).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from agent.base.times import parse_rfc3339, rfc3339
+from agent.config.model import ReportingConfig
+from agent.decide.nodeview import Condition, NodeView, taint_effects
+
+TaintAction = Literal["add", "remove"] | None  # add: ours, with the configured effect only
+REASON_FRAGMENTED = "FreeMemoryFragmented"
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ReportState:
+    verdict: str | None = None  # last raw verdict ("healthy", "at-risk", "fragmented", "unknown")
+    verdict_since: float = 0.0  # monotonic
+    written_at: float | None = None  # monotonic: our last condition write the API took
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Observed facts for one decision. `verdict` 'unknown' means the assessment failed."""
+
+    verdict: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    condition: Condition | None  # None: the node already says it; write nothing
+    taint: TaintAction
+    events: tuple[EventSpec, ...]
+    state: ReportState
+
+
+def _words(message: str) -> str:
+    return re.sub(r"[0-9][0-9.,]*", "#", message)
+
+
+def initial_state(view: NodeView | None, now: float, *, wall: float) -> ReportState:
+    """Resume from what the Node says instead of resetting it (node-problem-detector resets its
+    conditions on restart and leaves a gap): a True condition's transition time is when the
+    fragmentation began, so a restarted agent keeps the hysteresis clock (by its age in wall
+    time, never negative, placed on the monotonic clock)."""
+    if view is None or view.condition is None or view.condition.status != "True":
+        return ReportState()
+    since = parse_rfc3339(view.condition.last_transition)
+    age = 0.0 if since is None else max(0.0, wall - since)
+    return ReportState(verdict="fragmented", verdict_since=now - age)
+
+
+def decide(
+    now: float,
+    outcome: Outcome,
+    state: ReportState,
+    view: NodeView,
+    cfg: ReportingConfig,
+    may_taint: bool = True,
+    *,
+    wall: float,
+    owned: frozenset[str] = frozenset(),
+) -> Decision:
+    """`owned`: taint effects the agent may have put on the node besides the configured one."""
+    if outcome.verdict != state.verdict:
+        state = replace(state, verdict=outcome.verdict, verdict_since=now)
+    held = now - state.verdict_since
+    cur = view.condition
+    cur_status = cur.status if cur else None
+    events: list[EventSpec] = []
+
+    reason, message = outcome.reason, outcome.message
+    # Still tainted after a failed read: recovering all the same, so the hold applies.
+    effect = cfg.taint_effect
+    mine = taint_effects(view.taints, cfg.taint_key) & (owned | {effect} - {"none"})
+    tainted = bool(mine)
+    stale = bool(mine - {effect})  # taint_effect changed since we put ours on
+    if outcome.verdict == "fragmented":
+        status = "True"
+    elif outcome.verdict == "unknown":
+        status = "Unknown"
+    elif (cur_status == "True" or (cur_status == "Unknown" and tainted)) and not (
+        outcome.verdict == "healthy" and held >= cfg.healthy_for_seconds
+    ):
+        status = (
+            "True"  # recovering, or at-risk after fragmentation: keep until healthy long enough
+        )
+        reason = cur.reason if cur and cur_status == "True" else REASON_FRAGMENTED
+        wait = max(0, int(cfg.healthy_for_seconds - held)) if outcome.verdict == "healthy" else None
+        message = (
+            f"Recovering: healthy for {int(held)}s, clears after {int(cfg.healthy_for_seconds)}s "
+            f"({wait}s left). {outcome.message}"
+            if wait is not None
+            else f"Still short of contiguous memory. {outcome.message}"
+        )
+    else:
+        status = "False"
+
+    taint: TaintAction = None
+    if effect != "none" and status == "True" and stale:
+        taint = "add"
+        events.append(
+            EventSpec(
+                "Normal",
+                "TaintChanged",
+                f"Changed {cfg.taint_key} to effect {effect} (reporting.taint_effect)",
+            )
+        )
+    elif cfg.taint_effect != "none" and status == "True" and not tainted:
+        if outcome.verdict == "fragmented" and held >= cfg.fragmented_for_seconds:
+            if may_taint:
+                taint = "add"
+                events.append(
+                    EventSpec(
+                        "Warning",
+                        "NodeTainted",
+                        f"Tainted {cfg.taint_key}:{cfg.taint_effect} after {int(held)}s "
+                        "fragmented, so new pods go elsewhere",
+                    )
+                )
+            else:
+                events.append(
+                    EventSpec(
+                        "Warning",
+                        "TaintSkipped",
+                        "Fragmented, but tainting would pass the cluster's cap on tainted "
+                        "nodes (reporting.max_tainted_percent): reporting only",
+                    )
+                )
+    elif tainted and (status == "False" or cfg.taint_effect == "none"):
+        taint = "remove"
+        events.append(EventSpec("Normal", "TaintRemoved", f"Removed {cfg.taint_key}"))
+
+    if status != cur_status:
+        if status == "True":
+            events.insert(0, EventSpec("Warning", "FragmentationDetected", message))
+        elif status == "False" and cur_status == "True":
+            events.insert(0, EventSpec("Normal", "Recovered", message))
+        elif status == "Unknown":
+            events.insert(0, EventSpec("Warning", "AssessmentFailed", message))
+
+    transition = cur.last_transition if cur and cur_status == status else rfc3339(wall)
+    if state.written_at is not None:
+        heartbeat_due = now - state.written_at >= cfg.heartbeat_seconds
+    else:  # first write since start: by the heartbeat's age; one from the future is due too
+        age = wall - (parse_rfc3339(cur.last_heartbeat) or 0.0) if cur else 0.0
+        heartbeat_due = cur is None or not 0 <= age < cfg.heartbeat_seconds
+    # Rewrite when the words change (a new cause, remediation giving up, stuck pods), not when
+    # only the numbers move: those wait for the heartbeat, to keep API writes low.
+    changed = (
+        cur is None
+        or cur_status != status
+        or cur.reason != reason
+        or _words(cur.message) != _words(message)
+    )
+    condition = None
+    if changed or heartbeat_due:
+        condition = Condition(status, reason, message, transition, rfc3339(wall))
+    return Decision(condition, taint, tuple(events), state)

@@ -1,0 +1,97 @@
+"""Events on our Node, aggregated client-side: a repeat within the window bumps the count of the
+Event already written instead of creating another (what kubectl describe shows as 'x12')."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from agent.base.times import rfc3339
+from agent.decide.report import EventSpec
+from agent.kube.client import ApiError, Kube
+
+log = logging.getLogger(__name__)
+COMPONENT = "memfrag-agent"
+
+
+@dataclass
+class _Seen:
+    name: str
+    count: int
+    last: float
+
+
+class EventRecorder:
+    def __init__(
+        self,
+        kube: Kube,
+        node: str,
+        namespace: str = "default",
+        window: float = 600.0,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """The aggregation window runs on `monotonic`; `wall` only stamps the Events."""
+        self.kube, self.node, self.namespace, self.window = kube, node, namespace, window
+        self._seen: OrderedDict[tuple[str, str], _Seen] = OrderedDict()
+        self._wall, self._monotonic = wall, monotonic
+
+    def emit(self, ev: EventSpec) -> None:
+        """Write or bump one Event; failures are logged and counted by the caller, never raised
+        (an Event is a courtesy to the operator, not state)."""
+        now, wall = self._monotonic(), self._wall()
+        key = (ev.reason, ev.message)
+        seen = self._seen.get(key)
+        try:
+            if seen and now - seen.last < self.window:
+                seen.count += 1
+                seen.last = now
+                self.kube.request(
+                    "PATCH",
+                    f"/api/v1/namespaces/{self.namespace}/events/{seen.name}",
+                    body={"count": seen.count, "lastTimestamp": rfc3339(wall)},
+                    content_type="application/strategic-merge-patch+json",
+                )
+                self._seen.move_to_end(key)
+                return
+            digest = hashlib.sha1(f"{ev.reason}{ev.message}{wall}{now}".encode()).hexdigest()[:10]
+            name = f"{self.node}.memfrag.{digest}"
+            self.kube.request(
+                "POST",
+                f"/api/v1/namespaces/{self.namespace}/events",
+                body={
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {"name": name, "namespace": self.namespace},
+                    "involvedObject": {
+                        "apiVersion": "v1",
+                        "kind": "Node",
+                        "name": self.node,
+                        # as kubelet does; kubectl describe node looks events up by it
+                        "uid": self.node,
+                    },
+                    "reason": ev.reason,
+                    "message": ev.message[:1024],
+                    "type": ev.type,
+                    "count": 1,
+                    "firstTimestamp": rfc3339(wall),
+                    "lastTimestamp": rfc3339(wall),
+                    "source": {"component": COMPONENT, "host": self.node},
+                    "reportingComponent": COMPONENT,
+                    "reportingInstance": self.node,
+                },
+            )
+            self._seen[key] = _Seen(name, 1, now)
+            while len(self._seen) > 200:
+                self._seen.popitem(last=False)
+        except ApiError as exc:
+            if seen is not None and exc.status == 404:
+                self._seen.pop(key, None)  # expired server-side (TTL 1h): write a new one
+                return self.emit(ev)
+            log.warning("event %s not written: %s", ev.reason, exc)
+            raise
+        return None
