@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from agent.assess.pods import concerns_node, owned_by_controller, sandbox_failures, stuck_pods
 from agent.assess.tunables import recommend
-from agent.assess.verdict import Assessment, assess
+from agent.assess.verdict import Assessment, CauseKind, NodeState, Reason, Verdict, assess
 from agent.base.errors import MemfragError
 from agent.config.reload import ConfigFile
 from agent.daemon.metrics import Health, Metrics, order_label, serve
@@ -40,6 +40,7 @@ from agent.decide.nodeview import (
     without_taint,
 )
 from agent.decide.remediation import (
+    ActionOutcome,
     PastAction,
     RemedyDecision,
     RemedyState,
@@ -47,7 +48,17 @@ from agent.decide.remediation import (
     decide_remediation,
     merge_history,
 )
-from agent.decide.report import Decision, EventSpec, Outcome, ReportState, decide, initial_state
+from agent.decide.report import (
+    Decision,
+    EventReason,
+    EventSpec,
+    EventType,
+    Outcome,
+    ReportState,
+    TaintChange,
+    decide,
+    initial_state,
+)
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
 from agent.kernel.observation import Observation
@@ -57,7 +68,8 @@ from agent.kernel.writes import run_step, write_tunable
 from agent.kube.client import SMP, ApiError, Kube
 from agent.kube.events import EventRecorder
 from agent.kube.informer import Informer
-from agent.kube.leases import NodeRecord, NodeState, Semaphore, node_count, taint_slots
+from agent.kube.leases import NodeRecord, Semaphore, node_count, taint_slots
+from agent.kube.leases import NodeState as RecordState
 
 log = logging.getLogger("memfrag.agent")
 FINDING_TTL = 600.0  # a finding keeps its order in the assessment this long
@@ -218,7 +230,7 @@ class Agent:
             log.error("config: %s", r.error)
             self.metrics.config_valid.set(0)
             self.metrics.config_reloads.labels("invalid").inc()
-            self._emit(EventSpec("Warning", "ConfigInvalid", r.error))
+            self._emit(EventSpec(EventType.WARNING, EventReason.CONFIG_INVALID, r.error))
             return
         old, self.cfg = self.cfg, self.config_file.config
         self.health.max_age = 3 * self.cfg.sources.poll_interval_seconds + 30
@@ -245,7 +257,7 @@ class Agent:
     ) -> tuple[Observation, Assessment]:
         prev = self.last_assessment
         interval = self.cfg.sources.pagetypeinfo_interval_seconds
-        if urgent or (prev is not None and prev.verdict != "healthy"):
+        if urgent or (prev is not None and prev.verdict != Verdict.HEALTHY):
             interval = min(interval, NOT_HEALTHY_PTI_INTERVAL)
         want_pti = now - self._pti_at >= interval
         obs = self.reader.observe(with_pagetypeinfo=want_pti)
@@ -272,8 +284,8 @@ class Agent:
             log.warning("kernel log finding", extra={"finding": f.to_json()})
             self._emit(
                 EventSpec(
-                    "Warning",
-                    "HighOrderAllocationFailed",
+                    EventType.WARNING,
+                    EventReason.HIGH_ORDER_ALLOCATION_FAILED,
                     f"kernel log: {f.kind.replace('_', ' ')}"
                     + (f", order {f.order}" if f.order is not None else "")
                     + (f", process {f.process}" if f.process else "")
@@ -296,8 +308,8 @@ class Agent:
         except MemfragError as exc:
             self.metrics.input_errors.inc()
             log.error("cannot assess: %s", exc)
-            outcome = Outcome("unknown", "AssessmentFailed", f"Cannot assess: {exc}")
-            self.metrics.set_verdict("unknown")
+            outcome = Outcome(Verdict.UNKNOWN, Reason.ASSESSMENT_FAILED, f"Cannot assess: {exc}")
+            self.metrics.set_verdict(Verdict.UNKNOWN)
         self.metrics.assess_seconds.observe(time.perf_counter() - start)
 
         stuck = self._stuck(now, wall)
@@ -328,25 +340,27 @@ class Agent:
                 now, a, steps, self.remedy, self.cfg.remediation, obs.pressure, wall=wall
             )
             self.remedy = rd.state
-            if a.verdict == "fragmented" and rd.step is None:
+            if a.verdict == Verdict.FRAGMENTED and rd.step is None:
                 outcome = dataclasses.replace(
                     outcome, message=f"{outcome.message}. Remediation: {rd.why}"
                 )
                 if (
-                    a.cause.kind == "unmovable"
+                    a.cause.kind == CauseKind.UNMOVABLE
                     and self.cfg.remediation.mode != "off"
                     and not self._said_not_possible
                 ):
-                    self._emit(EventSpec("Warning", "RemediationNotPossible", rd.why))
+                    self._emit(
+                        EventSpec(EventType.WARNING, EventReason.REMEDIATION_NOT_POSSIBLE, rd.why)
+                    )
                     self._said_not_possible = True  # once per episode, not once per poll
-            if a.verdict != "fragmented":
+            if a.verdict != Verdict.FRAGMENTED:
                 self._said_not_possible = False
         with self.kube.budget(self.api_budget()):
             d = self.report(now, wall, outcome)
             if (
                 d is not None
                 and self.cfg.remediation.delete_stuck_pods
-                and any(e.reason == "Recovered" for e in d.events)
+                and any(e.reason == EventReason.RECOVERED for e in d.events)
             ):
                 self.delete_stuck_pods(now, wall)
             self._flush_events()
@@ -355,7 +369,7 @@ class Agent:
 
     # --- remediation ---------------------------------------------------------------------------
     def _blocks(self, a: Assessment) -> int:
-        troubled = [n for n in a.numa if n.state != "healthy"] or list(a.numa)
+        troubled = [n for n in a.numa if n.state != NodeState.HEALTHY] or list(a.numa)
         return sum(n.blocks_at_target for n in troubled)
 
     def remediate(
@@ -373,23 +387,23 @@ class Agent:
             log.info(
                 "dry-run: would run %s",
                 step.name,
-                extra={"action": step.name, "why": step.why, "result": "dry_run"},
+                extra={"action": step.name, "why": step.why, "result": ActionOutcome.DRY_RUN},
             )
-            self.metrics.actions.labels(step.name, "dry_run").inc()
+            self.metrics.actions.labels(step.name, ActionOutcome.DRY_RUN).inc()
             self._emit(
                 EventSpec(
-                    "Normal",
-                    "RemediationDryRun",
+                    EventType.NORMAL,
+                    EventReason.REMEDIATION_DRY_RUN,
                     f"Would run {step.name}: {step.why} (remediation.mode dry-run)",
                 )
             )
-            self.remedy = after_action(self.remedy, step, now, "dry_run", 0, 0)
+            self.remedy = after_action(self.remedy, step, now, ActionOutcome.DRY_RUN, 0, 0)
             return
         with self.kube.budget(self.api_budget()):
             slot = self._lock_and_slot(now, wall, step, before, steps, obs)
         if slot is None:
             return
-        result = "failed"
+        result = ActionOutcome.FAILED
         try:
             result = self._run(now, step, before, order)
         finally:
@@ -416,7 +430,7 @@ class Agent:
             return None
         if record is None:
             log.info("another agent pod on this node is remediating; waiting")
-            self.metrics.actions.labels(step.name, "skipped").inc()
+            self.metrics.actions.labels(step.name, ActionOutcome.SKIPPED).inc()
             return None
         self.remedy = merge_history(self.remedy, record.actions, self.holder, now, wall)
         rd = decide_remediation(now, before, steps, self.remedy, cfg, obs.pressure, wall=wall)
@@ -434,7 +448,7 @@ class Agent:
                     "waiting for a remediation slot (%d nodes remediating already)",
                     cfg.max_concurrent_nodes,
                 )
-                self.metrics.actions.labels(step.name, "skipped").inc()
+                self.metrics.actions.labels(step.name, ActionOutcome.SKIPPED).inc()
         if slot is None:
             try:
                 self.node_record.update(lambda s: s, unlock=True)
@@ -443,7 +457,7 @@ class Agent:
         return slot
 
     def _unlock_and_release(self, slot: str, done: PastAction) -> None:
-        def add(s: NodeState) -> NodeState:
+        def add(s: RecordState) -> RecordState:
             return dataclasses.replace(s, actions=(*s.actions, done))
 
         try:
@@ -455,7 +469,7 @@ class Agent:
         except ApiError as exc:
             self._api_failed("lease", exc)
 
-    def _run(self, now: float, step: Step, before: Assessment, order: int) -> str:
+    def _run(self, now: float, step: Step, before: Assessment, order: int) -> ActionOutcome:
         cfg = self.cfg.remediation
         cached_before = self._cached_kb()
         # Said before the write: if the kernel stalls the node, the log shows what was running.
@@ -468,14 +482,14 @@ class Agent:
         try:
             _, after = self._observe_assess(self.monotonic(), order, urgent=True)
             b1 = self._blocks(after)
-            recovered = after.verdict != "fragmented"
+            recovered = after.verdict != Verdict.FRAGMENTED
         except MemfragError:
             b1, recovered = b0, False
         dropped = max(0, cached_before - self._cached_kb()) // 1024
         result = (
-            ("timeout" if res.timed_out else "failed")
+            (ActionOutcome.TIMEOUT if res.timed_out else ActionOutcome.FAILED)
             if not res.ok
-            else ("ok" if b1 > b0 else "no_effect")
+            else (ActionOutcome.OK if b1 > b0 else ActionOutcome.NO_EFFECT)
         )
         self.metrics.actions.labels(step.name, result).inc()
         self.metrics.action_blocks_gained.set(b1 - b0)
@@ -500,10 +514,12 @@ class Agent:
                 "error": res.error,
             },
         )
-        reason = {"ok": "RemediationSucceeded", "no_effect": "RemediationNoEffect"}.get(
-            result, "RemediationFailed"
-        )
-        self._emit(EventSpec("Normal" if result == "ok" else "Warning", reason, detail))
+        reason = {
+            ActionOutcome.OK: EventReason.REMEDIATION_SUCCEEDED,
+            ActionOutcome.NO_EFFECT: EventReason.REMEDIATION_NO_EFFECT,
+        }.get(result, EventReason.REMEDIATION_FAILED)
+        kind = EventType.NORMAL if result == ActionOutcome.OK else EventType.WARNING
+        self._emit(EventSpec(kind, reason, detail))
         self.remedy = after_action(self.remedy, step, now, result, b0, b1)
         return result
 
@@ -551,8 +567,8 @@ class Agent:
                 self.kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}")
                 self._emit(
                     EventSpec(
-                        "Normal",
-                        "StuckPodDeleted",
+                        EventType.NORMAL,
+                        EventReason.STUCK_POD_DELETED,
                         f"Deleted {key} (stuck in ContainerCreating) so its "
                         "controller recreates it on the recovered node",
                     )
@@ -616,7 +632,7 @@ class Agent:
         if self._effects == frozenset(effects):
             return True
 
-        def put(s: NodeState) -> NodeState:
+        def put(s: RecordState) -> RecordState:
             return dataclasses.replace(s, taint_effects=tuple(sorted(effects)))
 
         try:
@@ -636,7 +652,7 @@ class Agent:
             self.state = initial_state(view, now, wall=wall)
         owned = self.owned_effects()
         d = decide(now, outcome, self.state, view, rep, wall=wall, owned=owned)
-        if d.taint == "add" and not self._taint_slot(now):
+        if d.taint == TaintChange.ADD and not self._taint_slot(now):
             d = decide(now, outcome, self.state, view, rep, may_taint=False, wall=wall, owned=owned)
         self.state = d.state
         if d.condition is not None:
@@ -654,8 +670,8 @@ class Agent:
             except ApiError as exc:
                 self._api_failed("condition", exc)
         if d.taint is not None:
-            self.set_taint(d.taint == "add")
-            if d.taint == "remove":
+            self.set_taint(d.taint == TaintChange.ADD)
+            if d.taint == TaintChange.REMOVE:
                 self._release_taint_slot()
         elif has_taint(view.taints, rep.taint_key, rep.taint_effect):
             self._taint_slot(now)  # renew our slot while the taint stays
