@@ -392,7 +392,7 @@ def _bounds_reason(a: Allowed, v: Number) -> str | None:
 def _text_reason(a: Allowed, v: str) -> str | None:
     short = a.min_length is not None and len(v) < a.min_length
     long = a.max_length is not None and len(v) > a.max_length
-    unlike = a.pattern is not None and not compiled(a.pattern).search(v)
+    unlike = not (short or long) and a.pattern is not None and not compiled(a.pattern).search(v)
     if (short or long or unlike) and a.invalid:
         return a.invalid.format(value=excerpt(v))
     if short:
