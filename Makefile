@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv tools lint unit integration test demo bench lab manifests image e2e clean
+.PHONY: venv tools lint unit integration test demo bench lab manifests schema image e2e clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -48,6 +48,10 @@ lab:
 
 manifests: tools
 	deploy/generate.sh
+
+# The chart's values schema (its `config` part) and the README's config table, from the model.
+schema: venv
+	$(BIN)/python -m agent.config.schema
 
 image:
 	docker build -t memfrag-agent:dev .

@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import tomllib
-import typing
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,10 @@ import yaml
 from packaging.requirements import Requirement
 
 from agent import __version__
-from agent.config.model import Config, parse_config
+from agent.base.errors import ConfigError
+from agent.config.load import parse_config
+from agent.config.model import HIGHEST_ORDER, Config, config_from_mapping
+from agent.config.schema import chart_schema_text, config_schema
 from agent.daemon.agent import RESTART_KEYS
 from agent.kube.client import SMP, ApiError, Kube
 from tests.chart_tools import (
@@ -56,6 +58,7 @@ from tests.chart_tools import (
 )
 from tests.cluster import ControlPlane
 from tests.integration.harness import wait_for
+from tests.unit.config.edges import Edge, edges, rounds
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +139,7 @@ def test_helm_lint_strict(variant: Path | None) -> None:
         ("config.assessment.exhaustion_watermark=max", "/config/assessment/exhaustion_watermark"),
         ("config.reporting.taint_key=kubernetes.io/mine", "/config/reporting/taint_key"),
         ("config.reporting.metrics_port=0", "/config/reporting/metrics_port"),
-        ("config.assessment.target_order=13", "/config/assessment/target_order"),
+        (f"config.assessment.target_order={HIGHEST_ORDER + 1}", "/config/assessment/target_order"),
         ("config.sources.kmsg_enabled=maybe", "/config/sources/kmsg_enabled"),
         ("config.remediation.maintenance_window=2am", "/config/remediation/maintenance_window"),
         ("config.reporting.typo_key=1", "additional properties 'typo_key' not allowed"),
@@ -170,33 +173,47 @@ def test_unquoted_on_is_rejected_with_a_type_error(tmp_path: Path) -> None:
     assert "/config/remediation/mode" in result.stderr and "boolean" in result.stderr
 
 
-def _schema_type(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "string"
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}[hint]
-
-
-def test_config_schema_and_defaults_are_the_agents() -> None:
-    """values.yaml `config` holds exactly the agent's keys and defaults; the schema types each
-    of them like the agent does, enums included, and allows nothing else."""
-    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
+def test_values_config_is_the_agents_defaults() -> None:
+    """values.yaml `config` holds exactly the agent's keys, each with the agent's default."""
     values = chart_values()["config"]
-    assert schema["additionalProperties"] is False
-    sections = [f.name for f in dataclasses.fields(Config)]
-    assert set(schema["properties"]) == set(sections) == set(values)
-    for section in sections:
-        cls = typing.get_type_hints(Config)[section]
-        hints = typing.get_type_hints(cls)
-        props = schema["properties"][section]
-        assert props["additionalProperties"] is False, section
-        assert set(props["properties"]) == set(hints) == set(values[section]), section
-        defaults = dataclasses.asdict(cls())
-        for key, hint in hints.items():
-            where = f"config.{section}.{key}"
-            assert props["properties"][key]["type"] == _schema_type(hint), where
-            if typing.get_origin(hint) is typing.Literal:
-                assert props["properties"][key]["enum"] == list(typing.get_args(hint)), where
-            assert values[section][key] == defaults[key], f"{where}: values.yaml != agent default"
+    defaults = dataclasses.asdict(Config())
+    assert values == defaults
+
+
+def test_config_schema_is_generated_from_the_model() -> None:
+    """The committed schema's `config` is what agent.config.schema generates (`make schema`):
+    types, choices and ranges are the model's own."""
+    text = (CHART / "values.schema.json").read_text()
+    assert json.loads(text)["properties"]["config"] == config_schema()
+    assert chart_schema_text(text) == text
+
+
+@pytest.mark.parametrize("round_", rounds(edges()), ids=lambda r: f"{len(r)}-keys")
+def test_the_chart_and_the_agent_refuse_the_same_edges(round_: list[Edge], tmp_path: Path) -> None:
+    """For every ranged key: a value just outside the range is refused by the chart's schema
+    (helm template) and by the agent; the bound itself by neither; where one alone has a rule
+    (the agent's IP and zero-length-window checks, the chart's containerPort) exactly it refuses.
+    One render per round, each key at most once in it: helm lists every schema error."""
+    values: dict[str, dict[str, Any]] = {}
+    for edge in round_:
+        section, key = edge.path.split(".")
+        values.setdefault(section, {})[key] = edge.value
+        try:
+            config_from_mapping(edge.document(), "edge")
+        except ConfigError as exc:
+            assert edge.model_refuses and exc.path == edge.path, (edge, exc)
+        else:
+            assert not edge.model_refuses, edge
+    path = tmp_path / "edges.json"  # JSON: no YAML 1.1 surprises in the values themselves
+    path.write_text(json.dumps({"config": values}))
+    result = run(
+        [HELM, "template", "x", CHART, "--kube-version", "1.35.4", "-f", path], check=False
+    )
+    for edge in round_:
+        section, key = edge.path.split(".")
+        refused = f"at '/config/{section}/{key}'" in result.stderr
+        assert refused == edge.chart_refuses, (edge, result.stderr[-2000:])
+    assert (result.returncode != 0) == any(e.chart_refuses for e in round_), result.stderr
 
 
 def _walk(values: Any, schema: dict[str, Any], path: str) -> Iterator[str]:
