@@ -254,7 +254,9 @@ def expected_image(values: dict[str, Any]) -> str:
     first = image["repository"].split("/")[0]
     named = "/" in image["repository"] and ("." in first or ":" in first or first == "localhost")
     repo = image["repository"] if named or not registry else f"{registry}/{image['repository']}"
-    return f"{repo}@{image['digest']}" if image["digest"] else f"{repo}:{image['tag'] or __version__}"
+    return (
+        f"{repo}@{image['digest']}" if image["digest"] else f"{repo}:{image['tag'] or __version__}"
+    )
 
 
 def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str) -> None:
@@ -363,14 +365,16 @@ def _mib(quantity: str) -> float:
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
-def test_labels_and_namespaces_of_every_object(renders: dict[str, Path], variant: Path | None) -> None:
+def test_labels_and_namespaces_of_every_object(
+    renders: dict[str, Path], variant: Path | None
+) -> None:
     name = VARIANT_IDS[VARIANTS.index(variant)]
     values = chart_values(variant)
     namespace = values["namespaceOverride"] or "memfrag-system"
     for d in rendered(renders, name):
         meta, where = d["metadata"], f"{d['kind']}/{d['metadata']['name']}"
         labels = meta["labels"]
-        assert OWN_LABELS <= set(labels), where
+        assert set(labels) >= OWN_LABELS, where
         assert labels["helm.sh/chart"] == f"memfrag-agent-{__version__}", where
         assert all(LABEL_VALUE.match(v) and len(v) <= 63 for v in labels.values()), where
         assert values["commonLabels"].items() <= labels.items(), where
@@ -415,13 +419,25 @@ def test_chart_metadata() -> None:
     ("sets", "image"),
     [
         ((), f"ghcr.io/memfrag-agent/memfrag-agent:{__version__}"),
-        (("global.imageRegistry=mirror.example.com",), f"mirror.example.com/memfrag-agent/memfrag-agent:{__version__}"),
+        (
+            ("global.imageRegistry=mirror.example.com",),
+            f"mirror.example.com/memfrag-agent/memfrag-agent:{__version__}",
+        ),
         (("image.registry=",), f"memfrag-agent/memfrag-agent:{__version__}"),
         # A repository with its own registry (the e2e's local image) is used as it is.
-        (("image.repository=localhost/memfrag-agent", "image.tag=test"), "localhost/memfrag-agent:test"),
-        (("global.imageRegistry=mirror.example.com", "image.repository=registry.example.com:5000/a/b"), f"registry.example.com:5000/a/b:{__version__}"),
+        (
+            ("image.repository=localhost/memfrag-agent", "image.tag=test"),
+            "localhost/memfrag-agent:test",
+        ),
+        (
+            (
+                "global.imageRegistry=mirror.example.com",
+                "image.repository=registry.example.com:5000/a/b",
+            ),
+            f"registry.example.com:5000/a/b:{__version__}",
+        ),
     ],
-)  # fmt: skip
+)
 def test_image_registry(sets: tuple[str, ...], image: str) -> None:
     docs = documents(render(sets=sets))
     (ds,) = by_kind(docs, "DaemonSet")
@@ -454,9 +470,7 @@ def test_host_network_and_dns_policy() -> None:
     off = pod("hostNetwork=false")
     assert (off["hostNetwork"], off["dnsPolicy"]) == (False, "ClusterFirst")
     assert pod("dnsPolicy=Default")["dnsPolicy"] == "Default"
-    result = run(
-        [HELM, "template", "x", CHART, "--set", "networkPolicy.enabled=true"], check=False
-    )
+    result = run([HELM, "template", "x", CHART, "--set", "networkPolicy.enabled=true"], check=False)
     assert result.returncode != 0
     assert "a NetworkPolicy does not apply to pods on the node's network" in result.stderr
 
@@ -1192,8 +1206,12 @@ def test_every_ci_variant_installs(
         helm("install", release, CHART, "-n", namespace, "--create-namespace", "-f", variant,
              kubeconfig=kubeconfig)  # fmt: skip
         manifest = tmp_path / "manifest.yaml"
-        manifest.write_text(helm("get", "manifest", release, "-n", namespace, kubeconfig=kubeconfig))
-        stored = run([TOOLS / "kubectl", "--kubeconfig", kubeconfig, "get", "-f", manifest, "-o", "json"])
+        manifest.write_text(
+            helm("get", "manifest", release, "-n", namespace, kubeconfig=kubeconfig)
+        )
+        stored = run(
+            [TOOLS / "kubectl", "--kubeconfig", kubeconfig, "get", "-f", manifest, "-o", "json"]
+        )
         items = json.loads(stored.stdout)["items"]
         assert len(items) == len(documents(manifest.read_text()))
         (ds,) = by_kind(items, "DaemonSet")

@@ -40,7 +40,12 @@ def promtool(*args: str | Path, stdin: str | None = None) -> subprocess.Complete
     path = shutil.which("promtool")
     assert path, "promtool is missing: `make tools` installs it (Debian package prometheus)"
     return subprocess.run(
-        [path, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=120
+        [path, *map(str, args)],
+        check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -161,10 +166,14 @@ def test_rule_knobs() -> None:
     assert selects("scraped-by-hand", "memfrag-system", exprs("prometheusRule.job=scraped-by-hand"))
     assert selects("ops", "memfrag-system", exprs("serviceMonitor.enabled=true",
                    "serviceMonitor.jobLabel=team", "commonLabels.team=ops"))  # fmt: skip
-    assert selects("memfrag-system/memfrag-agent", "memfrag-system", exprs("podMonitor.enabled=true"))
+    assert selects(
+        "memfrag-system/memfrag-agent", "memfrag-system", exprs("podMonitor.enabled=true")
+    )
     assert selects("mon/memfrag-agent", "memfrag-system",
                    exprs("podMonitor.enabled=true", "podMonitor.namespace=mon"))  # fmt: skip
-    assert selects("memfrag", "memfrag-system", exprs(values=(CHART / "ci" / "podmonitor-values.yaml",)))
+    assert selects(
+        "memfrag", "memfrag-system", exprs(values=(CHART / "ci" / "podmonitor-values.yaml",))
+    )
     assert selects("memfrag-agent", "elsewhere", exprs("namespaceOverride=elsewhere"))
     result = run(
         [HELM, "template", "x", CHART, "--set", RULES_ON,
@@ -196,11 +205,16 @@ NODE_RELABEL = {
 
 @pytest.mark.parametrize(
     ("variant", "kind", "endpoints"),
-    [("monitoring", "ServiceMonitor", "endpoints"), ("podmonitor", "PodMonitor", "podMetricsEndpoints")],
-)  # fmt: skip
+    [
+        ("monitoring", "ServiceMonitor", "endpoints"),
+        ("podmonitor", "PodMonitor", "podMetricsEndpoints"),
+    ],
+)
 def test_monitors(variant: str, kind: str, endpoints: str) -> None:
     path = CHART / "ci" / f"{variant}-values.yaml"
-    knobs = yaml.safe_load(path.read_text())["serviceMonitor" if kind == "ServiceMonitor" else "podMonitor"]
+    knobs = yaml.safe_load(path.read_text())[
+        "serviceMonitor" if kind == "ServiceMonitor" else "podMonitor"
+    ]
     docs = documents(render([path]))
     (monitor,) = by_kind(docs, kind)
     assert not by_kind(docs, "PodMonitor" if kind == "ServiceMonitor" else "ServiceMonitor")
@@ -265,10 +279,11 @@ def test_dashboard_filters_and_annotations(tmp_path: Path) -> None:
                      "$job": ".*", "$namespace": ".*", "$node": ".*"}  # fmt: skip
     rules = []
     for i, (title, expr) in enumerate(dashboard_queries()):
+        query = expr
         for k, v in substitutions.items():
-            expr = expr.replace(k, v)
-        assert "$" not in expr, title
-        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+            query = query.replace(k, v)
+        assert "$" not in query, title
+        rules.append({"record": f"dashboard:query_{i}", "expr": query})
     path = tmp_path / "dashboard-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
     result = promtool("check", "rules", path)
@@ -287,7 +302,9 @@ def agent(
 ) -> Iterator[AgentProcess]:
     monkeypatch.setenv("MEMFRAG_REVISION", "0123abcd")  # as the image sets it (Dockerfile)
     control_plane.register_node("metrics-node")
-    a = AgentProcess(tmp_path / "agent", "metrics-node", agent_kubeconfig, FakeHost(tmp_path / "proc"))
+    a = AgentProcess(
+        tmp_path / "agent", "metrics-node", agent_kubeconfig, FakeHost(tmp_path / "proc")
+    )
     yield a.start()
     a.stop(signal.SIGKILL)
 
@@ -298,15 +315,21 @@ def test_a_real_agents_metrics_pass_promtool_check_metrics(agent: AgentProcess) 
     with urllib.request.urlopen(f"http://127.0.0.1:{agent.port}/metrics", timeout=5) as r:
         text = r.read().decode()
     result = promtool("check", "metrics", stdin=text)
-    assert result.returncode == 0 and not result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.returncode == 0 and not result.stdout + result.stderr, (
+        result.stdout + result.stderr
+    )
     # ...which does complain about a badly named metric.
-    bad = promtool("check", "metrics", stdin="# HELP x_count a\n# TYPE x_count counter\nx_count 1\n")
+    bad = promtool(
+        "check", "metrics", stdin="# HELP x_count a\n# TYPE x_count counter\nx_count 1\n"
+    )
     assert bad.returncode != 0 and "_total" in bad.stdout + bad.stderr
 
     samples = agent.metrics()
     base = 'action="compact",result="failed"'
     assert samples[f"memfrag_remediation_actions_total{{{base}}}"] == 0
-    assert samples['memfrag_kernel_log_findings_total{kind="page_allocation_failure",order="4"}'] == 0
+    assert (
+        samples['memfrag_kernel_log_findings_total{kind="page_allocation_failure",order="4"}'] == 0
+    )
     assert samples['memfrag_api_errors_total{operation="taint"}'] == 0
     assert samples['memfrag_config_reloads_total{result="invalid"}'] == 0
     assert samples["process_resident_memory_bytes"] > 0
