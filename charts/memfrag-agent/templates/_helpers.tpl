@@ -27,7 +27,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* Every object's labels: commonLabels first, so none of them can replace the chart's own. */}}
+{{/* Every object's labels: commonLabels, then the chart's own (the schema refuses those keys in
+     commonLabels and podLabels). */}}
 {{- define "memfrag-agent.labels" -}}
 {{- with .Values.commonLabels }}{{ toYaml . }}{{ "\n" }}{{ end -}}
 {{ include "memfrag-agent.selectorLabels" . }}
