@@ -55,7 +55,7 @@ from tests.chart_tools import (
     tolerates,
 )
 from tests.cluster import ControlPlane
-from tests.integration.harness import wait_for
+from tests.cluster.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
