@@ -523,7 +523,7 @@ def strategy_agent(row: dict[str, Any]) -> None:
             break
         steps = ladder(a, reader.numa_nodes_with_compact(), rcfg.allow_drop_caches)
         now = time.time()
-        rd = decide_remediation(now, a, steps, state, rcfg, obs.pressure)
+        rd = decide_remediation(now, a, steps, state, rcfg, obs.pressure, wall=now)
         state = rd.state
         if rd.step is None:
             decisions.append(rd.why)

@@ -60,7 +60,7 @@ from tests.chart_tools import (
     tolerates,
 )
 from tests.cluster import ControlPlane
-from tests.integration.harness import wait_for
+from tests.cluster.waiting import wait_for
 from tests.unit.config.edges import Edge, edges, rounds
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,8 @@ import yaml
 
 from tests.chart_tools import CHART, HELM, REPO, by_kind, documents, render, run
 from tests.cluster import ControlPlane
-from tests.integration.harness import AgentProcess, FakeHost
+from tests.cluster.agentprocess import AgentProcess
+from tests.cluster.fakehost import FakeHost
 
 pytestmark = pytest.mark.integration
 
