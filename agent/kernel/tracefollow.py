@@ -20,17 +20,21 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
+from pathlib import Path
 
-from agent.kernel.cgroups import CgroupPaths
+from agent.base.files import read_text
+from agent.kernel.cgroups import CgroupPaths, CgroupReader
 from agent.kernel.trace import (
     DEFAULT_NOWARN_NAMES,
     Extfrag,
     Lost,
     PageAlloc,
     TraceEvent,
+    gfp_names,
+    nowarn_names,
     parse_line,
 )
-from agent.kernel.tracefs import TraceInstance
+from agent.kernel.tracefs import TraceInstance, TracingError, events_for, find_tracefs
 
 log = logging.getLogger(__name__)
 READ_SIZE = 1 << 16
@@ -180,3 +184,45 @@ class TraceWindow:
             while self.events and self.events[0][0] < horizon:
                 self.events.popleft()
             return tuple(e for _, e in self.events), dict(self.cgroups), self.dropped
+
+
+class TraceSource:
+    """The whole kernel side, for the daemon and `memfrag-agent trace`: our instance with its
+    filters, the reader thread and the window. `start` raises TracingError naming what is
+    missing; `stop` removes the instance (and is safe to call twice)."""
+
+    def __init__(
+        self,
+        min_order: int,
+        window_seconds: float,
+        pageblock_order: int | None,
+        tracefs: Path | None = None,
+        cgroups: CgroupReader | None = None,
+        on_unparsed: Callable[[bytes], None] = lambda line: None,
+        on_error: Callable[[str], None] = lambda message: log.error("tracing: %s", message),
+    ) -> None:
+        self.instance = TraceInstance(tracefs if tracefs is not None else find_tracefs())
+        self.events = events_for(min_order, pageblock_order)
+        self.window = TraceWindow(window_seconds, (cgroups or CgroupReader()).of_pid)
+        self.on_unparsed, self.on_error = on_unparsed, on_error
+        self.follower: TraceFollower | None = None
+        self.stale_removed = False
+
+    def start(self) -> None:
+        self.instance.check_events(self.events)
+        fmt = self.instance.tracefs / "events" / "kmem" / "mm_page_alloc" / "format"
+        try:
+            names = nowarn_names(gfp_names(read_text(fmt, limit=1 << 20)))
+        except OSError as exc:
+            raise TracingError(f"{fmt}: cannot read: {exc.strerror or exc}") from exc
+        self.stale_removed = self.instance.start(self.events)
+        self.follower = TraceFollower(
+            self.instance, self.window.add, self.on_unparsed, self.on_error, names
+        )
+        self.follower.start()
+
+    def stop(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+        self.instance.remove()
