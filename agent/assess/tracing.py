@@ -90,6 +90,7 @@ class TraceSummary:
     compaction: tuple[CompactionCost, ...]
     unpaired: int  # compaction begins or ends whose other half is outside the window
     lost: int  # events the ring buffer overwrote: every count above is then a lower bound
+    dropped: int = 0  # events the window did not keep (its memory bound): the same
 
     def sentence(self) -> str:
         """The condition message's sentence."""
@@ -98,7 +99,8 @@ class TraceSummary:
             f"{self.failed} high-order {noun} failed in the last {span(self.seconds)}, "
             f"{self.silent} of them silent"
         )
-        return text + (f" (at least: {self.lost} trace events lost)" if self.lost else "")
+        missed = self.lost + self.dropped
+        return text + (f" (at least: {missed} trace events lost)" if missed else "")
 
 
 def span(seconds: float) -> str:
@@ -116,11 +118,13 @@ def summarize(
     cgroups: Mapping[int, CgroupPaths | None],
     zone_nodes: Mapping[int, int],
     top_n: int = TOP_N,
+    dropped: int = 0,
 ) -> TraceSummary:
     """Aggregate the events of one window, in the order the trace gave them.
 
     `cgroups` maps a pid to its cgroups as read when the event arrived (None: gone);
-    `zone_nodes` maps a zone's start pfn to its NUMA node (from /proc/zoneinfo).
+    `zone_nodes` maps a zone's start pfn to its NUMA node (from /proc/zoneinfo); `dropped`
+    counts events the caller could not keep (TraceWindow's bound).
     """
     top_n = max(1, min(top_n, MAX_TOP_N))
     orders: Counter[tuple[int, bool]] = Counter()
@@ -165,6 +169,7 @@ def summarize(
         compaction=compaction.costs(),
         unpaired=compaction.unpaired(),
         lost=lost,
+        dropped=dropped,
     )
 
 

@@ -75,13 +75,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         source.stop()
     events, pids, dropped = source.window.snapshot()
     zones = {z.start_pfn: z.node for z in obs.zoneinfo or () if z.start_pfn is not None}
-    summary = summarize(events, args.seconds, args.order, pids, zones, args.top)
+    summary = summarize(events, args.seconds, args.order, pids, zones, args.top, dropped)
     pods = top_pods(cgroups.pod_kernel_memory(), args.top)
     report = {
         "summary": summary,
         "sentence": summary.sentence(),
         "kernel_log": {"failure_lines": log.lines, "suppressed": log.suppressed},
-        "dropped_for_memory": dropped,
         "stale_instance_removed": source.stale_removed,
         "pods_by_kernel_memory": pods,
     }

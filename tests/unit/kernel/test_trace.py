@@ -127,11 +127,14 @@ def test_lines_that_are_not_ours() -> None:
 
 
 def test_format_without_flags_or_with_odd_expressions() -> None:
-    assert gfp_names("print fmt: \"x\"") == {}
+    assert gfp_names('print fmt: "x"') == {}
     assert nowarn_names({}) == DEFAULT_NOWARN_NAMES
     text = (
         '__print_flags(REC->gfp, "|", {( unsigned long)(1UL << 3), "A"}, '
-        '{( unsigned long)(foo()), "B"}, {( unsigned long)(' + "(" * 500 + "1" + ")" * 500
+        '{( unsigned long)(foo()), "B"}, {( unsigned long)('
+        + "(" * 500
+        + "1"
+        + ")" * 500
         + '), "C"}, {( unsigned long)(1 << 99999), "D"})'
     )
     assert gfp_names(text) == {"A": 8}

@@ -122,7 +122,7 @@ def test_window_is_bounded_in_events_and_pids() -> None:
     w = TraceWindow(10, resolve, max_events=5, clock=lambda: now[0])
     for i in range(8):
         w.add(_alloc(1, 95.0 + i * 0.1))
-    events, pids, dropped = w.snapshot()
+    events, _, dropped = w.snapshot()
     assert len(events) == 5 and dropped == 3 and resolved == [1]
     assert w.totals["failed"] == 8 and w.totals["silent"] == 8
     for pid in range(5000):
@@ -161,13 +161,17 @@ def test_proc_cgroup_hybrid_and_pure_v2() -> None:
 def test_pod_uid_from_both_drivers() -> None:
     uid = "0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
     assert pod_uid(f"/kubepods/besteffort/pod{uid}/ctr") == uid
-    systemd = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid.replace('-', '_')}.slice"
+    slice_uid = uid.replace("-", "_")
+    systemd = f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{slice_uid}.slice"
     assert pod_uid(systemd) == uid
     assert pod_uid("/system.slice/docker.service") is None
 
 
 def test_kernel_memory_parsers() -> None:
-    stat = "anon 100\nslab_unreclaimable 4096\nkernel_stack 16384\npagetables 8192\nsock 0\npercpu 64\nslab 1\n"
+    stat = (
+        "anon 100\nslab_unreclaimable 4096\nkernel_stack 16384\npagetables 8192\n"
+        "sock 0\npercpu 64\nslab 1\n"
+    )
     km = parse_v2_stat(stat)
     assert km is not None and km.total == 4096 + 16384 + 8192 + 64
     assert dict(km.parts)["kernel_stack"] == 16384
