@@ -193,3 +193,16 @@ def test_pod_kernel_memory_v1_and_v2_trees(tmp_path: Path) -> None:
     (v2 / "memory.stat").write_text("percpu 10\nsock 20\n")
     got = CgroupReader(tmp_path / "v2").pod_kernel_memory()
     assert got[uid_b].total == 30 and uid_a not in got
+
+
+def test_zone_start_pfns_map_compaction_events_to_nodes() -> None:
+    """mm_compaction_begin names a zone by its start pfn: zoneinfo's start_pfn, per node."""
+    from agent.kernel.zoneinfo import parse_zoneinfo
+
+    root = Path(__file__).resolve().parents[2] / "fixtures" / "proc"
+    zones = parse_zoneinfo((root / "vm-6.18-x86_64" / "zoneinfo").read_text())
+    starts = {z.zone: z.start_pfn for z in zones}
+    assert (starts["DMA"], starts["DMA32"], starts["Normal"]) == (1, 0x1000, 0x100000)
+    two = parse_zoneinfo((root / "kvm-2node-6.6-cma-isolate" / "zoneinfo").read_text())
+    nodes = {z.start_pfn: z.node for z in two if z.start_pfn is not None and z.managed}
+    assert set(nodes.values()) == {0, 1}
