@@ -12,7 +12,7 @@ import threading
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from agent.assess.tracing import TraceSummary, summarize, top_pods
+from agent.assess.tracing import Ranked, TraceSummary, summarize, top_pods
 from agent.base.errors import MemfragError
 from agent.kernel.cgroups import CgroupReader
 from agent.kernel.kmsg import Finding
@@ -103,9 +103,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _who(comm: str, cgroup: str | None, pod: str | None) -> str:
-    where = f"pod {pod}" if pod else (cgroup or "cgroup unknown (exited)")
-    return f"{comm} ({where})"
+def _ranked(label: str, ranked: tuple[Ranked, ...], other: int) -> list[str]:
+    out = []
+    for r in ranked:
+        where = f"pod {r.who.pod_uid}" if r.who.pod_uid else (r.who.cgroup or "cgroup unknown")
+        out.append(f"  {label}: {r.who.comm} ({where}): {r.count}")
+    return out + ([f"  {label}: others: {other}"] if other else [])
 
 
 def table(s: TraceSummary, log_lines: int, suppressed: int, pods: list[dict[str, Any]]) -> str:
@@ -116,17 +119,11 @@ def table(s: TraceSummary, log_lines: int, suppressed: int, pods: list[dict[str,
     )
     for o in s.by_order:
         out.append(f"  order {o.order}: {o.failed} failed, {o.silent} silent (__GFP_NOWARN)")
-    for r in s.failing:
-        out.append(f"  failing: {_who(r.who.comm, r.who.cgroup, r.who.pod_uid)}: {r.count}")
-    if s.failing_other:
-        out.append(f"  failing: others: {s.failing_other}")
+    out += _ranked("failing", s.failing, s.failing_other)
     out.append(f"{s.steals} pageblock steals (fragmenting or changing a block's type)")
     for st in s.steals_by_type:
         out.append(f"  {st.alloc.name.lower()} took from {st.fallback.name.lower()}: {st.count}")
-    for r in s.polluters:
-        out.append(f"  polluter: {_who(r.who.comm, r.who.cgroup, r.who.pod_uid)}: {r.count}")
-    if s.polluters_other:
-        out.append(f"  polluter: others: {s.polluters_other}")
+    out += _ranked("polluter", s.polluters, s.polluters_other)
     for c in s.compaction:
         node = "?" if c.node is None else str(c.node)
         results = ", ".join(f"{k} {v}" for k, v in c.results)

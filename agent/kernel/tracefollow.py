@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.base.files import read_text
+from agent.kernel.boundedlines import split_chunk
 from agent.kernel.cgroups import CgroupPaths, CgroupReader
 from agent.kernel.trace import (
     DEFAULT_NOWARN_NAMES,
@@ -100,10 +101,7 @@ class TraceFollower:
                 if not chunk:  # the instance was removed under us
                     self.on_error(f"{self.instance.trace_pipe}: end of file (instance removed?)")
                     return
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                if len(pending) > MAX_PENDING:
-                    pending = b""
+                lines, pending = split_chunk(pending, chunk, MAX_PENDING)
                 for line in lines:
                     self.handle(line)
         finally:
