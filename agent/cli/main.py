@@ -257,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-format", choices=("json", "text"), default="json")
     r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     r.set_defaults(func=cmd_run)
+
+    from agent.cli.trace import add_parser as add_trace
+
+    add_trace(sub)
     return p
 
 
