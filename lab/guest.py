@@ -49,7 +49,7 @@ from typing import Any
 from agent.assess.verdict import Assessment, assess
 from agent.config.model import Config
 from agent.decide.ladder import ladder
-from agent.decide.remediation import RemedyState, after_action, decide_remediation
+from agent.decide.remediation import ActionOutcome, RemedyState, after_action, decide_remediation
 from agent.kernel.kmsg import scan
 from agent.kernel.procfs import ProcReader
 from agent.kernel.writes import run_step
@@ -539,9 +539,9 @@ def strategy_agent(row: dict[str, Any]) -> None:
         after = agent_assess(True)
         b1 = daemon_blocks(after)
         result = (
-            ("timeout" if res.timed_out else "failed")
+            (ActionOutcome.TIMEOUT if res.timed_out else ActionOutcome.FAILED)
             if not res.ok
-            else ("ok" if b1 > b0 else "no_effect")
+            else (ActionOutcome.OK if b1 > b0 else ActionOutcome.NO_EFFECT)
         )
         state = after_action(state, step, now, result, b0, b1)
         row["actions"].append(step.name)

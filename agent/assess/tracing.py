@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent.kernel.cgroups import CgroupPaths, KernelMemory, pod_uid
+from agent.kernel.cgroupinfo import CgroupPaths, KernelMemory, pod_uid
 from agent.kernel.trace import (
     CompactionBegin,
     CompactionEnd,

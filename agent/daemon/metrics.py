@@ -30,6 +30,8 @@ from agent.assess.verdict import Assessment, Verdict
 from agent.base.errors import MemfragError
 from agent.daemon.httpserver import BoundedHTTPServer
 from agent.decide.ladder import Step
+from agent.decide.remediation import ActionOutcome
+from agent.kernel.actions import ActionKind
 from agent.kernel.kmsg import KINDS
 
 VERDICTS = tuple(Verdict)
@@ -189,12 +191,13 @@ class Metrics:
                 self.findings.labels(kind, order_label(order))
         for operation in ("condition", "event", "lease", "pod-delete", "taint"):
             self.api_errors.labels(operation)
-        for result in ("ok", "invalid"):
-            self.config_reloads.labels(result)
-        steps = [Step("compact", None, ""), *(Step("drop-caches", n, "") for n in (1, 2, 3))]
-        steps += [Step("compact-node", n, "") for n in numa_nodes]
+        for reload in ("ok", "invalid"):
+            self.config_reloads.labels(reload)
+        steps = [Step(ActionKind.COMPACT, None, "")]
+        steps += [Step(ActionKind.DROP_CACHES, n, "") for n in (1, 2, 3)]
+        steps += [Step(ActionKind.COMPACT_NODE, n, "") for n in numa_nodes]
         for step in steps:
-            for result in ("ok", "no_effect", "failed", "timeout", "dry_run", "skipped"):
+            for result in ActionOutcome:
                 self.actions.labels(step.name, result)
 
     def record(self, a: Assessment) -> None:

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from agent.base.files import read_text
 from agent.kernel.boundedlines import split_chunk
-from agent.kernel.cgroups import CgroupPaths, CgroupReader
+from agent.kernel.cgroupinfo import CgroupPaths
+from agent.kernel.cgroups import CgroupReader
 from agent.kernel.trace import (
     DEFAULT_NOWARN_NAMES,
     Extfrag,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.assess.tracing import CompactionKind, span, summarize, top_pods
-from agent.kernel.cgroups import CgroupPaths, KernelMemory
+from agent.kernel.cgroupinfo import CgroupPaths, KernelMemory
 from agent.kernel.trace import (
     CompactionBegin,
     CompactionEnd,

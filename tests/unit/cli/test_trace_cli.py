@@ -11,7 +11,7 @@ import pytest
 from agent.assess.tracing import TraceSummary, summarize
 from agent.cli.main import main
 from agent.cli.trace import _plain, table
-from agent.kernel.cgroups import CgroupPaths
+from agent.kernel.cgroupinfo import CgroupPaths
 from agent.kernel.trace import gfp_names, nowarn_names, parse_line
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "trace"

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.kernel.cgroups import (
+from agent.kernel.cgroupinfo import (
     CgroupPaths,
-    CgroupReader,
     parse_proc_cgroup,
     parse_v1_kmem,
     parse_v2_stat,
     pod_uid,
 )
+from agent.kernel.cgroups import CgroupReader
 from agent.kernel.trace import Extfrag, Header, Lost, MigrateType, PageAlloc, TraceEvent
 from agent.kernel.tracefollow import TraceFollower, TraceWindow
 from agent.kernel.tracefs import NO_PAGE_PFN, TraceInstance, TracingError, events_for, find_tracefs
