@@ -18,6 +18,7 @@ from agent.base.errors import ParseError
 from agent.base.files import read_text
 from agent.kernel.limits import MAX_NUMA_NODES
 from agent.kernel.numbers import is_uint
+from agent.kernel.procfs import gap, optional
 
 _POOL_DIR = re.compile(r"hugepages-([0-9]{1,12})kB")
 _NODE_DIR = re.compile(r"node([0-9]{1,4})")
@@ -86,7 +87,7 @@ def _pool(directory: Path, size_kib: int, node: int | None, gaps: list[str]) -> 
         except FileNotFoundError:
             values[name] = None
         except OSError as exc:
-            gaps.append(f"{directory / name}: unreadable ({exc.strerror or exc})")
+            gaps.append(gap(directory / name, exc))
             values[name] = None
     nr, free, surplus = (
         values["nr_hugepages"],
@@ -111,11 +112,8 @@ def _pools_under(base: Path, node: int | None, gaps: list[str]) -> list[HugePool
     out: list[HugePool] = []
     try:
         entries = sorted(base.iterdir())
-    except FileNotFoundError:
-        gaps.append(f"{base}: not present")
-        return out
     except OSError as exc:
-        gaps.append(f"{base}: unreadable ({exc.strerror or exc})")
+        gaps.append(gap(base, exc))
         return out
     for entry in entries:
         m = _POOL_DIR.fullmatch(entry.name)
@@ -128,16 +126,6 @@ def _pools_under(base: Path, node: int | None, gaps: list[str]) -> list[HugePool
         if pool is not None:
             out.append(pool)
     return out
-
-
-def _thp(path: Path, gaps: list[str]) -> str | None:
-    try:
-        return selected_word(read_text(path, limit=256), str(path))
-    except FileNotFoundError:
-        gaps.append(f"{path}: not present")
-    except OSError as exc:
-        gaps.append(f"{path}: unreadable ({exc.strerror or exc})")
-    return None
 
 
 def read_hugepages(sys_root: str | Path = "/sys") -> HugePages:
@@ -163,8 +151,8 @@ def read_hugepages(sys_root: str | Path = "/sys") -> HugePages:
     thp = root / "kernel" / "mm" / "transparent_hugepage"
     return HugePages(
         pools=tuple(pools),
-        thp_enabled=_thp(thp / "enabled", gaps),
-        thp_defrag=_thp(thp / "defrag", gaps),
+        thp_enabled=optional(thp / "enabled", selected_word, gaps),
+        thp_defrag=optional(thp / "defrag", selected_word, gaps),
         gaps=tuple(gaps),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,17 +157,11 @@ def test_prepare_that_never_helps_runs_the_ladder_once() -> None:
 # --- check: hugepages and signatures --------------------------------------------------------------
 
 
+CAPTURE = ("check", "--proc-root", str(HP / "proc"), "--sys-root", str(HP / "sys"))
+
+
 def test_check_hugepages_on_the_real_capture(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(
-        capsys,
-        "check",
-        "--proc-root",
-        str(HP / "proc"),
-        "--sys-root",
-        str(HP / "sys"),
-        "--hugepages",
-        "2M=20000",
-    )
+    code, out, _ = run(capsys, *CAPTURE, "--hugepages", "2M=20000")
     assert code == 0
     assert (
         "  CANNOT GROW: hugepages-2048kB (2 MiB, order 9): the pool holds 64 of the target 20000: "
@@ -175,20 +170,14 @@ def test_check_hugepages_on_the_real_capture(capsys: pytest.CaptureFixture[str])
     ) in out.splitlines()
 
 
+def _check_json(capsys: pytest.CaptureFixture[str], log: str) -> dict[str, Any]:
+    _, out, _ = run(capsys, *CAPTURE, "--output", "json", "--log", str(FIXTURES / "kmsg" / log))
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
 def test_check_json_hugepages_and_signatures(capsys: pytest.CaptureFixture[str]) -> None:
-    _code, out, _ = run(
-        capsys,
-        "check",
-        "--proc-root",
-        str(HP / "proc"),
-        "--sys-root",
-        str(HP / "sys"),
-        "--output",
-        "json",
-        "--log",
-        str(FIXTURES / "kmsg" / "findings.txt"),
-    )
-    doc = json.loads(out)
+    doc = _check_json(capsys, "findings.txt")
     pools = {p["size_kib"]: p for p in doc["hugepages"]["pools"]}
     assert pools[2048]["allocatable_now"] == 9550 and pools[2048]["nr_hugepages"] == 64
     assert pools[1048576]["allocatable_now"] is None
@@ -196,19 +185,7 @@ def test_check_json_hugepages_and_signatures(capsys: pytest.CaptureFixture[str])
     assert doc["hugepages"]["thp"]["since_boot"] is True
     # the capture's kernel is 6.18: the 3.10 and pre-4.7 entries found in the log do not apply
     assert doc["signatures"] == []
-    _, out, _ = run(
-        capsys,
-        "check",
-        "--proc-root",
-        str(HP / "proc"),
-        "--sys-root",
-        str(HP / "sys"),
-        "--output",
-        "json",
-        "--log",
-        str(FIXTURES / "kmsg" / "lookalikes.txt"),
-    )
-    sigs = json.loads(out)["signatures"]
+    sigs = _check_json(capsys, "lookalikes.txt")["signatures"]
     assert [(s["id"], s["kernel_confirmed"]) for s in sigs] == [("cma-alloc-failed", True)]
 
 
