@@ -182,7 +182,7 @@ def readiness(
     gaps = list(pools.gaps)
     wms = {(w.node, w.zone): w for w in zoneinfo or ()}
     if not wms:
-        gaps.append("zoneinfo not read: hugepage counts are not capped at the low watermark")
+        gaps.append("zoneinfo: hugepage counts are not capped at the low watermark")
     max_order = max(len(z.free) for z in buddy) - 1 if buddy else 0
     sizes = [*pools.sizes_kib(), *targets]
     orders = hugepage_orders(page_size, sizes)
@@ -257,8 +257,7 @@ def _pool_readiness(
         message = (
             f"{name}: {total} could be allocated now ({per_node})"
             if total
-            else f"{name}: cannot grow: no free block of order {order} on any NUMA node "
-            f"({per_node})"
+            else f"{name}: no free block of order {order} on any NUMA node ({per_node})"
         )
     else:
         can_grow = total >= need

@@ -217,6 +217,7 @@ def hugepages_lines(r: HugepageReadiness) -> list[str]:
     elif r.thp_enabled is not None:
         span = "" if r.thp is None else " since boot" if r.thp.since_boot else " over the interval"
         lines.append(f"  THP: enabled={r.thp_enabled}, defrag={r.thp_defrag}, no THP faults{span}")
+    lines += [f"  not read: {g}" for g in r.gaps]
     return lines
 
 
