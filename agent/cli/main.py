@@ -15,7 +15,15 @@ from agent import __version__
 from agent.assess.tunables import recommend
 from agent.assess.verdict import Verdict, assess
 from agent.base.errors import MemfragError
-from agent.cli.render import assessment_json, assessment_table
+from agent.cli import ready
+from agent.cli.render import (
+    annotate_findings,
+    assessment_json,
+    assessment_table,
+    hugepages_json,
+    hugepages_lines,
+    signature_lines,
+)
 from agent.config.model import HIGHEST_ORDER, LOWEST_ORDER, Config, ReportingConfig
 from agent.decide.ladder import Step, ladder
 from agent.kernel.actions import parse_action, target
@@ -44,10 +52,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     a = assess(obs, cfg.assessment, args.order)
     plan = ladder(a, reader.numa_nodes_with_compact(), cfg.remediation.allow_drop_caches)
     tunables = recommend(obs.sysctl, (obs.meminfo or {}).get("MemTotal"))
+    huge, sigs = ready.check_extras(args, reader, obs)
     if args.output == "json":
-        print(json.dumps(assessment_json(a, plan, args.proc_root, tunables), indent=2))
+        doc = assessment_json(a, plan, args.proc_root, tunables)
+        doc["hugepages"] = hugepages_json(huge)
+        doc["signatures"] = [m.to_json() for m in sigs]
+        print(json.dumps(doc, indent=2))
     else:
         sys.stdout.write(assessment_table(a, plan, args.proc_root, cfg.remediation.mode, tunables))
+        more = hugepages_lines(huge) + (signature_lines(sigs) if args.log else [])
+        sys.stdout.write("\n".join(more) + "\n")
     return EXIT[a.verdict]
 
 
@@ -100,22 +114,22 @@ def cmd_remediate(args: argparse.Namespace) -> int:
 
 
 def cmd_scan_log(args: argparse.Namespace) -> int:
+    from agent.assess.signatures import parse_version
     from agent.kernel.boundedlines import bounded_lines
-    from agent.kernel.kmsg import scan
 
-    try:
-        stream = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise MemfragError(f"{args.file}: cannot read: {exc.strerror or exc}") from exc
+    stream = ready.open_log(args.file)
     source = "<stdin>" if args.file == "-" else args.file
 
     def skipped(message: str) -> None:
         print(f"memfrag-agent scan-log: {message}", file=sys.stderr)
 
+    kernel = parse_version(args.kernel) if args.kernel else None
+    if args.kernel and kernel is None:
+        raise MemfragError(f"--kernel {args.kernel!r}: expected a version such as 3.10.0")
     with stream:
         out = sys.stdout
-        for finding in scan(bounded_lines(stream, source, skipped)):
-            out.write(json.dumps(finding.to_json(), ensure_ascii=False) + "\n")
+        for doc in annotate_findings(bounded_lines(stream, source, skipped), kernel):
+            out.write(json.dumps(doc, ensure_ascii=False) + "\n")
     return 0
 
 
@@ -202,10 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", help="YAML config file (the daemon's ConfigMap format)")
     c.add_argument("--order", type=int, help="target order (default: from the config, 4)")
     c.add_argument("--output", choices=("table", "json"), default="table")
+    c.add_argument(
+        "--hugepages",
+        action="append",
+        default=[],
+        metavar="SIZE=COUNT",
+        help="a hugepage pool's target, e.g. 2M=1024 or 1G=4 (repeatable)",
+    )
+    c.add_argument(
+        "--thp-interval",
+        type=float,
+        default=0.0,
+        help="seconds between two vmstat looks for the THP fallback rate (0: since boot)",
+    )
+    c.add_argument("--log", help="a kernel log (or - for stdin) to match known signatures in")
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("scan-log", help="find high-order allocation failures in a kernel log")
     s.add_argument("file", nargs="?", default="-", help="a log file, or - for standard input")
+    s.add_argument("--kernel", help="the log's kernel version (default: where the log states it)")
     s.set_defaults(func=cmd_scan_log)
     m = sub.add_parser("remediate", help="run one remediation action, measured before/after")
     m.add_argument("--action", required=True, help="compact | compact-node=N | drop-caches=N")
@@ -242,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the same key with another effect is another tool's taint and stays",
     )
     cl.set_defaults(func=cmd_cleanup)
+
+    ready.add_parser(sub)
 
     r = sub.add_parser("run", help="the per-node daemon (DaemonSet)")
     r.add_argument("--config", help="config file (the mounted ConfigMap); reloaded on change")

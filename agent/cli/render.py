@@ -5,12 +5,22 @@ The JSON schema (schema_version 1) is documented in the README; keys are only ev
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
+from agent.assess.hugepages import HugepageReadiness
 from agent.assess.indices import kernel_format
+from agent.assess.signatures import (
+    SignatureMatch,
+    Version,
+    decode_gfp,
+    match_line,
+    version_in_line,
+)
 from agent.assess.tunables import Recommendation
 from agent.assess.verdict import Assessment, CauseKind, Verdict
 from agent.decide.ladder import Step
+from agent.kernel.kmsg import parse_record, scan
 
 SCHEMA_VERSION = 1
 
@@ -146,3 +156,136 @@ def assessment_table(
         lines.append("Not read (the report is narrower):")
         lines += [f"  - {g}" for g in a.gaps]
     return "\n".join(lines) + "\n"
+
+
+def hugepages_json(r: HugepageReadiness) -> dict[str, Any]:
+    """check's `hugepages` key: pools against their targets, per NUMA node, THP."""
+    thp = r.thp
+    return {
+        "pools": [
+            {
+                "size_kib": p.size_kib,
+                "order": p.order,
+                "nr_hugepages": p.nr,
+                "free_hugepages": p.free,
+                "surplus_hugepages": p.surplus,
+                "nr_overcommit_hugepages": p.overcommit,
+                "target": p.target,
+                "allocatable_now": p.allocatable,
+                "can_grow": p.can_grow,
+                "message": p.message,
+            }
+            for p in r.pools
+        ],
+        "numa_nodes": [
+            {
+                "node": n.node,
+                "size_kib": n.size_kib,
+                "order": n.order,
+                "allocatable_now": n.allocatable,
+                "nr_hugepages": n.nr,
+                "free_hugepages": n.free,
+            }
+            for n in r.nodes
+        ],
+        "thp": {
+            "enabled": r.thp_enabled,
+            "defrag": r.thp_defrag,
+            "faults": thp.faults if thp else None,
+            "fallbacks": thp.fallbacks if thp else None,
+            "fallback_rate": thp.fallback_rate if thp else None,
+            "since_boot": thp.since_boot if thp else None,
+        },
+        "gaps": list(r.gaps),
+    }
+
+
+def hugepages_lines(r: HugepageReadiness) -> list[str]:
+    """check's hugepage section: one line per pool, plainly saying when one cannot grow."""
+    lines = ["Hugepages (allocatable now: free blocks above the low watermark, before reclaim):"]
+    for p in r.pools:
+        held = "" if p.nr is None else f" [pool {p.nr}, free {p.free}]"
+        flag = "CANNOT GROW: " if p.can_grow is False else ""
+        lines.append(f"  {flag}{p.message}{held}")
+    if r.thp is not None and r.thp.fallback_rate is not None:
+        span = "since boot" if r.thp.since_boot else "over the interval"
+        lines.append(
+            f"  THP faults {span}: {r.thp.faults} huge, {r.thp.fallbacks} fell back to small "
+            f"pages ({r.thp.fallback_rate:.0%} fallback; enabled={r.thp_enabled}, "
+            f"defrag={r.thp_defrag})"
+        )
+    elif r.thp_enabled is not None:
+        span = "" if r.thp is None else " since boot" if r.thp.since_boot else " over the interval"
+        lines.append(f"  THP: enabled={r.thp_enabled}, defrag={r.thp_defrag}, no THP faults{span}")
+    lines += [f"  not read: {g}" for g in r.gaps]
+    return lines
+
+
+def signature_lines(matches: tuple[SignatureMatch, ...]) -> list[str]:
+    """check's known-signature section (from --log)."""
+    lines = ["Known signatures in the log:" if matches else "Known signatures in the log: none"]
+    for m in matches:
+        s = m.signature
+        scope = (
+            ""
+            if s.kernels is None
+            else f" (kernels {s.kernels}"
+            + ("" if m.kernel_confirmed else "; this kernel's version unknown")
+            + ")"
+        )
+        lines.append(f"  {s.id}: {s.title}{scope}")
+        lines.append(f"    why: {s.explanation}")
+        lines.append(f"    fix: {s.fix}")
+    return lines
+
+
+def annotate_findings(
+    lines: Iterable[bytes], kernel: Version | None
+) -> Iterator[dict[str, object]]:
+    """What scan-log writes: each finding with the known signatures its line matches (`id`s)
+    and, for a hex-only GFP mask, the decoded names; a line that is no finding but a known
+    signature (runc's `exit status 6`) as kind `signature`. The kernel's version, unless given,
+    is taken from the log itself where it says it (boot banner, warning headers)."""
+    state: dict[str, Version | None] = {"kernel": kernel}
+    given = kernel is not None
+    extra: list[dict[str, object]] = []
+
+    def watch() -> Iterator[bytes]:
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace")
+            if not given and ("Linux version" in text or "Comm: " in text):
+                state["kernel"] = version_in_line(text) or state["kernel"]
+            matches = tuple(m for m in match_line(text, state["kernel"]) if m.signature.standalone)
+            if matches:
+                record = parse_record(raw)
+                if record is not None:
+                    extra.append(
+                        {
+                            "kind": "signature",
+                            "signatures": [m.to_json() for m in matches],
+                            "text": record.text,
+                        }
+                    )
+            yield raw
+
+    for finding in scan(watch()):
+        yield from extra
+        extra.clear()
+        doc = finding.to_json()
+        matches = match_line(finding.record.text, state["kernel"])
+        doc["signatures"] = [
+            {"id": m.signature.id, "kernel_confirmed": m.kernel_confirmed} for m in matches
+        ]
+        if finding.mode and not finding.gfp_flags:
+            decoded = decode_gfp(finding.mode, state["kernel"])
+            doc["gfp_decoded"] = (
+                None
+                if decoded is None
+                else {
+                    "flags": list(decoded.flags),
+                    "table": decoded.table,
+                    "assumed": decoded.assumed,
+                }
+            )
+        yield doc
+    yield from extra

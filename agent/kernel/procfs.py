@@ -34,14 +34,19 @@ SYSCTLS = (
 )
 
 
-def _optional(path: Path, parse: Callable[[str, str], T], gaps: list[str]) -> T | None:
+def gap(path: Path, exc: OSError) -> str:
+    """The report's words for a file or directory that could not be read."""
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: not present"
+    return f"{path}: unreadable ({exc.strerror or exc})"
+
+
+def optional(path: Path, parse: Callable[[str, str], T], gaps: list[str]) -> T | None:
+    """`parse` of the file's text, or None with the gap recorded when it cannot be read."""
     try:
         text = read_text(path)
-    except FileNotFoundError:
-        gaps.append(f"{path}: not present")
-        return None
     except OSError as exc:
-        gaps.append(f"{path}: unreadable ({exc.strerror or exc})")
+        gaps.append(gap(path, exc))
         return None
     return parse(text, str(path))
 
@@ -69,23 +74,23 @@ class ProcReader:
         gaps: list[str] = []
         pagetype: PageTypeInfo | None = None
         if with_pagetypeinfo:
-            pagetype = _optional(self.proc / "pagetypeinfo", parse_pagetypeinfo, gaps)
+            pagetype = optional(self.proc / "pagetypeinfo", parse_pagetypeinfo, gaps)
         sysctl: dict[str, int] = {}
         vm = self.proc / "sys" / "vm"
         if vm.is_dir():
             for name in SYSCTLS:
-                value = _optional(vm / name, _int_file, gaps)
+                value = optional(vm / name, _int_file, gaps)
                 if value is not None:
                     sysctl[name] = value
         else:
             gaps.append(f"{vm}: not present (vm tunables not reviewed)")
         return Observation(
             buddy=buddy,
-            zoneinfo=_optional(self.proc / "zoneinfo", parse_zoneinfo, gaps),
+            zoneinfo=optional(self.proc / "zoneinfo", parse_zoneinfo, gaps),
             pagetype=pagetype,
-            vmstat=_optional(self.proc / "vmstat", parse_vmstat, gaps),
-            meminfo=_optional(self.proc / "meminfo", parse_meminfo, gaps),
-            pressure=_optional(self.proc / "pressure" / "memory", parse_pressure, gaps),
+            vmstat=optional(self.proc / "vmstat", parse_vmstat, gaps),
+            meminfo=optional(self.proc / "meminfo", parse_meminfo, gaps),
+            pressure=optional(self.proc / "pressure" / "memory", parse_pressure, gaps),
             sysctl=sysctl,
             page_size=os.sysconf("SC_PAGE_SIZE") if self.live else 4096,
             gaps=tuple(gaps),

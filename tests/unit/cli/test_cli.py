@@ -354,8 +354,14 @@ def test_scan_log_mixed_fixture(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(isinstance(d, dict) for d in docs)
     with open(path, "rb") as fh:
         expected = [f.to_json() for f in scan(fh)]
-    assert docs == json.loads(json.dumps(expected))  # one object per finding, in order
-    seen = {(d["kind"], d["order"], d["process"]) for d in docs}
+    findings = [d for d in docs if d["kind"] != "signature"]
+    assert [{k: d[k] for k in e} for d, e in zip(findings, expected, strict=True)] == json.loads(
+        json.dumps(expected)
+    )  # one object per finding, in order, each with its known signatures added
+    assert [d["signatures"][0]["id"] for d in docs if d["kind"] == "signature"] == [
+        "runc-exit-status-6"
+    ]
+    seen = {(d["kind"], d["order"], d["process"]) for d in findings}
     assert ("page_allocation_failure", 4, "mysqld") in seen
     assert ("page_allocation_failure", 5, "dockerd") in seen
     assert ("page_allocation_failure", 6, "runc:[1:CHILD]") in seen
