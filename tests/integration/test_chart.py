@@ -25,7 +25,7 @@ from packaging.requirements import Requirement
 
 from agent import __version__
 from agent.config.model import Config, parse_config
-from agent.daemon.agent import RESTART_KEYS
+from agent.daemon.loop import RESTART_KEYS
 from agent.kube.client import SMP, ApiError, Kube
 from tests.chart_tools import (
     BUILD_TOOLS,

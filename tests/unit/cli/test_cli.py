@@ -391,10 +391,10 @@ def test_run_passes_the_lease_namespace_to_the_agent(
 ) -> None:
     """Installed outside memfrag-system, the agent must look for its Leases in its own namespace
     (the chart sets POD_NAMESPACE): before the fix `run` never passed it and got 403s."""
-    import agent.daemon.agent
+    import agent.daemon.loop
     import agent.kube.client
 
-    monkeypatch.setattr(agent.daemon.agent, "Agent", _CapturedAgent)
+    monkeypatch.setattr(agent.daemon.loop, "Agent", _CapturedAgent)
     monkeypatch.setattr(
         agent.kube.client.Kube, "from_environment", staticmethod(lambda _k: object())
     )
@@ -420,10 +420,10 @@ def test_run_holds_leases_as_the_pod_not_the_node(
 ) -> None:
     """Two pods with one NODE_NAME (a maxSurge rollout) shared a Lease slot and compacted at
     once: the holder is the pod (POD_NAME, POD_UID from the chart's downward API)."""
-    import agent.daemon.agent
+    import agent.daemon.loop
     import agent.kube.client
 
-    monkeypatch.setattr(agent.daemon.agent, "Agent", _CapturedAgent)
+    monkeypatch.setattr(agent.daemon.loop, "Agent", _CapturedAgent)
     monkeypatch.setattr(
         agent.kube.client.Kube, "from_environment", staticmethod(lambda _k: object())
     )
