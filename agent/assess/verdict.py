@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
 from agent.assess.indices import contig_info, fragmentation_index_milli, unusable_index_milli
 from agent.config.model import AssessmentConfig
@@ -19,17 +19,57 @@ from agent.kernel.observation import Observation
 from agent.kernel.pagetypeinfo import PageTypeInfo
 from agent.kernel.zoneinfo import ZoneWatermarks
 
-Verdict = Literal["healthy", "at-risk", "fragmented"]
-NodeState = Literal["healthy", "at-risk", "fragmented", "exhausted"]
-CauseKind = Literal["movable", "reclaimable", "unmovable", "unknown"]
 
-REASONS: dict[str, str] = {
-    "healthy": "ContiguousMemoryAvailable",
-    "at-risk": "ContiguousMemoryLow",
-    "fragmented": "FreeMemoryFragmented",
-    "exhausted": "FreeMemoryExhausted",
+class Verdict(StrEnum):
+    """The node's verdict. UNKNOWN is never assess()'s answer: it is what the daemon reports when
+    the node could not be assessed at all (the condition turns Unknown)."""
+
+    HEALTHY = "healthy"
+    AT_RISK = "at-risk"
+    FRAGMENTED = "fragmented"
+    UNKNOWN = "unknown"
+
+
+class NodeState(StrEnum):
+    """One NUMA node's state: exhaustion (short of memory, not of contiguity) told apart."""
+
+    HEALTHY = "healthy"
+    AT_RISK = "at-risk"
+    FRAGMENTED = "fragmented"
+    EXHAUSTED = "exhausted"
+
+
+class CauseKind(StrEnum):
+    """Where the stranded free memory sits, by pageblock migrate type."""
+
+    MOVABLE = "movable"
+    RECLAIMABLE = "reclaimable"
+    UNMOVABLE = "unmovable"
+    UNKNOWN = "unknown"
+
+
+class Reason(StrEnum):
+    """The condition's reasons, defined once (the NHC example and alerts select on them)."""
+
+    CONTIGUOUS_MEMORY_AVAILABLE = "ContiguousMemoryAvailable"
+    CONTIGUOUS_MEMORY_LOW = "ContiguousMemoryLow"
+    FREE_MEMORY_FRAGMENTED = "FreeMemoryFragmented"
+    FREE_MEMORY_EXHAUSTED = "FreeMemoryExhausted"
+    ASSESSMENT_FAILED = "AssessmentFailed"  # the daemon's, when nothing could be assessed
+
+
+REASONS: dict[NodeState, Reason] = {
+    NodeState.HEALTHY: Reason.CONTIGUOUS_MEMORY_AVAILABLE,
+    NodeState.AT_RISK: Reason.CONTIGUOUS_MEMORY_LOW,
+    NodeState.FRAGMENTED: Reason.FREE_MEMORY_FRAGMENTED,
+    NodeState.EXHAUSTED: Reason.FREE_MEMORY_EXHAUSTED,
 }
-_SEVERITY: dict[NodeState, int] = {"healthy": 0, "at-risk": 1, "exhausted": 2, "fragmented": 3}
+_SEVERITY: dict[NodeState, int] = {
+    NodeState.HEALTHY: 0,
+    NodeState.AT_RISK: 1,
+    NodeState.EXHAUSTED: 2,
+    NodeState.FRAGMENTED: 3,
+}
 EXTFRAG_THRESHOLD_DEFAULT = 500
 _CAUSE_TYPES = ("Movable", "Reclaimable", "Unmovable")
 
@@ -69,7 +109,7 @@ class Cause:
 @dataclass(frozen=True)
 class Assessment:
     verdict: Verdict
-    reason: str
+    reason: Reason
     message: str
     order: int
     exhausted: bool
@@ -81,7 +121,7 @@ class Assessment:
 
     @property
     def fragmented_numa_nodes(self) -> tuple[int, ...]:
-        return tuple(n.node for n in self.numa if n.state == "fragmented")
+        return tuple(n.node for n in self.numa if n.state == NodeState.FRAGMENTED)
 
 
 def _size(pages: int, page_size: int) -> str:
@@ -162,10 +202,12 @@ def _zone_report(
 def _numa_state(zones: list[ZoneReport], cfg: AssessmentConfig) -> NodeState:
     blocks = sum(z.blocks_at_target for z in zones)
     if blocks < cfg.fragmented_below_blocks:
-        return "exhausted" if zones and all(z.exhausted for z in zones) else "fragmented"
+        if zones and all(z.exhausted for z in zones):
+            return NodeState.EXHAUSTED
+        return NodeState.FRAGMENTED
     if blocks < cfg.at_risk_below_blocks:
-        return "at-risk"
-    return "healthy"
+        return NodeState.AT_RISK
+    return NodeState.HEALTHY
 
 
 def find_cause(
@@ -178,7 +220,9 @@ def find_cause(
     inodes) that dropping caches frees; in Unmovable ones between kernel memory nothing frees.
     """
     if pagetype is None:
-        return Cause("unknown", (), "pagetypeinfo unavailable (it is root-only): cause unknown")
+        return Cause(
+            CauseKind.UNKNOWN, (), "pagetypeinfo unavailable (it is root-only): cause unknown"
+        )
     wanted = set(zones)
     stranded = dict.fromkeys(_CAUSE_TYPES, 0)
     for row in pagetype.free:
@@ -186,15 +230,16 @@ def find_cause(
             stranded[row.migratetype] += row.pages_below(order)
     total = sum(stranded.values())
     if total == 0:
-        return Cause("unknown", (), "no free pages below the target order in pagetypeinfo")
+        return Cause(CauseKind.UNKNOWN, (), "no free pages below the target order in pagetypeinfo")
     shares = tuple((t, stranded[t] / total) for t in _CAUSE_TYPES)
     top, top_share = max(shares, key=lambda s: s[1])
-    kind: CauseKind = top.lower()  # type: ignore[assignment]
+    kind = CauseKind(top.lower())
     remedy = {
-        "movable": "compaction can merge them",
-        "reclaimable": "dropping slab caches (dentries, inodes) can free their neighbours",
-        "unmovable": "their neighbours are kernel memory that neither compaction nor dropping "
-        "caches frees (one short attempt may still help where page cache shares the blocks)",
+        CauseKind.MOVABLE: "compaction can merge them",
+        CauseKind.RECLAIMABLE: "dropping slab caches (dentries, inodes) can free their neighbours",
+        CauseKind.UNMOVABLE: "their neighbours are kernel memory that neither compaction nor "
+        "dropping caches frees (one short attempt may still help where page cache shares the "
+        "blocks)",
     }[kind]
     return Cause(
         kind,
@@ -248,19 +293,20 @@ def assess(obs: Observation, cfg: AssessmentConfig, order: int | None = None) ->
                 zones=tuple(z.zone for z in mine),
             )
         )
-    worst: NodeState = max((n.state for n in numa), key=_SEVERITY.__getitem__, default="healthy")
-    verdict: Verdict = "at-risk" if worst == "exhausted" else worst
-    troubled = [n for n in numa if n.state != "healthy"] or numa
+    worst = max((n.state for n in numa), key=_SEVERITY.__getitem__, default=NodeState.HEALTHY)
+    # exhausted is at-risk for the node: memory pressure (kubelet's to report), not fragmentation
+    verdict = Verdict.AT_RISK if worst == NodeState.EXHAUSTED else Verdict(worst.value)
+    troubled = [n for n in numa if n.state != NodeState.HEALTHY] or numa
     cause = find_cause(obs.pagetype, [(n.node, zn) for n in troubled for zn in n.zones], order)
-    if verdict == "healthy":
-        cause = Cause("unknown", cause.stranded_share, "healthy: nothing to attribute")
+    if verdict == Verdict.HEALTHY:
+        cause = Cause(CauseKind.UNKNOWN, cause.stranded_share, "healthy: nothing to attribute")
     return Assessment(
         verdict=verdict,
         reason=REASONS[worst],
         message=_message(worst, numa, counted, order, cfg, cause, obs.page_size),
         page_size=obs.page_size,
         order=order,
-        exhausted=any(n.state == "exhausted" for n in numa),
+        exhausted=any(n.state == NodeState.EXHAUSTED for n in numa),
         cause=cause,
         numa=tuple(numa),
         zones=tuple(zones),
@@ -291,12 +337,13 @@ def _message(
             f"smaller blocks" + (f", fragmentation index {frag / 1000:.3f}" if frag >= 0 else "")
         )
     head = {
-        "healthy": "Enough contiguous free memory",
-        "at-risk": f"Few free blocks of order>={order} (at-risk below {cfg.at_risk_below_blocks})",
-        "fragmented": f"Free memory is fragmented: high-order (order>={order}) allocations are "
-        f"likely to fail (fragmented below {cfg.fragmented_below_blocks} blocks)",
-        "exhausted": "Free memory is exhausted (at the zone watermarks): compaction cannot help, "
-        "this is memory pressure",
+        NodeState.HEALTHY: "Enough contiguous free memory",
+        NodeState.AT_RISK: f"Few free blocks of order>={order} "
+        f"(at-risk below {cfg.at_risk_below_blocks})",
+        NodeState.FRAGMENTED: f"Free memory is fragmented: high-order (order>={order}) "
+        f"allocations are likely to fail (fragmented below {cfg.fragmented_below_blocks} blocks)",
+        NodeState.EXHAUSTED: "Free memory is exhausted (at the zone watermarks): compaction "
+        "cannot help, this is memory pressure",
     }[worst]
-    tail = f"; cause: {cause.kind} ({cause.explanation})" if worst == "fragmented" else ""
+    tail = f"; cause: {cause.kind} ({cause.explanation})" if worst == NodeState.FRAGMENTED else ""
     return f"{head}. " + "; ".join(parts) + tail

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from agent import __version__
 from agent.assess.tunables import recommend
-from agent.assess.verdict import assess
+from agent.assess.verdict import Verdict, assess
 from agent.base.errors import MemfragError
 from agent.cli.render import assessment_json, assessment_table
 from agent.config.model import Config, ReportingConfig
@@ -22,7 +22,7 @@ from agent.kernel.actions import parse_action, target
 from agent.kernel.procfs import ProcReader
 from agent.kernel.writes import run_step
 
-EXIT = {"healthy": 0, "at-risk": 1, "fragmented": 2}
+EXIT = {Verdict.HEALTHY: 0, Verdict.AT_RISK: 1, Verdict.FRAGMENTED: 2}
 EXIT_UNKNOWN = 3
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from agent.assess.indices import kernel_format
 from agent.assess.tunables import Recommendation
-from agent.assess.verdict import Assessment
+from agent.assess.verdict import Assessment, CauseKind, Verdict
 from agent.decide.ladder import Step
 
 SCHEMA_VERSION = 1
@@ -122,18 +122,18 @@ def assessment_table(
     lines.append("")
     lines.append(f"Verdict: {a.verdict.upper()} ({a.reason})")
     lines.append(f"  {a.message}")
-    if a.verdict != "healthy":
+    if a.verdict != Verdict.HEALTHY:
         lines.append(f"Cause: {a.cause.kind}: {a.cause.explanation}")
     if plan:
         lines.append(
             f"Would do (remediation mode {mode}), least disruptive first, stopping once recovered:"
         )
         lines += [f"  {i}. {s.name}: {s.why}" for i, s in enumerate(plan, 1)]
-        if a.cause.kind == "unmovable":
+        if a.cause.kind == CauseKind.UNMOVABLE:
             lines.append(
                 "  then nothing more: draining or rebooting the node is the operator's call."
             )
-    elif a.verdict == "fragmented":
+    elif a.verdict == Verdict.FRAGMENTED:
         lines.append("Would do: nothing (no remediation step is allowed by the config).")
     elif a.exhausted:
         lines.append("Would do: nothing; free memory is short (kubelet's MemoryPressure).")

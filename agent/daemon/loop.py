@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent.assess.verdict import Assessment
+from agent.assess.verdict import Assessment, Verdict
 from agent.base.errors import MemfragError
 from agent.config.model import Config
 from agent.config.reload import ConfigFile
@@ -39,7 +39,7 @@ from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
 from agent.decide.cycle import Facts, TickState, decide_tick, wants_taint_slot
 from agent.decide.ladder import Step, ladder
-from agent.decide.report import EventSpec
+from agent.decide.report import EventReason, EventSpec, EventType
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
 from agent.kernel.observation import Observation
@@ -58,8 +58,8 @@ OUTBOX_MAX = 100  # Events waiting for the API at most (a courtesy; the oldest g
 
 def finding_event(f: Finding) -> EventSpec:
     return EventSpec(
-        "Warning",
-        "HighOrderAllocationFailed",
+        EventType.WARNING,
+        EventReason.HIGH_ORDER_ALLOCATION_FAILED,
         f"kernel log: {f.kind.replace('_', ' ')}"
         + (f", order {f.order}" if f.order is not None else "")
         + (f", process {f.process}" if f.process else "")
@@ -211,7 +211,7 @@ class Agent:
             log.error("config: %s", r.error)
             self.metrics.config_valid.set(0)
             self.metrics.config_reloads.labels("invalid").inc()
-            self._emit(EventSpec("Warning", "ConfigInvalid", r.error))
+            self._emit(EventSpec(EventType.WARNING, EventReason.CONFIG_INVALID, r.error))
             return
         old, self.cfg = self.cfg, self.config_file.config
         self.health.max_age = 3 * self.cfg.sources.poll_interval_seconds + 30
@@ -314,7 +314,7 @@ class Agent:
             log.warning("node %s not known yet (API unreachable or no such Node)", self.node_name)
             return facts
         owned = self.reporter.owned_effects()
-        verdict = facts.assessment.verdict if facts.assessment is not None else "unknown"
+        verdict = facts.assessment.verdict if facts.assessment is not None else Verdict.UNKNOWN
         rep = self.cfg.reporting
         may_taint = True
         if wants_taint_slot(facts.now, verdict, self.state.report, view, rep, owned):
@@ -343,7 +343,7 @@ class Agent:
             self.health.last_poll = time.monotonic()
         else:
             m.input_errors.inc()
-            m.set_verdict("unknown")
+            m.set_verdict(Verdict.UNKNOWN)
         m.assess_seconds.observe(assess_seconds)
         m.stuck_pods.set(stuck)
         if shown is not None:
@@ -365,7 +365,7 @@ class Agent:
         while self.outbox:
             ev = self.outbox.pop(0)
             if self.events is None:  # standalone: the log is the record
-                level = logging.WARNING if ev.type == "Warning" else logging.INFO
+                level = logging.WARNING if ev.type == EventType.WARNING else logging.INFO
                 log.log(
                     level,
                     "event %s: %s",

@@ -21,11 +21,11 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
-from agent.assess.verdict import Assessment
+from agent.assess.verdict import Assessment, Verdict
 from agent.base.errors import MemfragError
 from agent.daemon.httpserver import BoundedHTTPServer
 
-VERDICTS = ("healthy", "at-risk", "fragmented", "unknown")
+VERDICTS = tuple(Verdict)
 # Why the last API request failed; 404, 409 and 422 are answers from a working API server.
 API_DOWN_REASONS = ("unreachable", "unauthorized", "forbidden", "throttled", "server_error")
 # *_created series would double the scrape for no operator value.
@@ -186,7 +186,7 @@ class Metrics:
         for r in API_DOWN_REASONS:
             self.api_down.labels(r).set(1 if r == reason else 0)
 
-    def set_verdict(self, verdict: str) -> None:
+    def set_verdict(self, verdict: Verdict) -> None:
         for v in VERDICTS:
             self.verdict.labels(v).set(1 if v == verdict else 0)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from agent.assess.verdict import Assessment, assess
+from agent.assess.verdict import Assessment, Verdict, assess
 from agent.config.model import Config
 from agent.kernel.observation import Observation
 from agent.kernel.pagetypeinfo import PageTypeInfo
@@ -28,7 +28,7 @@ class Observer:
     ) -> tuple[Observation, Assessment]:
         """Raises MemfragError when /proc cannot be read or parsed."""
         interval = cfg.sources.pagetypeinfo_interval_seconds
-        if urgent or (self.last is not None and self.last.verdict != "healthy"):
+        if urgent or (self.last is not None and self.last.verdict != Verdict.HEALTHY):
             interval = min(interval, NOT_HEALTHY_PTI_INTERVAL)
         want_pti = now - self._pti_at >= interval
         obs = self.reader.observe(with_pagetypeinfo=want_pti)

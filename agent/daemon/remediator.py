@@ -12,24 +12,26 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 from agent.assess.tunables import recommend
-from agent.assess.verdict import Assessment
+from agent.assess.verdict import Assessment, NodeState, Verdict
 from agent.base.errors import MemfragError
 from agent.config.model import Config, RemediationConfig
 from agent.daemon.observer import Observer
 from agent.decide.ladder import Step
 from agent.decide.remediation import (
+    ActionOutcome,
     PastAction,
     RemedyState,
     after_action,
     decide_remediation,
     merge_history,
 )
-from agent.decide.report import EventSpec
+from agent.decide.report import EventReason, EventSpec, EventType
 from agent.kernel.observation import Observation
 from agent.kernel.procfs import ProcReader
 from agent.kernel.writes import ActionResult, run_step, write_tunable
 from agent.kube.errors import ApiError
-from agent.kube.leases import NodeRecord, NodeState, Semaphore
+from agent.kube.leases import NodeRecord, Semaphore
+from agent.kube.leases import NodeState as RecordState
 
 log = logging.getLogger("memfrag.agent")
 SETTLE_SECONDS = 1.0
@@ -43,7 +45,7 @@ def _run_step(step: Step, reader: ProcReader, timeout: float) -> ActionResult:
 
 def blocks(a: Assessment) -> int:
     """Free blocks at the target order on the NUMA nodes in trouble (all, if none is)."""
-    troubled = [n for n in a.numa if n.state != "healthy"] or list(a.numa)
+    troubled = [n for n in a.numa if n.state != NodeState.HEALTHY] or list(a.numa)
     return sum(n.blocks_at_target for n in troubled)
 
 
@@ -51,7 +53,7 @@ def blocks(a: Assessment) -> int:
 class Ran:
     """What carrying out a step came to. `result` None: the node's record said not now."""
 
-    result: str | None  # ok | no_effect | failed | timeout | dry_run | skipped
+    result: ActionOutcome | None
     state: RemedyState
     events: tuple[EventSpec, ...] = ()
     blocks_before: int = 0
@@ -86,7 +88,7 @@ class ClusterLock:
         obs: Observation,
         remedy: RemedyState,
         cfg: RemediationConfig,
-    ) -> tuple[str | None, RemedyState, str | None]:
+    ) -> tuple[str | None, RemedyState, ActionOutcome | None]:
         """(the slot or None, the remedy state with the node's history, 'skipped' when another
         pod or the cluster's budget holds it, None when the node's record says not now)."""
         with self.budget():
@@ -102,7 +104,7 @@ class ClusterLock:
         obs: Observation,
         remedy: RemedyState,
         cfg: RemediationConfig,
-    ) -> tuple[str | None, RemedyState, str | None]:
+    ) -> tuple[str | None, RemedyState, ActionOutcome | None]:
         try:
             record = self.record.lock(cfg.lease_seconds)
         except ApiError as exc:
@@ -110,13 +112,13 @@ class ClusterLock:
             return None, remedy, None
         if record is None:
             log.info("another agent pod on this node is remediating; waiting")
-            return None, remedy, "skipped"
+            return None, remedy, ActionOutcome.SKIPPED
         # The record may hold actions other pods ran since: decided again with them counted.
         remedy = merge_history(remedy, record.actions, self.holder, now, wall)
         rd = decide_remediation(now, before, steps, remedy, cfg, obs.pressure, wall=wall)
         remedy = rd.state
         slot: str | None = None
-        skipped: str | None = None
+        skipped: ActionOutcome | None = None
         if rd.step != step:
             log.info("not running %s: %s (the node's record)", step.name, rd.why)
         else:
@@ -129,7 +131,7 @@ class ClusterLock:
                     "waiting for a remediation slot (%d nodes remediating already)",
                     cfg.max_concurrent_nodes,
                 )
-                skipped = "skipped"
+                skipped = ActionOutcome.SKIPPED
         if slot is None:
             try:
                 self.record.update(lambda s: s, unlock=True)
@@ -140,7 +142,7 @@ class ClusterLock:
     def give_back(self, slot: str, done: PastAction) -> None:
         """Unlock the node with the action in its record; free the cluster slot."""
 
-        def add(s: NodeState) -> NodeState:
+        def add(s: RecordState) -> RecordState:
             return dataclasses.replace(s, actions=(*s.actions, done))
 
         with self.budget():
@@ -187,14 +189,15 @@ class Remediator:
             log.info(
                 "dry-run: would run %s",
                 step.name,
-                extra={"action": step.name, "why": step.why, "result": "dry_run"},
+                extra={"action": step.name, "why": step.why, "result": ActionOutcome.DRY_RUN},
             )
             ev = EventSpec(
-                "Normal",
-                "RemediationDryRun",
+                EventType.NORMAL,
+                EventReason.REMEDIATION_DRY_RUN,
                 f"Would run {step.name}: {step.why} (remediation.mode dry-run)",
             )
-            return Ran("dry_run", after_action(remedy, step, now, "dry_run", 0, 0), (ev,))
+            done = after_action(remedy, step, now, ActionOutcome.DRY_RUN, 0, 0)
+            return Ran(ActionOutcome.DRY_RUN, done, (ev,))
         slot: str | None = None
         if self.lock is not None:
             slot, remedy, skipped = self.lock.take(
@@ -202,7 +205,7 @@ class Remediator:
             )
             if slot is None:
                 return Ran(skipped, remedy)
-        ran = Ran("failed", remedy)
+        ran = Ran(ActionOutcome.FAILED, remedy)
         try:
             ran = self._run(now, step, obs, before, order, remedy, cfg)
         finally:
@@ -231,15 +234,15 @@ class Remediator:
         b0 = blocks(before)
         try:  # one observation after: the blocks, the verdict and the page cache
             after_obs, after = self.observer.observe(self.monotonic(), cfg, order, urgent=True)
-            b1, recovered = blocks(after), after.verdict != "fragmented"
+            b1, recovered = blocks(after), after.verdict != Verdict.FRAGMENTED
             cached_after = (after_obs.meminfo or {}).get("Cached", 0)
         except MemfragError:
             b1, recovered, cached_after = b0, False, cached_before
         dropped = max(0, cached_before - cached_after) // 1024
         result = (
-            ("timeout" if res.timed_out else "failed")
+            (ActionOutcome.TIMEOUT if res.timed_out else ActionOutcome.FAILED)
             if not res.ok
-            else ("ok" if b1 > b0 else "no_effect")
+            else (ActionOutcome.OK if b1 > b0 else ActionOutcome.NO_EFFECT)
         )
         detail = (
             f"{step.name}: order>={order} blocks {b0} -> {b1} in {res.seconds:.1f}s, "
@@ -261,10 +264,12 @@ class Remediator:
                 "error": res.error,
             },
         )
-        reason = {"ok": "RemediationSucceeded", "no_effect": "RemediationNoEffect"}.get(
-            result, "RemediationFailed"
-        )
-        ev = EventSpec("Normal" if result == "ok" else "Warning", reason, detail)
+        reason = {
+            ActionOutcome.OK: EventReason.REMEDIATION_SUCCEEDED,
+            ActionOutcome.NO_EFFECT: EventReason.REMEDIATION_NO_EFFECT,
+        }.get(result, EventReason.REMEDIATION_FAILED)
+        kind = EventType.NORMAL if result == ActionOutcome.OK else EventType.WARNING
+        ev = EventSpec(kind, reason, detail)
         state = after_action(remedy, step, now, result, b0, b1)
         return Ran(result, state, (ev,), b0, b1, res.seconds)
 

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 
 from agent.config.model import ReportingConfig
-from agent.decide.nodeview import NodeView, has_taint, node_view
-from agent.decide.report import Decision, ReportState
+from agent.decide.nodeview import ConditionStatus, NodeView, has_taint, node_view
+from agent.decide.report import Decision, ReportState, TaintChange
 from agent.kube import paths
 from agent.kube.api import Api
 from agent.kube.errors import ApiError
@@ -121,15 +121,17 @@ class Reporter:
             except ApiError as exc:
                 self.failed("condition", exc)
         if d.taint is not None:
-            self.set_taint(d.taint == "add", cfg)
-            if d.taint == "remove":
+            self.set_taint(d.taint == TaintChange.ADD, cfg)
+            if d.taint == TaintChange.REMOVE:
                 self.release_taint_slot()
         return state
 
     def shown(self, cfg: ReportingConfig) -> Shown:
         cur = self.view()
         return Shown(
-            condition_true=bool(cur and cur.condition and cur.condition.status == "True"),
+            condition_true=bool(
+                cur and cur.condition and cur.condition.status == ConditionStatus.TRUE
+            ),
             tainted=bool(cur and has_taint(cur.taints, cfg.taint_key, cfg.taint_effect)),
         )
 

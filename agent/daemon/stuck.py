@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.assess.pods import concerns_node, owned_by_controller, sandbox_failures, stuck_pods
-from agent.decide.report import EventSpec
+from agent.decide.report import EventReason, EventSpec, EventType
 from agent.kube import paths
 from agent.kube.api import Api
 from agent.kube.errors import ApiError
@@ -85,8 +85,8 @@ class StuckPods:
                 self.kube.request("DELETE", paths.pod(ns, name))
                 events.append(
                     EventSpec(
-                        "Normal",
-                        "StuckPodDeleted",
+                        EventType.NORMAL,
+                        EventReason.STUCK_POD_DELETED,
                         f"Deleted {key} (stuck in ContainerCreating) so its "
                         "controller recreates it on the recovered node",
                     )

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from agent.assess.verdict import Assessment
+from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
 from agent.config.model import Config, ReportingConfig
 from agent.decide.ladder import Step
-from agent.decide.nodeview import NodeView, taint_effects
+from agent.decide.nodeview import ConditionStatus, NodeView, taint_effects
 from agent.decide.remediation import RemedyState, decide_remediation
-from agent.decide.report import Decision, EventSpec, Outcome, ReportState, initial_state
+from agent.decide.report import (
+    Decision,
+    EventReason,
+    EventSpec,
+    EventType,
+    Outcome,
+    ReportState,
+    initial_state,
+)
 from agent.decide.report import decide as decide_report
 from agent.kernel.psi import Pressure
 
@@ -56,7 +64,7 @@ class TickDecision:
 
 def wants_taint_slot(
     now: float,
-    verdict: str,
+    verdict: Verdict,
     state: ReportState | None,
     view: NodeView,
     cfg: ReportingConfig,
@@ -70,7 +78,7 @@ def wants_taint_slot(
     if taint_effects(view.taints, cfg.taint_key) & (owned | {cfg.taint_effect}):
         return True
     since = state.verdict_since if state is not None and state.verdict == verdict else now
-    return verdict == "fragmented" and now - since >= cfg.fragmented_for_seconds
+    return verdict == Verdict.FRAGMENTED and now - since >= cfg.fragmented_for_seconds
 
 
 def outcome_of(f: Facts) -> Outcome:
@@ -79,7 +87,7 @@ def outcome_of(f: Facts) -> Outcome:
     if a is not None:
         out = Outcome(a.verdict, a.reason, a.message)
     else:
-        out = Outcome("unknown", "AssessmentFailed", f"Cannot assess: {f.error}")
+        out = Outcome(Verdict.UNKNOWN, Reason.ASSESSMENT_FAILED, f"Cannot assess: {f.error}")
     if f.stuck:
         n = len(f.stuck)
         shown = ", ".join(f.stuck[:STUCK_SHOWN]) + (
@@ -105,12 +113,14 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
     if a is not None:
         rd = decide_remediation(f.now, a, f.steps, remedy, cfg.remediation, f.pressure, wall=f.wall)
         remedy, run, why = rd.state, rd.step, rd.why
-        if a.verdict == "fragmented" and rd.step is None:
+        if a.verdict == Verdict.FRAGMENTED and rd.step is None:
             outcome = replace(outcome, message=f"{outcome.message}. Remediation: {rd.why}")
-            if a.cause.kind == "unmovable" and cfg.remediation.mode != "off" and not said:
-                events.append(EventSpec("Warning", "RemediationNotPossible", rd.why))
+            if a.cause.kind == CauseKind.UNMOVABLE and cfg.remediation.mode != "off" and not said:
+                events.append(
+                    EventSpec(EventType.WARNING, EventReason.REMEDIATION_NOT_POSSIBLE, rd.why)
+                )
                 said = True
-        if a.verdict != "fragmented":
+        if a.verdict != Verdict.FRAGMENTED:
             said = False
     report: Decision | None = None
     report_state = s.report
@@ -132,7 +142,9 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
         events += report.events
         was = f.view.condition.status if f.view.condition is not None else None
         recovered = (
-            was == "True" and report.condition is not None and report.condition.status == "False"
+            was == ConditionStatus.TRUE
+            and report.condition is not None
+            and report.condition.status == ConditionStatus.FALSE
         )
     return TickDecision(
         outcome=outcome,

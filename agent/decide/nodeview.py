@@ -10,14 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 CONDITION_TYPE = "MemoryFragmented"
 
 
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
 @dataclass(frozen=True)
 class Condition:
-    status: str  # "True" | "False" | "Unknown"
+    status: ConditionStatus
     reason: str
     message: str
     last_transition: str  # RFC 3339, as the API server stores it
@@ -49,7 +56,7 @@ def node_view(node: dict[str, Any]) -> NodeView:
     for c in (node.get("status") or {}).get("conditions") or []:
         if c.get("type") == CONDITION_TYPE:
             cond = Condition(
-                status=str(c.get("status", "Unknown")),
+                status=_status(c.get("status")),
                 reason=str(c.get("reason", "")),
                 message=str(c.get("message", "")),
                 last_transition=str(c.get("lastTransitionTime", "")),
@@ -62,6 +69,14 @@ def node_view(node: dict[str, Any]) -> NodeView:
         condition=cond,
         taints=tuple((node.get("spec") or {}).get("taints") or ()),
     )
+
+
+def _status(value: object) -> ConditionStatus:
+    """What another writer put there: anything but True/False reads as Unknown."""
+    try:
+        return ConditionStatus(str(value))
+    except ValueError:
+        return ConditionStatus.UNKNOWN
 
 
 def has_taint(taints: tuple[dict[str, Any], ...], key: str, effect: str | None = None) -> bool:

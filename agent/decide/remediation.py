@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
-from agent.assess.verdict import Assessment
+from agent.assess.verdict import Assessment, CauseKind, Verdict
 from agent.config.model import RemediationConfig
 from agent.decide.ladder import Step
 from agent.kernel.psi import Pressure
@@ -23,11 +24,22 @@ from agent.kernel.psi import Pressure
 HOUR = 3600.0
 
 
+class ActionOutcome(StrEnum):
+    """How one remediation action ended (the metric label, the node record's word for it)."""
+
+    OK = "ok"  # the target-order blocks grew
+    NO_EFFECT = "no_effect"  # ran, gained nothing
+    FAILED = "failed"  # the write failed (not permitted, no such file, ...)
+    TIMEOUT = "timeout"  # still running after action_timeout_seconds
+    DRY_RUN = "dry_run"  # remediation.mode dry-run: said, not done
+    SKIPPED = "skipped"  # not run: another pod holds the node, or no cluster slot
+
+
 @dataclass(frozen=True)
 class ActionRecord:
     step: str
     at: float  # monotonic
-    result: str  # ok | no_effect | failed | dry_run | timeout
+    result: ActionOutcome
     blocks_before: int
     blocks_after: int
 
@@ -39,7 +51,7 @@ class PastAction:
 
     step: str
     wall: float
-    result: str
+    result: ActionOutcome
     by: str  # the pod that ran it
 
 
@@ -112,7 +124,7 @@ def decide_remediation(
     history = tuple(r for r in state.history if now - r.at < keep)
     others = tuple(r for r in state.others if now - r.at < keep)
     state = replace(state, history=history, others=others)
-    if a.verdict != "fragmented":
+    if a.verdict != Verdict.FRAGMENTED:
         return RemedyDecision(None, "not fragmented", RemedyState(history=history, others=others))
     if not state.in_episode:
         state = replace(state, in_episode=True, tried=(), climbed=False)
@@ -126,7 +138,7 @@ def decide_remediation(
         why = (
             f"the cause is unmovable kernel memory and one attempt ({tried}) did not recover "
             "it; draining or rebooting the node is the operator's call"
-            if a.cause.kind == "unmovable"
+            if a.cause.kind == CauseKind.UNMOVABLE
             else f"every step ({tried}) ran without recovery in this episode; waiting for the "
             "node to recover or for an operator"
         )
@@ -143,7 +155,7 @@ def decide_remediation(
             state,
         )
     node_history = sorted((*history, *others), key=_at)
-    last_hour = [r for r in node_history if now - r.at < HOUR and r.result != "dry_run"]
+    last_hour = [r for r in node_history if now - r.at < HOUR and r.result != ActionOutcome.DRY_RUN]
     if len(last_hour) >= cfg.max_actions_per_hour:
         return RemedyDecision(
             None,
@@ -159,7 +171,7 @@ def decide_remediation(
 
 
 def after_action(
-    state: RemedyState, step: Step, now: float, result: str, before: int, after: int
+    state: RemedyState, step: Step, now: float, result: ActionOutcome, before: int, after: int
 ) -> RemedyState:
     """Record an action and move up the ladder: a step never runs twice in one episode, and a
     recovered node leaves the episode at the next decision."""

@@ -16,26 +16,57 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Literal
+from enum import StrEnum
 
+from agent.assess.verdict import Reason, Verdict
 from agent.base.times import parse_rfc3339, rfc3339
 from agent.config.model import ReportingConfig
-from agent.decide.nodeview import Condition, NodeView, taint_effects
+from agent.decide.nodeview import Condition, ConditionStatus, NodeView, taint_effects
 
-TaintAction = Literal["add", "remove"] | None  # add: ours, with the configured effect only
-REASON_FRAGMENTED = "FreeMemoryFragmented"
+
+class TaintChange(StrEnum):
+    ADD = "add"  # ours, with the configured effect only
+    REMOVE = "remove"
+
+
+TaintAction = TaintChange | None
+
+
+class EventType(StrEnum):
+    NORMAL = "Normal"
+    WARNING = "Warning"
+
+
+class EventReason(StrEnum):
+    """Every Event the agent writes, by reason: defined once (alerts and runbooks name them)."""
+
+    FRAGMENTATION_DETECTED = "FragmentationDetected"
+    RECOVERED = "Recovered"
+    ASSESSMENT_FAILED = "AssessmentFailed"
+    NODE_TAINTED = "NodeTainted"
+    TAINT_SKIPPED = "TaintSkipped"
+    TAINT_REMOVED = "TaintRemoved"
+    TAINT_CHANGED = "TaintChanged"
+    HIGH_ORDER_ALLOCATION_FAILED = "HighOrderAllocationFailed"
+    REMEDIATION_NOT_POSSIBLE = "RemediationNotPossible"
+    REMEDIATION_DRY_RUN = "RemediationDryRun"
+    REMEDIATION_SUCCEEDED = "RemediationSucceeded"
+    REMEDIATION_NO_EFFECT = "RemediationNoEffect"
+    REMEDIATION_FAILED = "RemediationFailed"
+    STUCK_POD_DELETED = "StuckPodDeleted"
+    CONFIG_INVALID = "ConfigInvalid"
 
 
 @dataclass(frozen=True)
 class EventSpec:
-    type: Literal["Normal", "Warning"]
-    reason: str
+    type: EventType
+    reason: EventReason
     message: str
 
 
 @dataclass(frozen=True)
 class ReportState:
-    verdict: str | None = None  # last raw verdict ("healthy", "at-risk", "fragmented", "unknown")
+    verdict: Verdict | None = None  # last raw verdict, UNKNOWN when the assessment failed
     verdict_since: float = 0.0  # monotonic
     written_at: float | None = None  # monotonic: our last condition write the API took
 
@@ -44,8 +75,8 @@ class ReportState:
 class Outcome:
     """Observed facts for one decision. `verdict` 'unknown' means the assessment failed."""
 
-    verdict: str
-    reason: str
+    verdict: Verdict
+    reason: Reason
     message: str
 
 
@@ -66,11 +97,11 @@ def initial_state(view: NodeView | None, now: float, *, wall: float) -> ReportSt
     conditions on restart and leaves a gap): a True condition's transition time is when the
     fragmentation began, so a restarted agent keeps the hysteresis clock (by its age in wall
     time, never negative, placed on the monotonic clock)."""
-    if view is None or view.condition is None or view.condition.status != "True":
+    if view is None or view.condition is None or view.condition.status != ConditionStatus.TRUE:
         return ReportState()
     since = parse_rfc3339(view.condition.last_transition)
     age = 0.0 if since is None else max(0.0, wall - since)
-    return ReportState(verdict="fragmented", verdict_since=now - age)
+    return ReportState(verdict=Verdict.FRAGMENTED, verdict_since=now - age)
 
 
 def decide(
@@ -92,24 +123,30 @@ def decide(
     cur_status = cur.status if cur else None
     events: list[EventSpec] = []
 
-    reason, message = outcome.reason, outcome.message
+    reason: str = outcome.reason  # or the reason the node already shows, while recovering
+    message = outcome.message
     # Still tainted after a failed read: recovering all the same, so the hold applies.
     effect = cfg.taint_effect
     mine = taint_effects(view.taints, cfg.taint_key) & (owned | {effect} - {"none"})
     tainted = bool(mine)
     stale = bool(mine - {effect})  # taint_effect changed since we put ours on
-    if outcome.verdict == "fragmented":
-        status = "True"
-    elif outcome.verdict == "unknown":
-        status = "Unknown"
-    elif (cur_status == "True" or (cur_status == "Unknown" and tainted)) and not (
-        outcome.verdict == "healthy" and held >= cfg.healthy_for_seconds
-    ):
-        status = (
-            "True"  # recovering, or at-risk after fragmentation: keep until healthy long enough
+    status: ConditionStatus
+    if outcome.verdict == Verdict.FRAGMENTED:
+        status = ConditionStatus.TRUE
+    elif outcome.verdict == Verdict.UNKNOWN:
+        status = ConditionStatus.UNKNOWN
+    elif (
+        cur_status == ConditionStatus.TRUE or (cur_status == ConditionStatus.UNKNOWN and tainted)
+    ) and not (outcome.verdict == Verdict.HEALTHY and held >= cfg.healthy_for_seconds):
+        # recovering, or at-risk after fragmentation: keep until healthy long enough
+        status = ConditionStatus.TRUE
+        reason = (
+            cur.reason
+            if cur and cur_status == ConditionStatus.TRUE
+            else Reason.FREE_MEMORY_FRAGMENTED
         )
-        reason = cur.reason if cur and cur_status == "True" else REASON_FRAGMENTED
-        wait = max(0, int(cfg.healthy_for_seconds - held)) if outcome.verdict == "healthy" else None
+        healthy = outcome.verdict == Verdict.HEALTHY
+        wait = max(0, int(cfg.healthy_for_seconds - held)) if healthy else None
         message = (
             f"Recovering: healthy for {int(held)}s, clears after {int(cfg.healthy_for_seconds)}s "
             f"({wait}s left). {outcome.message}"
@@ -117,26 +154,26 @@ def decide(
             else f"Still short of contiguous memory. {outcome.message}"
         )
     else:
-        status = "False"
+        status = ConditionStatus.FALSE
 
     taint: TaintAction = None
-    if effect != "none" and status == "True" and stale:
-        taint = "add"
+    if effect != "none" and status == ConditionStatus.TRUE and stale:
+        taint = TaintChange.ADD
         events.append(
             EventSpec(
-                "Normal",
-                "TaintChanged",
+                EventType.NORMAL,
+                EventReason.TAINT_CHANGED,
                 f"Changed {cfg.taint_key} to effect {effect} (reporting.taint_effect)",
             )
         )
-    elif cfg.taint_effect != "none" and status == "True" and not tainted:
-        if outcome.verdict == "fragmented" and held >= cfg.fragmented_for_seconds:
+    elif cfg.taint_effect != "none" and status == ConditionStatus.TRUE and not tainted:
+        if outcome.verdict == Verdict.FRAGMENTED and held >= cfg.fragmented_for_seconds:
             if may_taint:
-                taint = "add"
+                taint = TaintChange.ADD
                 events.append(
                     EventSpec(
-                        "Warning",
-                        "NodeTainted",
+                        EventType.WARNING,
+                        EventReason.NODE_TAINTED,
                         f"Tainted {cfg.taint_key}:{cfg.taint_effect} after {int(held)}s "
                         "fragmented, so new pods go elsewhere",
                     )
@@ -144,23 +181,26 @@ def decide(
             else:
                 events.append(
                     EventSpec(
-                        "Warning",
-                        "TaintSkipped",
+                        EventType.WARNING,
+                        EventReason.TAINT_SKIPPED,
                         "Fragmented, but tainting would pass the cluster's cap on tainted "
                         "nodes (reporting.max_tainted_percent): reporting only",
                     )
                 )
-    elif tainted and (status == "False" or cfg.taint_effect == "none"):
-        taint = "remove"
-        events.append(EventSpec("Normal", "TaintRemoved", f"Removed {cfg.taint_key}"))
+    elif tainted and (status == ConditionStatus.FALSE or cfg.taint_effect == "none"):
+        taint = TaintChange.REMOVE
+        events.append(
+            EventSpec(EventType.NORMAL, EventReason.TAINT_REMOVED, f"Removed {cfg.taint_key}")
+        )
 
     if status != cur_status:
-        if status == "True":
-            events.insert(0, EventSpec("Warning", "FragmentationDetected", message))
-        elif status == "False" and cur_status == "True":
-            events.insert(0, EventSpec("Normal", "Recovered", message))
-        elif status == "Unknown":
-            events.insert(0, EventSpec("Warning", "AssessmentFailed", message))
+        if status == ConditionStatus.TRUE:
+            detected = EventSpec(EventType.WARNING, EventReason.FRAGMENTATION_DETECTED, message)
+            events.insert(0, detected)
+        elif status == ConditionStatus.FALSE and cur_status == ConditionStatus.TRUE:
+            events.insert(0, EventSpec(EventType.NORMAL, EventReason.RECOVERED, message))
+        elif status == ConditionStatus.UNKNOWN:
+            events.insert(0, EventSpec(EventType.WARNING, EventReason.ASSESSMENT_FAILED, message))
 
     transition = cur.last_transition if cur and cur_status == status else rfc3339(wall)
     if state.written_at is not None:

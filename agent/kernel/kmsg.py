@@ -47,6 +47,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 __all__ = [
     "COMM_MAX",
@@ -54,6 +55,7 @@ __all__ = [
     "MAX_LINE",
     "MAX_TEXT",
     "Finding",
+    "FindingKind",
     "LogRecord",
     "Suppressed",
     "match",
@@ -64,7 +66,17 @@ __all__ = [
     "scan_events",
 ]
 
-KINDS = ("page_allocation_failure", "allocation_stall", "high_order_oom", "slab_failure")
+
+class FindingKind(StrEnum):
+    """What a finding is (the metric label and the Event's words come from its value)."""
+
+    PAGE_ALLOCATION_FAILURE = "page_allocation_failure"
+    ALLOCATION_STALL = "allocation_stall"
+    HIGH_ORDER_OOM = "high_order_oom"
+    SLAB_FAILURE = "slab_failure"
+
+
+KINDS = tuple(FindingKind)
 
 MAX_LINE = 65536
 """Only this many leading characters (bytes, for bytes input) of a line are looked at."""
@@ -97,7 +109,7 @@ class LogRecord:
 class Finding:
     """A record saying a (high-order) allocation failed, with the fields the kernel printed."""
 
-    kind: str
+    kind: FindingKind
     order: int | None
     process: str | None
     mode: str | None
@@ -508,16 +520,17 @@ _SUPPRESSED = re.compile(r"warn_alloc(?:_failed)?: (?P<count>\d{1,9}) callbacks 
 # (needle, kind, pattern, how the text before the message is read): "comm" takes the process from
 # "<prefix><comm>: " and also accepts a bare prefix; "oom" needs "<prefix><comm>"; "alone" needs
 # nothing but a prefix.
-_RULES: tuple[tuple[str, str, re.Pattern[str], str], ...] = (
-    ("allocation failure", "page_allocation_failure", _FAILURE, "comm"),
-    ("allocation stalls", "allocation_stall", _STALL, "comm"),
-    ("oom-killer", "high_order_oom", _OOM, "oom"),
-    ("order allocation failed", "page_allocation_failure", _ALLOC_24, "alone"),
-    ("slab cache", "slab_failure", _SLAB_CACHE, "alone"),
-    ("kmem_cache_create(", "slab_failure", _KMEM_CACHE, "alone"),
-    ("Unable to allocate memory", "slab_failure", _SL_B, "alone"),
-    ("falling back to vmalloc", "slab_failure", _VMALLOC, "alone"),
-    ("callbacks suppressed", "suppressed", _SUPPRESSED, "alone"),
+# kind None: the rate limit's count (Suppressed), not a finding.
+_RULES: tuple[tuple[str, FindingKind | None, re.Pattern[str], str], ...] = (
+    ("allocation failure", FindingKind.PAGE_ALLOCATION_FAILURE, _FAILURE, "comm"),
+    ("allocation stalls", FindingKind.ALLOCATION_STALL, _STALL, "comm"),
+    ("oom-killer", FindingKind.HIGH_ORDER_OOM, _OOM, "oom"),
+    ("order allocation failed", FindingKind.PAGE_ALLOCATION_FAILURE, _ALLOC_24, "alone"),
+    ("slab cache", FindingKind.SLAB_FAILURE, _SLAB_CACHE, "alone"),
+    ("kmem_cache_create(", FindingKind.SLAB_FAILURE, _KMEM_CACHE, "alone"),
+    ("Unable to allocate memory", FindingKind.SLAB_FAILURE, _SL_B, "alone"),
+    ("falling back to vmalloc", FindingKind.SLAB_FAILURE, _VMALLOC, "alone"),
+    ("callbacks suppressed", None, _SUPPRESSED, "alone"),
 )
 
 
@@ -546,10 +559,10 @@ def match_event(record: LogRecord) -> Finding | Suppressed | None:
         ok, process = _process(text[: m.start()], head_rule, strict=bare)
         if not ok:
             continue
-        if kind == "suppressed":
+        if kind is None:
             return Suppressed(int(groups["count"] or 0), record)
         found = _finding(kind, groups, process, record)
-        if kind == "high_order_oom" and (found.order is None or found.order <= 0):
+        if kind == FindingKind.HIGH_ORDER_OOM and (found.order is None or found.order <= 0):
             continue  # order 0: plain OOM; order -1: sysrq/manual OOM
         return found
     return None
@@ -579,7 +592,7 @@ def _process(head: str, rule: str, *, strict: bool = False) -> tuple[bool, str |
 
 
 def _finding(
-    kind: str, groups: dict[str, str | None], process: str | None, record: LogRecord
+    kind: FindingKind, groups: dict[str, str | None], process: str | None, record: LogRecord
 ) -> Finding:
     """Build a Finding from whichever of order/mode/flags the pattern captured."""
     order = groups.get("order")

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.kernel.actions import KernelAction, target
+from agent.kernel.actions import ActionKind, KernelAction, target
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def run_step(step: KernelAction, proc_root: Path, sys_root: Path, timeout: float
 
     def work() -> None:
         try:
-            if step.action == "drop-caches":
+            if step.action == ActionKind.DROP_CACHES:
                 os.sync()  # dirty pages are not dropped: write them back first
             _write(path, value)
             outcome.append(None)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.base.times import micro_time
-from agent.decide.remediation import PastAction
+from agent.decide.remediation import ActionOutcome, PastAction
 from agent.kube import paths
 from agent.kube.api import Api
 from agent.kube.errors import ApiError
@@ -215,6 +215,15 @@ def node_record_name(node: str) -> str:
     return name if len(name) <= 253 else f"memfrag-node-{hashlib.sha256(node.encode()).hexdigest()}"
 
 
+def _outcome(value: object) -> ActionOutcome:
+    """An action's result as the record says; a word this version does not know (a newer agent
+    wrote it) is still an action that ran: it counts against the caps, as a failure."""
+    try:
+        return ActionOutcome(str(value))
+    except ValueError:
+        return ActionOutcome.FAILED
+
+
 def parse_node_state(lease: dict[str, Any] | None) -> NodeState:
     """The record's annotations; anything malformed in them is dropped, not trusted."""
     notes = ((lease or {}).get("metadata") or {}).get("annotations") or {}
@@ -228,7 +237,10 @@ def parse_node_state(lease: dict[str, Any] | None) -> NodeState:
             try:
                 actions.append(
                     PastAction(
-                        str(item["step"]), float(item["at"]), str(item["result"]), str(item["by"])
+                        str(item["step"]),
+                        float(item["at"]),
+                        _outcome(item["result"]),
+                        str(item["by"]),
                     )
                 )
             except (KeyError, TypeError, ValueError):

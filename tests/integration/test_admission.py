@@ -22,13 +22,14 @@ import yaml
 from agent.base.times import rfc3339
 from agent.decide.nodeview import (
     Condition,
+    ConditionStatus,
     condition_patch,
     node_view,
     taint_patch,
     with_taint,
     without_taint,
 )
-from agent.decide.report import EventSpec
+from agent.decide.report import EventReason, EventSpec, EventType
 from agent.kube.client import MERGE, SMP, ApiError, Kube
 from agent.kube.events import EventRecorder
 from tests.chart_tools import by_kind, documents, render
@@ -406,10 +407,14 @@ def test_other_node_and_unbound_token_are_denied(scope: Scope, node_a: JSON) -> 
     )
 
 
-def _condition(status: str) -> Condition:
+def _condition(status: ConditionStatus) -> Condition:
     now = rfc3339(time.time())
     return Condition(
-        status, "FreeMemoryFragmented" if status == "True" else "FreeMemoryOK", "m", now, now
+        status,
+        "FreeMemoryFragmented" if status == ConditionStatus.TRUE else "FreeMemoryOK",
+        "m",
+        now,
+        now,
     )
 
 
@@ -418,7 +423,11 @@ def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
     strategic-merge patch on nodes/status, the taint by read-modify-write with the resourceVersion
     as precondition; the foreign taint stays."""
     agent, status = scope.agent, f"/api/v1/nodes/{NODE_A}/status"
-    for value in ("True", "False", "True"):  # set, cleared, set again
+    for value in (
+        ConditionStatus.TRUE,
+        ConditionStatus.FALSE,
+        ConditionStatus.TRUE,
+    ):  # set, clear, set
         stored = agent.request(
             "PATCH", status, body=condition_patch(_condition(value)), content_type=SMP
         )
@@ -546,14 +555,13 @@ def _event(node: str, name: str = "", **over: Any) -> JSON:
 def test_agents_events_are_allowed(scope: Scope) -> None:
     """The agent's own EventRecorder: a new Event, then the same again bumps its count."""
     recorder = EventRecorder(scope.agent, NODE_A)
-    spec = EventSpec("Warning", "AdmissionTest", f"m {time.monotonic_ns()}")
+    reason = EventReason.HIGH_ORDER_ALLOCATION_FAILED
+    spec = EventSpec(EventType.WARNING, reason, f"admission test {time.monotonic_ns()}")
     recorder.emit(spec)
     recorder.emit(spec)
     (ev,) = [
         e
-        for e in scope.admin.request("GET", EVENTS, {"fieldSelector": "reason=AdmissionTest"})[
-            "items"
-        ]
+        for e in scope.admin.request("GET", EVENTS, {"fieldSelector": f"reason={reason}"})["items"]
         if e["message"] == spec.message
     ]
     assert ev["count"] == 2 and ev["involvedObject"]["name"] == NODE_A

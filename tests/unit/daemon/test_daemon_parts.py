@@ -9,16 +9,17 @@ import threading
 import time
 from pathlib import Path
 
-from agent.assess.verdict import assess
+from agent.assess.verdict import Reason, Verdict, assess
 from agent.config.model import Config, ReportingConfig
 from agent.daemon.observer import Observer
 from agent.daemon.remediator import ClusterLock, Ran, Remediator
 from agent.daemon.reporter import Reporter
 from agent.daemon.stuck import SANDBOX_WATCH_LINGER, StuckPods
 from agent.decide.ladder import Step
-from agent.decide.nodeview import Condition
-from agent.decide.remediation import PastAction, RemedyState
-from agent.decide.report import Decision, ReportState
+from agent.decide.nodeview import Condition, ConditionStatus
+from agent.decide.remediation import ActionOutcome, PastAction, RemedyState
+from agent.decide.report import Decision, ReportState, TaintChange
+from agent.kernel.actions import ActionKind
 from agent.kernel.procfs import ProcReader
 from agent.kernel.writes import ActionResult
 from agent.kube import paths
@@ -47,8 +48,8 @@ def reporter(kube: FakeKube, failed: Failures) -> Reporter:
     return r
 
 
-def cond(status: str) -> Condition:
-    return Condition(status, "FreeMemoryFragmented", "m", "2026-01-01T00:00:00Z", "x")
+def cond(status: ConditionStatus) -> Condition:
+    return Condition(status, Reason.FREE_MEMORY_FRAGMENTED, "m", "2026-01-01T00:00:00Z", "x")
 
 
 def test_the_reporter_writes_the_condition_and_the_taint_with_the_record_first() -> None:
@@ -56,13 +57,17 @@ def test_the_reporter_writes_the_condition_and_the_taint_with_the_record_first()
     kube.add_node("n1")
     r = reporter(kube, failed)
     cfg = ReportingConfig()
-    state = r.carry_out(5.0, Decision(cond("True"), "add", (), ReportState("fragmented")), cfg)
+    state = r.carry_out(
+        5.0,
+        Decision(cond(ConditionStatus.TRUE), TaintChange.ADD, (), ReportState(Verdict.FRAGMENTED)),
+        cfg,
+    )
     assert state.written_at == 5.0
     record = parse_node_state(kube.objects[paths.lease("ns", r.record.name)])
     assert record.taint_effects == (cfg.taint_effect,)
     shown = r.shown(cfg)
     assert shown.condition_true and shown.tainted and failed.ops == []
-    r.carry_out(6.0, Decision(None, "remove", (), state), cfg)
+    r.carry_out(6.0, Decision(None, TaintChange.REMOVE, (), state), cfg)
     assert not r.shown(cfg).tainted
     assert parse_node_state(kube.objects[paths.lease("ns", r.record.name)]).taint_effects == ()
 
@@ -72,7 +77,9 @@ def test_a_failed_condition_write_is_counted_and_not_taken_as_written() -> None:
     kube.add_node("n1")
     r = reporter(kube, failed)
     kube.fail("PATCH", "/status", 403)
-    state = r.carry_out(5.0, Decision(cond("True"), None, (), ReportState()), ReportingConfig())
+    state = r.carry_out(
+        5.0, Decision(cond(ConditionStatus.TRUE), None, (), ReportState()), ReportingConfig()
+    )
     assert state.written_at is None and failed.ops == ["condition"]
 
 
@@ -182,7 +189,7 @@ def remediator(
     return rem, reader, runner
 
 
-STEP = Step("compact", None, "the cause is movable")
+STEP = Step(ActionKind.COMPACT, None, "the cause is movable")
 
 
 def run_once(rem: Remediator, reader: CountingReader, cfg: Config) -> Ran:
@@ -253,7 +260,7 @@ def test_the_nodes_record_can_say_not_now(tmp_path: Path) -> None:
     other = NodeRecord(kube, "ns", "n1", "pod-b")
     other.update(
         lambda s: dataclasses.replace(
-            s, actions=(PastAction("compact", time.time(), "ok", "pod-b"),)
+            s, actions=(PastAction("compact", time.time(), ActionOutcome.OK, "pod-b"),)
         )
     )
     ran = run_once(rem, reader, on())

@@ -15,12 +15,14 @@ from agent.assess.verdict import (
     CauseKind,
     NodeState,
     NumaReport,
+    Reason,
     Verdict,
     assess,
 )
 from agent.base.times import rfc3339
 from agent.config.model import AssessmentConfig
 from agent.decide.ladder import Step, ladder
+from agent.kernel.actions import ActionKind
 from agent.kernel.procfs import ProcReader
 
 PROC = Path(__file__).resolve().parents[2] / "fixtures" / "proc"
@@ -29,7 +31,7 @@ PROC = Path(__file__).resolve().parents[2] / "fixtures" / "proc"
 def assessment(
     verdict: Verdict,
     cause: CauseKind,
-    states: tuple[NodeState, ...] = ("fragmented",),
+    states: tuple[NodeState, ...] = (NodeState.FRAGMENTED,),
 ) -> Assessment:
     numa = tuple(
         NumaReport(node=i, state=s, blocks_at_target=0, free_pages=1000, zones=("Normal",))
@@ -37,7 +39,7 @@ def assessment(
     )
     return Assessment(
         verdict=verdict,
-        reason="FreeMemoryFragmented",
+        reason=Reason.FREE_MEMORY_FRAGMENTED,
         message="",
         order=4,
         exhausted=False,
@@ -56,7 +58,7 @@ def names(steps: tuple[Step, ...]) -> list[str]:
 
 
 def test_movable_compacts_first_then_drops_caches() -> None:
-    steps = ladder(assessment("fragmented", "movable"), ())
+    steps = ladder(assessment(Verdict.FRAGMENTED, CauseKind.MOVABLE), ())
     assert names(steps) == ["compact", "drop-caches=1", "drop-caches=2"]
     assert [(s.action, s.arg) for s in steps] == [
         ("compact", None),
@@ -67,56 +69,71 @@ def test_movable_compacts_first_then_drops_caches() -> None:
 
 
 def test_unknown_cause_climbs_like_movable() -> None:
-    steps = ladder(assessment("fragmented", "unknown"), ())
+    steps = ladder(assessment(Verdict.FRAGMENTED, CauseKind.UNKNOWN), ())
     assert names(steps) == ["compact", "drop-caches=1", "drop-caches=2"]
 
 
 def test_reclaimable_drops_slab_first() -> None:
-    steps = ladder(assessment("fragmented", "reclaimable"), ())
+    steps = ladder(assessment(Verdict.FRAGMENTED, CauseKind.RECLAIMABLE), ())
     assert names(steps) == ["drop-caches=2", "compact"]
 
 
 def test_unmovable_gets_one_short_attempt() -> None:
-    steps = ladder(assessment("fragmented", "unmovable"), (0,))
+    steps = ladder(assessment(Verdict.FRAGMENTED, CauseKind.UNMOVABLE), (0,))
     assert names(steps) == ["drop-caches=1", "compact"]
     assert all(s.why.startswith("one attempt") for s in steps)
-    no_drop = ladder(assessment("fragmented", "unmovable"), (0,), allow_drop_caches=False)
+    no_drop = ladder(
+        assessment(Verdict.FRAGMENTED, CauseKind.UNMOVABLE), (0,), allow_drop_caches=False
+    )
     assert names(no_drop) == ["compact"]
 
 
 @pytest.mark.parametrize("verdict", ["healthy", "at-risk"])
 def test_nothing_unless_fragmented(verdict: Verdict) -> None:
-    assert ladder(assessment(verdict, "movable", ("healthy",)), (0,)) == ()
-    assert ladder(assessment(verdict, "reclaimable", ("at-risk",)), (0,)) == ()
+    assert ladder(assessment(verdict, CauseKind.MOVABLE, (NodeState.HEALTHY,)), (0,)) == ()
+    assert ladder(assessment(verdict, CauseKind.RECLAIMABLE, (NodeState.AT_RISK,)), (0,)) == ()
 
 
 def test_only_numa_node_1_fragmented_compacts_that_node_first() -> None:
-    a = assessment("fragmented", "movable", ("healthy", "fragmented"))
+    one_of_two = (NodeState.HEALTHY, NodeState.FRAGMENTED)
+    a = assessment(Verdict.FRAGMENTED, CauseKind.MOVABLE, one_of_two)
     assert a.fragmented_numa_nodes == (1,)
     steps = ladder(a, (0, 1))
     assert names(steps) == ["compact-node=1", "compact", "drop-caches=1", "drop-caches=2"]
-    assert steps[0] == Step("compact-node", 1, "only NUMA node 1 is fragmented: compact it alone")
+    assert steps[0] == Step(
+        ActionKind.COMPACT_NODE, 1, "only NUMA node 1 is fragmented: compact it alone"
+    )
     # reclaimable: slab first, then the node, then everything
-    r = ladder(assessment("fragmented", "reclaimable", ("healthy", "fragmented")), (0, 1))
+    r = ladder(
+        assessment(
+            Verdict.FRAGMENTED, CauseKind.RECLAIMABLE, (NodeState.HEALTHY, NodeState.FRAGMENTED)
+        ),
+        (0, 1),
+    )
     assert names(r) == ["drop-caches=2", "compact-node=1", "compact"]
 
 
 def test_per_node_compaction_needs_the_sysfs_file_and_a_healthy_node() -> None:
-    a = assessment("fragmented", "movable", ("healthy", "fragmented"))
+    one_of_two = (NodeState.HEALTHY, NodeState.FRAGMENTED)
+    a = assessment(Verdict.FRAGMENTED, CauseKind.MOVABLE, one_of_two)
     assert names(ladder(a, (0,)))[0] == "compact"  # node 1 has no compact file
     assert names(ladder(a, ()))[0] == "compact"
-    both = assessment("fragmented", "movable", ("fragmented", "fragmented"))
+    both = assessment(
+        Verdict.FRAGMENTED, CauseKind.MOVABLE, (NodeState.FRAGMENTED, NodeState.FRAGMENTED)
+    )
     assert names(ladder(both, (0, 1)))[0] == "compact"  # all nodes: compact everything
 
 
 def test_no_drop_caches_when_not_allowed() -> None:
-    assert names(ladder(assessment("fragmented", "movable"), (), allow_drop_caches=False)) == [
-        "compact"
-    ]
-    assert names(ladder(assessment("fragmented", "reclaimable"), (), allow_drop_caches=False)) == [
-        "compact"
-    ]
-    two = assessment("fragmented", "movable", ("healthy", "fragmented"))
+    assert names(
+        ladder(assessment(Verdict.FRAGMENTED, CauseKind.MOVABLE), (), allow_drop_caches=False)
+    ) == ["compact"]
+    assert names(
+        ladder(assessment(Verdict.FRAGMENTED, CauseKind.RECLAIMABLE), (), allow_drop_caches=False)
+    ) == ["compact"]
+    two = assessment(
+        Verdict.FRAGMENTED, CauseKind.MOVABLE, (NodeState.HEALTHY, NodeState.FRAGMENTED)
+    )
     assert names(ladder(two, (0, 1), allow_drop_caches=False)) == ["compact-node=1", "compact"]
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from agent.assess.tunables import recommend
-from agent.assess.verdict import Assessment, Cause, NumaReport
+from agent.assess.verdict import Assessment, Cause, NumaReport, Reason
 from agent.base.times import micro_time
 from agent.config.model import RemediationConfig
 from agent.decide.ladder import Step
 from agent.decide.remediation import (
+    ActionOutcome,
     PastAction,
     RemedyState,
     after_action,
@@ -17,14 +18,15 @@ from agent.decide.remediation import (
     in_window,
     merge_history,
 )
+from agent.kernel.actions import ActionKind
 from agent.kernel.psi import Pressure
 from agent.kube.leases import Observed, taint_slots
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 STEPS = (
-    Step("compact", None, "compaction"),
-    Step("drop-caches", 1, "page cache"),
-    Step("drop-caches", 2, "slab"),
+    Step(ActionKind.COMPACT, None, "compaction"),
+    Step(ActionKind.DROP_CACHES, 1, "page cache"),
+    Step(ActionKind.DROP_CACHES, 2, "slab"),
 )
 ON = RemediationConfig(mode="on", cooldown_seconds=600, max_actions_per_hour=10)
 
@@ -33,7 +35,7 @@ def assessment(verdict: str = "fragmented", cause: str = "movable") -> Assessmen
     state = "fragmented" if verdict == "fragmented" else "healthy"
     return Assessment(
         verdict=verdict,  # type: ignore[arg-type]
-        reason="FreeMemoryFragmented",
+        reason=Reason.FREE_MEMORY_FRAGMENTED,
         message="m",
         order=4,
         exhausted=False,
@@ -54,7 +56,7 @@ def climb(
     d = decide_remediation(now, assessment(), STEPS, state, cfg, None, wall=now)
     if d.step is None:
         return None, d.why, d.state
-    return d.step.name, d.why, after_action(d.state, d.step, now, "no_effect", 0, 0)
+    return d.step.name, d.why, after_action(d.state, d.step, now, ActionOutcome.NO_EFFECT, 0, 0)
 
 
 def test_the_ladder_runs_each_step_once_then_stops_and_says_why() -> None:
@@ -107,7 +109,10 @@ def test_mode_off_does_nothing() -> None:
 
 
 def test_unmovable_one_attempt_then_the_operators_call() -> None:
-    steps = (Step("drop-caches", 1, "one attempt"), Step("compact", None, "one attempt"))
+    steps = (
+        Step(ActionKind.DROP_CACHES, 1, "one attempt"),
+        Step(ActionKind.COMPACT, None, "one attempt"),
+    )
     state, taken = RemedyState(), []
     for i in range(6):
         d = decide_remediation(
@@ -116,7 +121,7 @@ def test_unmovable_one_attempt_then_the_operators_call() -> None:
         state = d.state
         if d.step is not None:
             taken.append(d.step.name)
-            state = after_action(state, d.step, T0 + i * 1000, "no_effect", 0, 0)
+            state = after_action(state, d.step, T0 + i * 1000, ActionOutcome.NO_EFFECT, 0, 0)
     assert taken == ["drop-caches=1", "compact"]
     assert d.step is None and "one attempt (drop-caches=1, compact)" in d.why
     assert "operator's call" in d.why
@@ -150,7 +155,7 @@ def test_dry_run_records_do_not_count_against_the_hourly_cap() -> None:
     cfg = dataclasses.replace(ON, max_actions_per_hour=1, cooldown_seconds=0)
     d = decide_remediation(T0, assessment(), STEPS, RemedyState(), cfg, None, wall=T0)
     assert d.step is not None
-    state = after_action(d.state, d.step, T0, "dry_run", 0, 0)
+    state = after_action(d.state, d.step, T0, ActionOutcome.DRY_RUN, 0, 0)
     d2 = decide_remediation(T0 + 1, assessment(), STEPS, state, cfg, None, wall=T0 + 1)
     assert d2.step == STEPS[1]
 
@@ -213,7 +218,9 @@ def test_actions_of_other_pods_on_the_node_count_against_the_cap() -> None:
     and each counts the other's; before, each pod's own history allowed 4 per hour."""
     cfg = dataclasses.replace(ON, max_actions_per_hour=4, cooldown_seconds=0)
     wall = T0
-    past = tuple(PastAction("compact", wall - 5 * i, "no_effect", "pod-b") for i in range(4))
+    past = tuple(
+        PastAction("compact", wall - 5 * i, ActionOutcome.NO_EFFECT, "pod-b") for i in range(4)
+    )
     state = merge_history(RemedyState(), past, "pod-a", 500.0, wall)
     d = decide_remediation(500.0, assessment(), STEPS, state, cfg, None, wall=wall)
     assert d.step is None and "4 actions in the last hour (max 4)" in d.why
@@ -224,7 +231,7 @@ def test_actions_of_other_pods_on_the_node_count_against_the_cap() -> None:
 def test_an_action_recorded_in_the_future_counts_as_just_now() -> None:
     """The record's wall time is ahead of ours (our clock stepped back): the action still
     cools down the step; it never looks older than it is."""
-    past = (PastAction("compact", T0 + 7200, "no_effect", "pod-b"),)
+    past = (PastAction("compact", T0 + 7200, ActionOutcome.NO_EFFECT, "pod-b"),)
     state = merge_history(RemedyState(), past, "pod-a", 500.0, T0)
     d = decide_remediation(500.0, assessment(), STEPS, state, ON, None, wall=T0)
     assert d.step is None and "compact is cooling down (600s left)" in d.why
@@ -235,7 +242,7 @@ def test_cooldown_and_cap_run_on_the_monotonic_clock() -> None:
     the wall clock, so +1 h skipped the cooldown)."""
     d = decide_remediation(100.0, assessment(), STEPS, RemedyState(), ON, None, wall=T0)
     assert d.step is not None and d.step.name == "compact"
-    state = after_action(d.state, d.step, 100.0, "no_effect", 0, 0)
+    state = after_action(d.state, d.step, 100.0, ActionOutcome.NO_EFFECT, 0, 0)
     state = dataclasses.replace(state, tried=())  # a new episode, same hour
     d = decide_remediation(101.0, assessment(), STEPS, state, ON, None, wall=T0 + 3600)
     assert d.step is None and "cooling down (599s left)" in d.why
@@ -284,22 +291,25 @@ def test_a_ladder_that_changes_mid_episode_never_repeats_a_step() -> None:
     """Dropping page cache can turn an unmovable cause into a movable one: the new ladder
     starts with steps already run, and those are skipped, not repeated."""
     cfg = dataclasses.replace(ON, cooldown_seconds=0)
-    unmovable = (Step("drop-caches", 1, "one attempt"), Step("compact", None, "one attempt"))
+    unmovable = (
+        Step(ActionKind.DROP_CACHES, 1, "one attempt"),
+        Step(ActionKind.COMPACT, None, "one attempt"),
+    )
     d = decide_remediation(
         T0, assessment(cause="unmovable"), unmovable, RemedyState(), cfg, None, wall=T0
     )
     assert d.step is not None and d.step.name == "drop-caches=1"
-    state = after_action(d.state, d.step, T0, "ok", 11, 15)
+    state = after_action(d.state, d.step, T0, ActionOutcome.OK, 11, 15)
     d = decide_remediation(
         T0 + 15, assessment(cause="movable"), STEPS, state, cfg, None, wall=T0 + 15
     )
     assert d.step is not None and d.step.name == "compact"
-    state = after_action(d.state, d.step, T0 + 15, "no_effect", 15, 15)
+    state = after_action(d.state, d.step, T0 + 15, ActionOutcome.NO_EFFECT, 15, 15)
     d = decide_remediation(
         T0 + 30, assessment(cause="movable"), STEPS, state, cfg, None, wall=T0 + 30
     )
     assert d.step is not None and d.step.name == "drop-caches=2"  # =1 already ran
-    state = after_action(d.state, d.step, T0 + 30, "no_effect", 15, 15)
+    state = after_action(d.state, d.step, T0 + 30, ActionOutcome.NO_EFFECT, 15, 15)
     d = decide_remediation(
         T0 + 45, assessment(cause="movable"), STEPS, state, cfg, None, wall=T0 + 45
     )

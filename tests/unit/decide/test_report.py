@@ -10,11 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.assess.verdict import Reason, Verdict
 from agent.base.times import parse_rfc3339, rfc3339
 from agent.config.model import ReportingConfig
 from agent.decide.nodeview import (
     CONDITION_TYPE,
     Condition,
+    ConditionStatus,
     NodeView,
     condition_patch,
     has_taint,
@@ -37,11 +39,15 @@ CFG = ReportingConfig(
 )
 KEY = CFG.taint_key
 
-FRAGMENTED = Outcome("fragmented", "FreeMemoryFragmented", "Free memory is fragmented")
-HEALTHY = Outcome("healthy", "ContiguousMemoryAvailable", "Enough contiguous free memory")
-AT_RISK = Outcome("at-risk", "ContiguousMemoryLow", "Few free blocks")
-EXHAUSTED = Outcome("at-risk", "FreeMemoryExhausted", "Free memory is exhausted")
-UNKNOWN = Outcome("unknown", "AssessmentFailed", "Cannot assess: /proc/buddyinfo: cannot read")
+FRAGMENTED = Outcome(Verdict.FRAGMENTED, Reason.FREE_MEMORY_FRAGMENTED, "Free memory is fragmented")
+HEALTHY = Outcome(
+    Verdict.HEALTHY, Reason.CONTIGUOUS_MEMORY_AVAILABLE, "Enough contiguous free memory"
+)
+AT_RISK = Outcome(Verdict.AT_RISK, Reason.CONTIGUOUS_MEMORY_LOW, "Few free blocks")
+EXHAUSTED = Outcome(Verdict.AT_RISK, Reason.FREE_MEMORY_EXHAUSTED, "Free memory is exhausted")
+UNKNOWN = Outcome(
+    Verdict.UNKNOWN, Reason.ASSESSMENT_FAILED, "Cannot assess: /proc/buddyinfo: cannot read"
+)
 
 OTHER_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
 
@@ -111,14 +117,14 @@ def test_first_healthy_look_writes_false_without_events() -> None:
     n = FakeNode()
     d = n.step(T0, HEALTHY)
     assert d.condition == Condition(
-        "False",
+        ConditionStatus.FALSE,
         "ContiguousMemoryAvailable",
         "Enough contiguous free memory",
         rfc3339(T0),
         rfc3339(T0),
     )
     assert (d.taint, d.events) == (None, ())
-    assert d.state == ReportState("healthy", T0)
+    assert d.state == ReportState(Verdict.HEALTHY, T0)
 
 
 def test_fragmentation_sets_condition_at_once_and_taints_after_the_hold() -> None:
@@ -254,7 +260,7 @@ def test_unchanged_condition_only_rewritten_on_heartbeat() -> None:
         assert n.step(t, HEALTHY).condition is None, t
     d = n.step(T0 + 900, HEALTHY)
     assert d.condition == Condition(
-        "False",
+        ConditionStatus.FALSE,
         "ContiguousMemoryAvailable",
         "Enough contiguous free memory",
         rfc3339(T0),
@@ -341,7 +347,11 @@ def test_one_failed_read_does_not_skip_the_recovery_hold() -> None:
 
 def _true_condition(since: float, heartbeat: float) -> Condition:
     return Condition(
-        "True", "FreeMemoryFragmented", FRAGMENTED.message, rfc3339(since), rfc3339(heartbeat)
+        ConditionStatus.TRUE,
+        "FreeMemoryFragmented",
+        FRAGMENTED.message,
+        rfc3339(since),
+        rfc3339(heartbeat),
     )
 
 
@@ -349,12 +359,14 @@ def test_initial_state() -> None:
     assert initial_state(None, T0, wall=T0) == ReportState()
     no_cond = NodeView("n", "u", "1", None, ())
     assert initial_state(no_cond, T0, wall=T0) == ReportState()
-    false = NodeView("n", "u", "1", replace(_true_condition(T0, T0), status="False"), ())
+    false = NodeView(
+        "n", "u", "1", replace(_true_condition(T0, T0), status=ConditionStatus.FALSE), ()
+    )
     assert initial_state(false, T0 + 5, wall=T0 + 5) == ReportState()
     true = NodeView("n", "u", "1", _true_condition(T0 - 40, T0 - 10), ())
-    assert initial_state(true, T0, wall=T0) == ReportState("fragmented", T0 - 40)
+    assert initial_state(true, T0, wall=T0) == ReportState(Verdict.FRAGMENTED, T0 - 40)
     garbled = NodeView("n", "u", "1", replace(_true_condition(T0, T0), last_transition="?"), ())
-    assert initial_state(garbled, T0 + 7, wall=T0 + 7) == ReportState("fragmented", T0 + 7)
+    assert initial_state(garbled, T0 + 7, wall=T0 + 7) == ReportState(Verdict.FRAGMENTED, T0 + 7)
 
 
 def test_restart_keeps_the_hysteresis_clock() -> None:
@@ -447,7 +459,7 @@ def test_node_view_parses_a_node() -> None:
         "918273",
     )
     assert v.condition == Condition(
-        "True",
+        ConditionStatus.TRUE,
         "FreeMemoryFragmented",
         "Free memory is fragmented",
         "2024-01-23T14:16:01Z",
@@ -457,9 +469,9 @@ def test_node_view_parses_a_node() -> None:
     assert has_taint(v.taints, "memfrag.dev/fragmented")
     assert not has_taint(v.taints, "memfrag.dev/other")
     since = parse_rfc3339("2024-01-23T14:16:01Z") or -1.0
-    assert initial_state(v, 50.0, wall=since + 100) == ReportState("fragmented", -50.0)
+    assert initial_state(v, 50.0, wall=since + 100) == ReportState(Verdict.FRAGMENTED, -50.0)
     # a transition in the future (our clock stepped back): fragmented since now, never longer
-    assert initial_state(v, 50.0, wall=since - 7200) == ReportState("fragmented", 50.0)
+    assert initial_state(v, 50.0, wall=since - 7200) == ReportState(Verdict.FRAGMENTED, 50.0)
 
 
 def test_node_view_of_a_bare_node() -> None:
@@ -470,7 +482,11 @@ def test_node_view_of_a_bare_node() -> None:
 
 def test_condition_json_and_patch() -> None:
     c = Condition(
-        "False", "ContiguousMemoryAvailable", "ok", "2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"
+        ConditionStatus.FALSE,
+        "ContiguousMemoryAvailable",
+        "ok",
+        "2024-01-01T00:00:00Z",
+        "2024-01-02T00:00:00Z",
     )
     assert condition_patch(c) == {
         "status": {
@@ -549,8 +565,8 @@ def test_taint_edits_keep_every_other_taint(
     assert taints == snapshot  # the input is not modified
 
 
-@pytest.mark.parametrize("status", ["True", "False", "Unknown"])
-def test_condition_roundtrip_through_node_json(status: str) -> None:
+@pytest.mark.parametrize("status", list(ConditionStatus))
+def test_condition_roundtrip_through_node_json(status: ConditionStatus) -> None:
     c = Condition(status, "R", "m", rfc3339(T0), rfc3339(T0 + 1))
     node = {"metadata": {"name": "n"}, "status": condition_patch(c)["status"]}
     assert node_view(node).condition == c
@@ -600,7 +616,9 @@ def test_heartbeat_runs_on_the_monotonic_clock() -> None:
 def test_first_heartbeat_after_a_restart_from_the_future_is_due() -> None:
     """Restarted with the wall clock behind the heartbeat we wrote: write one now rather than
     wait until the clock catches up."""
-    cond = replace(_true_condition(T0, T0), status="False", reason="ContiguousMemoryAvailable")
+    cond = replace(
+        _true_condition(T0, T0), status=ConditionStatus.FALSE, reason="ContiguousMemoryAvailable"
+    )
     n = FakeNode(condition=replace(cond, message=HEALTHY.message))
     assert n.step(5.0, HEALTHY, wall=T0 - 7200).condition is not None
 

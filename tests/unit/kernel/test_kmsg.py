@@ -17,6 +17,7 @@ from agent.kernel.kmsg import (
     KINDS,
     MAX_TEXT,
     Finding,
+    FindingKind,
     LogRecord,
     Suppressed,
     match,
@@ -452,7 +453,9 @@ def test_every_kind_in_every_format(case_id: str, fmt_id: str) -> None:
     line = fmt.wrap(case.text)
     record = parse_record(line)
     assert record == fmt.record(case.text)
-    expected = Finding(case.kind, case.order, case.process, case.mode, case.flags, record)
+    expected = Finding(
+        FindingKind(case.kind), case.order, case.process, case.mode, case.flags, record
+    )
     assert match(record) == expected
     assert list(scan([line])) == [expected]
 

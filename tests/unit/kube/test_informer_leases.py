@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.assess.pods import concerns_node
-from agent.decide.remediation import PastAction
+from agent.decide.remediation import ActionOutcome, PastAction
 from agent.kube.client import Kube
 from agent.kube.informer import Informer, object_key
 from agent.kube.leases import (
@@ -83,14 +83,14 @@ def test_concerns_node() -> None:
 
 
 def test_the_node_record_round_trips_and_drops_garbage() -> None:
-    state = NodeState((PastAction("compact", 1.5, "ok", "pod-a"),), ("NoSchedule",))
+    state = NodeState((PastAction("compact", 1.5, ActionOutcome.OK, "pod-a"),), ("NoSchedule",))
     lease = {"metadata": {"annotations": node_state_annotations(state)}}
     assert parse_node_state(lease) == state
     bad = {ACTIONS: '[{"step": "compact"}, 7, {"step": "x", "at": "y", "result": 1, "by": 2}]'}
     assert parse_node_state({"metadata": {"annotations": bad}}) == NodeState()
     assert parse_node_state({"metadata": {"annotations": {ACTIONS: "{not json"}}}) == NodeState()
     assert parse_node_state(None) == NodeState()
-    many = NodeState(tuple(PastAction("compact", i, "ok", "p") for i in range(200)), ())
+    many = NodeState(tuple(PastAction("compact", i, ActionOutcome.OK, "p") for i in range(200)), ())
     kept = parse_node_state({"metadata": {"annotations": node_state_annotations(many)}})
     assert len(kept.actions) == MAX_ACTIONS and kept.actions[-1].wall == 199
     assert node_state_annotations(NodeState())[TAINT_EFFECTS] == ""

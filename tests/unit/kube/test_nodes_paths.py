@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.decide.nodeview import Condition, node_view
+from agent.assess.verdict import Reason
+from agent.decide.nodeview import Condition, ConditionStatus, node_view
 from agent.kube import paths
 from agent.kube.admin import cleanup
 from agent.kube.errors import ApiError
@@ -76,7 +77,9 @@ def test_endless_conflicts_end_in_an_error_not_a_loop() -> None:
 def test_condition_written_and_deleted_by_type() -> None:
     kube = FakeKube()
     kube.add_node("n1")
-    c = Condition("True", "FreeMemoryFragmented", "m", "2026-01-01T00:00:00Z", "x")
+    c = Condition(
+        ConditionStatus.TRUE, Reason.FREE_MEMORY_FRAGMENTED, "m", "2026-01-01T00:00:00Z", "x"
+    )
     assert node_view(write_condition(kube, "n1", c)).condition == c
     delete_condition(kube, "n1")
     assert node_view(kube.objects[paths.node("n1")]).condition is None
@@ -86,7 +89,9 @@ def test_cleanup_removes_ours_by_the_record_and_the_flag_only() -> None:
     kube = FakeKube()
     kube.add_node("n1", taints=[OTHER, {"key": KEY, "effect": "PreferNoSchedule"}])
     kube.add_node("n2", taints=[{"key": KEY, "effect": "NoExecute"}])
-    write_condition(kube, "n1", Condition("True", "R", "m", "t", "t"))
+    write_condition(
+        kube, "n1", Condition(ConditionStatus.TRUE, Reason.FREE_MEMORY_FRAGMENTED, "m", "t", "t")
+    )
     rec = NodeRecord(kube, "ns", "n1", "pod-a")
     rec.update(lambda s: NodeState(s.actions, ("PreferNoSchedule",)))
     done = cleanup(kube, "ns", KEY, ["NoSchedule"])
