@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -98,6 +99,7 @@ class Agent:
         self.observer = Observer(reader)
         self.state = TickState()
         self.outbox: list[EventSpec] = []
+        self._logged: tuple[Verdict, str, str | None] | None = None  # standalone: last said
         src = self.cfg.sources
         self.kmsg: KmsgFollower | None = (
             KmsgFollower(
@@ -197,7 +199,10 @@ class Agent:
             batch = []
             last_cycle = time.monotonic()
             next_poll = last_cycle + self.cfg.sources.poll_interval_seconds
-        log.info("stopping (signal); the node keeps its condition and taint for the next start")
+        log.info(
+            "stopping (signal)"
+            + ("" if self.kube is None else "; the node keeps its condition and taint")
+        )
         if self.http is not None:
             self.http.shutdown()
         return 0
@@ -281,6 +286,8 @@ class Agent:
         # 4. decide, once
         d = decide_tick(facts, self.state, cfg)
         self.state = d.state
+        if self.reporter is None:
+            self._log_outcome(d.outcome.verdict, d.outcome.reason, d.outcome.message, d.why)
         events = [finding_event(f) for f in digest.announce] + list(d.events)
         # 5. carry out
         shown: Shown | None = None
@@ -304,6 +311,19 @@ class Agent:
             self._emit(ev)
         with self._budget():
             self._flush_events()
+
+    def _log_outcome(self, verdict: Verdict, reason: str, message: str, why: str | None) -> None:
+        """Standalone, the log is the node's condition: a line when the verdict, the reason or
+        the remediation's why changes (not when only the numbers move)."""
+        key = (verdict, reason, None if why is None else re.sub(r"[0-9][0-9.,]*", "#", why))
+        if key == self._logged:
+            return
+        self._logged = key
+        log.info(
+            "assessment %s",
+            verdict,
+            extra={"verdict": verdict, "reason": reason, "text": message, "remediation": why},
+        )
 
     def _node_facts(self, facts: Facts) -> Facts:
         """The Node as last seen, the taint effects that are ours, and (when the tick may need
