@@ -92,52 +92,39 @@ class ClusterLock:
         """(the slot or None, the remedy state with the node's history, 'skipped' when another
         pod or the cluster's budget holds it, None when the node's record says not now)."""
         with self.budget():
-            return self._take(now, wall, step, before, steps, obs, remedy, cfg)
-
-    def _take(
-        self,
-        now: float,
-        wall: float,
-        step: Step,
-        before: Assessment,
-        steps: tuple[Step, ...],
-        obs: Observation,
-        remedy: RemedyState,
-        cfg: RemediationConfig,
-    ) -> tuple[str | None, RemedyState, ActionOutcome | None]:
-        try:
-            record = self.record.lock(cfg.lease_seconds)
-        except ApiError as exc:
-            self.failed("lease", exc)
-            return None, remedy, None
-        if record is None:
-            log.info("another agent pod on this node is remediating; waiting")
-            return None, remedy, ActionOutcome.SKIPPED
-        # The record may hold actions other pods ran since: decided again with them counted.
-        remedy = merge_history(remedy, record.actions, self.holder, now, wall)
-        rd = decide_remediation(now, before, steps, remedy, cfg, obs.pressure, wall=wall)
-        remedy = rd.state
-        slot: str | None = None
-        skipped: ActionOutcome | None = None
-        if rd.step != step:
-            log.info("not running %s: %s (the node's record)", step.name, rd.why)
-        else:
             try:
-                slot = self.slots.acquire(cfg.max_concurrent_nodes, cfg.lease_seconds)
+                record = self.record.lock(cfg.lease_seconds)
             except ApiError as exc:
                 self.failed("lease", exc)
+                return None, remedy, None
+            if record is None:
+                log.info("another agent pod on this node is remediating; waiting")
+                return None, remedy, ActionOutcome.SKIPPED
+            # The record may hold actions other pods ran since: decided again with them counted.
+            remedy = merge_history(remedy, record.actions, self.holder, now, wall)
+            rd = decide_remediation(now, before, steps, remedy, cfg, obs.pressure, wall=wall)
+            remedy = rd.state
+            slot: str | None = None
+            skipped: ActionOutcome | None = None
+            if rd.step != step:
+                log.info("not running %s: %s (the node's record)", step.name, rd.why)
+            else:
+                try:
+                    slot = self.slots.acquire(cfg.max_concurrent_nodes, cfg.lease_seconds)
+                except ApiError as exc:
+                    self.failed("lease", exc)
+                if slot is None:
+                    log.info(
+                        "waiting for a remediation slot (%d nodes remediating already)",
+                        cfg.max_concurrent_nodes,
+                    )
+                    skipped = ActionOutcome.SKIPPED
             if slot is None:
-                log.info(
-                    "waiting for a remediation slot (%d nodes remediating already)",
-                    cfg.max_concurrent_nodes,
-                )
-                skipped = ActionOutcome.SKIPPED
-        if slot is None:
-            try:
-                self.record.update(lambda s: s, unlock=True)
-            except ApiError as exc:
-                self.failed("lease", exc)
-        return slot, remedy, skipped
+                try:
+                    self.record.update(lambda s: s, unlock=True)
+                except ApiError as exc:
+                    self.failed("lease", exc)
+            return slot, remedy, skipped
 
     def give_back(self, slot: str, done: PastAction) -> None:
         """Unlock the node with the action in its record; free the cluster slot."""

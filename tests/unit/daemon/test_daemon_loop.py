@@ -13,7 +13,10 @@ import pytest
 
 from agent.daemon.loop import Agent
 from agent.daemon.remediator import Ran
+from agent.decide.ladder import Step
 from agent.kernel.kmsg import scan
+from agent.kernel.procfs import ProcReader
+from agent.kernel.writes import ActionResult
 from agent.kube import paths
 from tests.unit.daemon.parts import (
     FRAGMENTED,
@@ -80,6 +83,20 @@ class World:
     def events(self) -> list[str]:
         assert self.kube is not None
         return [o["reason"] for k, o in self.kube.objects.items() if "/events/" in k]
+
+
+def compaction_that_works(w: World) -> list[str]:
+    """The kernel write stood in for: the host turns healthy; the steps run are listed."""
+    ran: list[str] = []
+
+    def runner(step: Step, reader: ProcReader, timeout: float) -> ActionResult:
+        ran.append(step.name)
+        w.host.be(HEALTHY)
+        return ActionResult(True, 0.1)
+
+    w.agent.remediator.runner = runner
+    w.agent.remediator.settle = 0
+    return ran
 
 
 def test_reload_config_works_on_an_agent_never_started(tmp_path: Path) -> None:
@@ -156,17 +173,7 @@ def test_a_tick_that_remediates_observes_the_kernel_twice(tmp_path: Path) -> Non
     """Before: the tick observed once and the run three more times (the page cache before, the
     blocks after, the page cache after)."""
     w = World(tmp_path, {"remediation": {"mode": "on"}})
-    ran: list[str] = []
-
-    def runner(step: Any, reader: Any, timeout: float) -> Any:
-        from agent.kernel.writes import ActionResult
-
-        ran.append(step.name)
-        w.host.be(HEALTHY)
-        return ActionResult(True, 0.1)
-
-    w.agent.remediator.runner = runner
-    w.agent.remediator.settle = 0
+    ran = compaction_that_works(w)
     w.host.be(FRAGMENTED)
     w.tick()
     assert ran == ["compact"] and w.reader.observed == 2
@@ -232,17 +239,7 @@ def test_standalone_observes_assesses_remediates_and_logs_its_events(
 ) -> None:
     w = World(tmp_path, {"remediation": {"mode": "on"}}, api=False)
     assert w.agent.reporter is None and w.agent.stuck is None and w.agent.informers() == []
-    ran: list[str] = []
-
-    def runner(step: Any, reader: Any, timeout: float) -> Any:
-        from agent.kernel.writes import ActionResult
-
-        ran.append(step.name)
-        w.host.be(HEALTHY)
-        return ActionResult(True, 0.1)
-
-    w.agent.remediator.runner = runner
-    w.agent.remediator.settle = 0
+    ran = compaction_that_works(w)
     w.host.be(FRAGMENTED)
     with caplog.at_level(logging.INFO, logger="memfrag.agent"):
         w.tick()
