@@ -132,8 +132,8 @@ class Scheduler:
 
 
 def informers(agent: Agent) -> list[Informer]:
-    """Every watch the Agent holds (what Agent.start() starts), found rather than named, so
-    the simulation follows the agent when it gains or loses one."""
+    """Every watch Agent.start() starts (Agent.informers()), so the simulation follows the agent
+    when it gains or loses one."""
     return agent.informers()
 
 
