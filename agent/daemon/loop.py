@@ -278,38 +278,43 @@ class Agent:
             suppressed_window=FINDING_TTL,
         )
         stuck: list[str] = []
-        if self.stuck is not None and self.reporter is not None:
+        if self.stuck is not None:
             self.stuck.update_watch(now)
             stuck = self.stuck.stuck(wall, cfg.reporting.stuck_pod_seconds)
-            with self._budget():
-                facts = self._node_facts(dataclasses.replace(facts, stuck=tuple(stuck)))
-        # 4. decide, once
-        d = decide_tick(facts, self.state, cfg)
-        self.state = d.state
-        if self.reporter is None:
-            self._log_outcome(d.outcome.verdict, d.outcome.reason, d.outcome.message, d.why)
-        events = [finding_event(f) for f in digest.announce] + list(d.events)
-        # 5. carry out
-        shown: Shown | None = None
-        if self.reporter is not None and self.stuck is not None and d.report is not None:
-            with self._budget():
+            facts = dataclasses.replace(facts, stuck=tuple(stuck))
+        # The API phase: one time budget from the Node's facts to the Events, but for a
+        # remediation (the kernel write is no API call; the lock has budgets of its own).
+        with contextlib.ExitStack() as phase:
+            phase.enter_context(self._budget())
+            if self.reporter is not None:
+                facts = self._node_facts(facts)
+            # 4. decide, once
+            d = decide_tick(facts, self.state, cfg)
+            self.state = d.state
+            if self.reporter is None:
+                self._log_outcome(d.outcome.verdict, d.outcome.reason, d.outcome.message, d.why)
+            events = [finding_event(f) for f in digest.announce] + list(d.events)
+            # 5. carry out
+            shown: Shown | None = None
+            if self.reporter is not None and self.stuck is not None and d.report is not None:
                 report = self.reporter.carry_out(now, d.report, cfg.reporting)
                 self.state = dataclasses.replace(self.state, report=report)
                 if d.delete_stuck:
                     events += self.stuck.delete(stuck)
                 shown = self.reporter.shown(cfg.reporting)
-        ran: Ran | None = None
-        if d.run is not None and a is not None and obs is not None:
-            ran = self.remediator.carry_out(
-                now, wall, d.run, obs, a, order, steps, self.state.remedy, cfg
-            )
-            self.state = dataclasses.replace(self.state, remedy=ran.state)
-            events += ran.events
-        # 6. record, once
-        self._record(digest, a, len(stuck), shown, d.run, ran, assess_seconds, wall)
-        for ev in events:
-            self._emit(ev)
-        with self._budget():
+            ran: Ran | None = None
+            if d.run is not None and a is not None and obs is not None:
+                phase.close()
+                ran = self.remediator.carry_out(
+                    now, wall, d.run, obs, a, order, steps, self.state.remedy, cfg
+                )
+                self.state = dataclasses.replace(self.state, remedy=ran.state)
+                events += ran.events
+                phase.enter_context(self._budget())
+            # 6. record, once
+            self._record(digest, a, len(stuck), shown, d.run, ran, assess_seconds, wall)
+            for ev in events:
+                self._emit(ev)
             self._flush_events()
 
     def _log_outcome(self, verdict: Verdict, reason: str, message: str, why: str | None) -> None:

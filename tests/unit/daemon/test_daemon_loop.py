@@ -175,8 +175,15 @@ def test_a_tick_that_remediates_observes_the_kernel_twice(tmp_path: Path) -> Non
     w = World(tmp_path, {"remediation": {"mode": "on"}})
     ran = compaction_that_works(w)
     w.host.be(FRAGMENTED)
+    assert w.kube is not None
+    w.kube.budgets.clear()
     w.tick()
     assert ran == ["compact"] and w.reader.observed == 2
+    # The API phase's budget, then the lock's two; the kernel write runs in none of them.
+    assert len(w.kube.budgets) == 4
+    w.kube.budgets.clear()
+    w.tick(1)  # healthy: one budget for the whole API phase
+    assert len(w.kube.budgets) == 1
     assert (
         sample(w.agent, "memfrag_remediation_actions_total", {"action": "compact", "result": "ok"})
         == 1
