@@ -45,6 +45,8 @@ COPY --from=builder /opt/memfrag-agent /opt/memfrag-agent
 ENV PATH=/opt/memfrag-agent/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# The commit, for the revision label of memfrag_build_info (the agent reads it at start).
+ENV MEMFRAG_REVISION=${REVISION}
 # Non-root by default (`status`, `check`, `cleanup`); the DaemonSet runs the agent as root in a
 # privileged container, which /proc/sys/vm and the per-node compact files require.
 USER 65532:65532

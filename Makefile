@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: venv tools lint unit integration test demo bench lab manifests image e2e clean
+.PHONY: venv tools lint unit coverage integration test demo bench lab manifests schema image e2e clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -26,9 +26,21 @@ lint: venv
 	$(BIN)/ruff check $(PYDIRS)
 	$(BIN)/ruff format --check $(PYDIRS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 unit: venv
 	$(BIN)/pytest -q tests/unit
+
+# Statements of agent/ covered by tests/unit alone: per module, then one line per room.
+coverage: venv
+	@mkdir -p out/coverage
+	$(BIN)/pytest -q --cov --cov-report= tests/unit
+	$(BIN)/coverage report
+	@echo; printf '%-14s %6s %6s %6s\n' "room (unit)" Stmts Miss Cover
+	@for room in $(patsubst %/__init__.py,%,$(wildcard agent/*/__init__.py)); do \
+		$(BIN)/coverage report --include="$$room/*" \
+			| awk -v room=$$room '/^TOTAL/ {printf "%-14s %6s %6s %6s\n", room, $$2, $$3, $$4}'; \
+	done
 
 integration: venv tools
 	$(BIN)/pytest -q tests/integration
@@ -48,6 +60,10 @@ lab:
 
 manifests: tools
 	deploy/generate.sh
+
+# The chart's values schema (its `config` part) and the README's config table, from the model.
+schema: venv
+	$(BIN)/python -m agent.config.schema
 
 image:
 	docker build -t memfrag-agent:dev .

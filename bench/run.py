@@ -58,16 +58,10 @@ from bench.stats import (
     total,
     vm_rss_kib,
 )
+from tests.cluster.agentprocess import SEED_LINE, AgentProcess, kmsg_line
+from tests.cluster.fakehost import FakeHost, FakeKernel
 from tests.cluster.plane import ControlPlane, read_pids
-from tests.integration.harness import (
-    NAMESPACE,
-    SEED_LINE,
-    AgentProcess,
-    FakeHost,
-    FakeKernel,
-    apply_chart_rbac,
-    kmsg_line,
-)
+from tests.cluster.rbac import NAMESPACE, apply_chart_rbac
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")

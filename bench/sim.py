@@ -39,7 +39,8 @@ from agent.kernel.procfs import ProcReader
 from agent.kube.client import JSON, ApiError, Kube
 from agent.kube.informer import Informer
 from bench.stats import percentile, proc_stat_ticks, vm_rss_kib
-from tests.integration.harness import NAMESPACE, FakeHost
+from tests.cluster.fakehost import FakeHost
+from tests.cluster.rbac import NAMESPACE
 
 
 class TimedKube(Kube):

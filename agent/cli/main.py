@@ -16,7 +16,7 @@ from agent.assess.tunables import recommend
 from agent.assess.verdict import Verdict, assess
 from agent.base.errors import MemfragError
 from agent.cli.render import assessment_json, assessment_table
-from agent.config.model import Config, ReportingConfig
+from agent.config.model import HIGHEST_ORDER, LOWEST_ORDER, Config, ReportingConfig
 from agent.decide.ladder import Step, ladder
 from agent.kernel.actions import parse_action, target
 from agent.kernel.procfs import ProcReader
@@ -35,14 +35,10 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_UNKNOWN)
 
 
-def load_config(path: str | None) -> Config:
-    from agent.config.reload import read_config
-
-    return Config() if path is None else read_config(path)
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    from agent.config.load import load
+
+    cfg = load(args.config)
     reader = ProcReader(args.proc_root, args.sys_root)
     obs = reader.observe(with_pagetypeinfo=True)
     a = assess(obs, cfg.assessment, args.order)
@@ -271,13 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-format", choices=("json", "text"), default="json")
     r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     r.set_defaults(func=cmd_run)
+
+    from agent.cli.trace import add_parser as add_trace
+
+    add_trace(sub)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "order", None) is not None and not 0 <= args.order <= 12:
-        print("memfrag-agent: --order must be between 0 and 12", file=sys.stderr)
+    order = getattr(args, "order", None)
+    if order is not None and not LOWEST_ORDER <= order <= HIGHEST_ORDER:
+        print(
+            f"memfrag-agent: --order must be between {LOWEST_ORDER} and {HIGHEST_ORDER}",
+            file=sys.stderr,
+        )
         return EXIT_UNKNOWN
     try:
         return int(args.func(args))

@@ -1,51 +1,115 @@
-"""The agent's configuration: one YAML file, the same for `check` and for the daemon's ConfigMap.
+"""The agent's configuration model: one YAML file, the same for `check` and the daemon's ConfigMap.
 
-Every key has a documented default (docs/config.md is generated from these dataclasses' field
-metadata); unknown keys and wrong types are errors naming the key path, never silently ignored.
+Every key is a field of the dataclasses below whose metadata says, once, what it means (`doc`) and
+which values it allows (`allowed`, an `Allowed`): the validation here and the chart's values
+schema (agent.config.schema) both read it, and so do the README's table and `config_docs`. What a
+JSON schema cannot say is explicit: rules between two keys are CROSS_FIELD_RULES, rules on one
+value (an IP literal, a window of zero length) are the field's `Allowed.rules`; the agent checks
+them and the schema's descriptions name them. Unknown keys and wrong types are errors naming the
+key path, never silently ignored.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-import yaml
 
 from agent.base.errors import ConfigError
 from agent.base.excerpt import excerpt
 
+# The orders a target may take: assessment.target_order and the CLI's --order.
+# From 1: order 0 is a single page, which no fragmentation can take away (a failed order-0
+# allocation is plain exhaustion). Up to 13: the largest MAX_PAGE_ORDER a mainline kernel has on
+# the architectures Kubernetes nodes run: 10 on x86-64 and s390x, 10, 11 or 13 on arm64 with 4, 16
+# or 64 KiB pages (13: its 512 MiB transparent huge page), 12 at most on ppc64. A kernel's own
+# largest order is smaller and read from its buddyinfo: above it the assessment says so.
+LOWEST_ORDER = 1
+HIGHEST_ORDER = 13
 
-def _doc(default: Any, text: str) -> Any:
-    return field(default=default, metadata={"doc": text})
+Number = int | float
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A check of one value that a JSON schema cannot express: the agent applies it (after the
+    schema's own keywords), the schema's description names it."""
+
+    ok: Callable[[Any], bool]
+    reason: str  # the error; {value} becomes a bounded excerpt of the value
+    doc: str  # what it requires, for the descriptions
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values one key allows, stated once: validated by `config_from_mapping`, written into
+    the chart's schema as the JSON Schema keywords of the same names."""
+
+    minimum: Number | None = None
+    maximum: Number | None = None
+    exclusive_minimum: Number | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None  # JSON Schema semantics: searched, `$` is the end of the text
+    invalid: str = ""  # the error when a length or the pattern fails; {value}: an excerpt
+    says: str = ""  # the pattern in words, for the descriptions
+    not_pattern: str | None = None  # the value must not contain a match (schema: not.pattern)
+    reserved: str = ""  # the error when not_pattern matches
+    rules: tuple[Rule, ...] = ()
+    chart_minimum: Number | None = None  # stricter in the chart only, for `chart_why`
+    chart_why: str = ""
+
+
+def _key(default: Any, doc: str, allowed: Allowed | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "allowed": allowed or Allowed()})
+
+
+def _is_ip(text: str) -> bool:
+    """An address literal: a host name would need DNS at start and could bind elsewhere."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+_ADDRESS = "must be an IPv4 or IPv6 address such as 0.0.0.0, :: or 127.0.0.1; got {value}"
+_SECONDS = Allowed(minimum=0)
 
 
 @dataclass(frozen=True)
 class AssessmentConfig:
-    target_order: int = _doc(
+    target_order: int = _key(
         4,
         "Order whose free blocks decide the verdict. 4 (64 KiB) is the first order the kernel "
         "treats as costly (> PAGE_ALLOC_COSTLY_ORDER, so it fails fast instead of retrying) and "
         "the order of the seed incident; kernel-log findings at higher orders are assessed at "
         "their own order as well.",
+        Allowed(minimum=LOWEST_ORDER, maximum=HIGHEST_ORDER),
     )
-    fragmented_below_blocks: int = _doc(
+    fragmented_below_blocks: int = _key(
         64,
         "A NUMA node is fragmented when its workload zones hold fewer free blocks of the "
         "target order (larger blocks counted as several) than this.",
+        Allowed(minimum=1),
     )
-    at_risk_below_blocks: int = _doc(512, "Below this many target-order blocks: at-risk.")
-    min_zone_share: float = _doc(
+    at_risk_below_blocks: int = _key(
+        512, "Below this many target-order blocks: at-risk.", Allowed(minimum=1)
+    )
+    min_zone_share: float = _key(
         0.10,
         "Zones managing less than this share of their NUMA node's memory (DMA, and DMA32 "
         "on large machines) are reported but do not drive the verdict.",
+        Allowed(minimum=0, maximum=1),
     )
-    exhaustion_watermark: Literal["min", "low", "high"] = _doc(
+    exhaustion_watermark: Literal["min", "low", "high"] = _key(
         "high",
         "A zone whose free pages are at or below this watermark is short of memory, not "
         "of contiguity: reported as exhaustion (kubelet's MemoryPressure), never as fragmentation.",
@@ -54,15 +118,18 @@ class AssessmentConfig:
 
 @dataclass(frozen=True)
 class SourcesConfig:
-    poll_interval_seconds: float = _doc(15.0, "How often the daemon reads buddyinfo & co.")
-    pagetypeinfo_interval_seconds: float = _doc(
+    poll_interval_seconds: float = _key(
+        15.0, "How often the daemon reads buddyinfo & co.", Allowed(minimum=1)
+    )
+    pagetypeinfo_interval_seconds: float = _key(
         300.0,
         "Minimum time between reads of /proc/pagetypeinfo (root-only, expensive); it is "
         "also read when the verdict is not healthy, at most this often.",
+        Allowed(minimum=1),
     )
-    kmsg_enabled: bool = _doc(True, "Follow the kernel log for allocation failures.")
-    kmsg_path: str = _doc("/dev/kmsg", "The kernel log device.")
-    accept_user_facility: bool = _doc(
+    kmsg_enabled: bool = _key(True, "Follow the kernel log for allocation failures.")
+    kmsg_path: str = _key("/dev/kmsg", "The kernel log device.", Allowed(min_length=1))
+    accept_user_facility: bool = _key(
         False,
         "Also count /dev/kmsg records of non-kernel facilities. Any root process can "
         "write those, so they are ignored by default; turn on only for tests and demos.",
@@ -71,56 +138,123 @@ class SourcesConfig:
 
 @dataclass(frozen=True)
 class ReportingConfig:
-    taint_key: str = _doc("memfrag.dev/fragmented", "Key of the taint set while fragmented.")
-    taint_effect: Literal["NoSchedule", "PreferNoSchedule", "none"] = _doc(
+    taint_key: str = _key(
+        "memfrag.dev/fragmented",
+        "Key of the taint set while fragmented.",
+        Allowed(
+            max_length=316,
+            pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+            invalid="is not a valid taint key: {value}",
+            says="a taint key ([prefix/]name), not under kubernetes.io or k8s.io",
+            not_pattern=r"^([^/]*\.)?(kubernetes\.io|k8s\.io)/",
+            reserved="kubernetes.io and k8s.io prefixes are reserved; use the agent's own prefix",
+        ),
+    )
+    taint_effect: Literal["NoSchedule", "PreferNoSchedule", "none"] = _key(
         "NoSchedule", "Effect of the taint; 'none' reports the condition without tainting."
     )
-    fragmented_for_seconds: float = _doc(
-        60.0, "The verdict must stay fragmented this long before the taint is set."
+    fragmented_for_seconds: float = _key(
+        60.0, "The verdict must stay fragmented this long before the taint is set.", _SECONDS
     )
-    healthy_for_seconds: float = _doc(
-        120.0, "The node must stay healthy this long before the taint and condition clear."
+    healthy_for_seconds: float = _key(
+        120.0,
+        "The node must stay healthy this long before the taint and condition clear.",
+        _SECONDS,
     )
-    heartbeat_seconds: float = _doc(
-        900.0, "Rewrite an unchanged condition this often (lastHeartbeatTime) and no more."
+    heartbeat_seconds: float = _key(
+        900.0,
+        "Rewrite an unchanged condition this often (lastHeartbeatTime) and no more.",
+        Allowed(minimum=10),
     )
-    stuck_pod_seconds: float = _doc(
-        300.0, "A pod on this node waiting in ContainerCreating longer than this is stuck."
+    stuck_pod_seconds: float = _key(
+        300.0,
+        "A pod on this node waiting in ContainerCreating longer than this is stuck.",
+        _SECONDS,
     )
-    max_tainted_percent: float = _doc(
+    max_tainted_percent: float = _key(
         20.0,
         "Never taint when that would leave more than this share of nodes tainted by the "
         "agent; report instead.",
+        Allowed(minimum=0, maximum=100),
     )
-    metrics_port: int = _doc(9808, "Port of /metrics and /healthz.")
-    metrics_address: str = _doc("0.0.0.0", "Address /metrics and /healthz listen on.")
+    metrics_port: int = _key(
+        9808,
+        "Port of /metrics and /healthz; 0 takes a free port (tests).",
+        Allowed(
+            minimum=0,
+            maximum=65535,
+            chart_minimum=1,
+            chart_why="it is also the pod's containerPort",
+        ),
+    )
+    metrics_address: str = _key(
+        "0.0.0.0",
+        "Address /metrics and /healthz listen on.",
+        Allowed(
+            pattern=r"^[0-9A-Fa-f:.]+$",
+            invalid=_ADDRESS,
+            says="an IPv4 or IPv6 address literal",
+            rules=(
+                Rule(
+                    _is_ip,
+                    _ADDRESS,
+                    "a valid IPv4 or IPv6 address (the pattern is only a first sieve)",
+                ),
+            ),
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class RemediationConfig:
-    mode: Literal["off", "dry-run", "on"] = _doc(
-        "dry-run", "off: never act; dry-run: log and report exactly what would run; on: act."
+    mode: Literal["off", "dry-run", "on"] = _key(
+        "dry-run",
+        "off: never act; dry-run: log and report exactly what would run; on: act. Quote 'on' "
+        "and 'off': unquoted, YAML reads them as true and false.",
     )
-    cooldown_seconds: float = _doc(900.0, "Minimum time between two runs of the same action.")
-    max_actions_per_hour: int = _doc(4, "Per node, all actions together.")
-    max_concurrent_nodes: int = _doc(1, "Cluster-wide: nodes remediating at once (Lease slots).")
-    lease_seconds: float = _doc(300.0, "A remediation slot expires this long after its renewal.")
-    action_timeout_seconds: float = _doc(120.0, "Give up waiting on one action after this.")
-    maintenance_window: str = _doc(
-        "", "Optional 'HH:MM-HH:MM' (UTC) outside which nothing runs; empty: any time."
+    cooldown_seconds: float = _key(
+        900.0, "Minimum time between two runs of the same action.", _SECONDS
     )
-    max_psi_some_avg10: float = _doc(
+    max_actions_per_hour: int = _key(4, "Per node, all actions together.", Allowed(minimum=0))
+    max_concurrent_nodes: int = _key(
+        1, "Cluster-wide: nodes remediating at once (Lease slots).", Allowed(minimum=1)
+    )
+    lease_seconds: float = _key(
+        300.0, "A remediation slot expires this long after its renewal.", Allowed(minimum=10)
+    )
+    action_timeout_seconds: float = _key(
+        120.0, "Give up waiting on one action after this.", Allowed(exclusive_minimum=0)
+    )
+    maintenance_window: str = _key(
+        "",
+        "Optional 'HH:MM-HH:MM' (UTC) outside which nothing runs; empty: any time.",
+        Allowed(
+            pattern=r"^$|^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$",
+            invalid="must be empty or 'HH:MM-HH:MM', got {value}",
+            says="empty or HH:MM-HH:MM",
+            rules=(
+                Rule(
+                    lambda w: w == "" or w[:5] != w[6:],
+                    "starts and ends at the same minute: a window of zero length never opens "
+                    "(leave it empty for any time)",
+                    "not of zero length (start and end differ)",
+                ),
+            ),
+        ),
+    )
+    max_psi_some_avg10: float = _key(
         50.0,
         "Skip remediation while memory PSI some avg10 (percent) is above this; the node "
         "is thrashing and compaction would make it worse. 100 disables the guard.",
+        Allowed(minimum=0, maximum=100),
     )
-    allow_drop_caches: bool = _doc(True, "Allow drop_caches steps on the ladder.")
-    delete_stuck_pods: bool = _doc(
+    allow_drop_caches: bool = _key(True, "Allow drop_caches steps on the ladder.")
+    delete_stuck_pods: bool = _key(
         False,
         "After recovery, delete this node's pods stuck in ContainerCreating that a "
         "controller owns, so they are recreated.",
     )
-    apply_tunables: bool = _doc(
+    apply_tunables: bool = _key(
         False, "Write the recommended vm.* tunables (min_free_kbytes, watermark_scale_factor...)."
     )
 
@@ -133,10 +267,49 @@ class Config:
     remediation: RemediationConfig = field(default_factory=RemediationConfig)
 
 
-_WINDOW = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$")
-_TAINT_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+@dataclass(frozen=True)
+class AtLeast:
+    """A rule between two keys, which a JSON schema cannot state: `key` must be >= `other`. The
+    error names `key`, even when only `other` was set."""
+
+    key: str
+    other: str
+    why: str = ""
+
+    @property
+    def reason(self) -> str:
+        return f"must be >= {self.other}" + (f": {self.why}" if self.why else "")
+
+
+CROSS_FIELD_RULES = (
+    AtLeast("assessment.at_risk_below_blocks", "assessment.fragmented_below_blocks"),
+    AtLeast("sources.pagetypeinfo_interval_seconds", "sources.poll_interval_seconds"),
+    AtLeast(
+        "remediation.lease_seconds",
+        "remediation.action_timeout_seconds",
+        "a slot that expires while its action still runs lets another node start one",
+    ),
 )
+
+
+def sections() -> list[tuple[str, type[Any]]]:
+    """(name, dataclass) of each section, in file order."""
+    hints = typing.get_type_hints(Config)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(Config)]
+
+
+def keys() -> list[tuple[str, dataclasses.Field[Any], Any]]:
+    """(key path, field, type hint) of every key, in file order."""
+    out = []
+    for name, cls in sections():
+        hints = typing.get_type_hints(cls)
+        out += [(f"{name}.{f.name}", f, hints[f.name]) for f in dataclasses.fields(cls)]
+    return out
+
+
+def allowed(f: dataclasses.Field[Any]) -> Allowed:
+    result: Allowed = f.metadata["allowed"]
+    return result
 
 
 def _convert(value: Any, hint: Any, path: str, source: str) -> Any:
@@ -195,81 +368,76 @@ def _build(cls: type[Any], data: dict[Any, Any], prefix: str, source: str) -> An
     return cls(**kwargs)
 
 
-def _is_ip(text: str) -> bool:
-    """An address literal: a host name would need DNS at start and could bind elsewhere."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+@functools.cache
+def compiled(pattern: str) -> re.Pattern[str]:
+    """A schema pattern as JSON Schema (ECMA-262) and helm's validator (Go) read it: searched
+    anywhere, and `$` the end of the text, not also before a final newline as in Python (our
+    patterns use `$` only as that anchor)."""
+    return re.compile(re.sub(r"(?<!\\)\$", r"\\Z", pattern))
+
+
+def _bounds_reason(a: Allowed, v: Number) -> str | None:
+    lo, hi = a.minimum, a.maximum
+    if lo is not None and hi is not None and not lo <= v <= hi:
+        return f"must be between {lo} and {hi}"
+    if lo is not None and hi is None and v < lo:
+        return f"must be >= {lo}"
+    if hi is not None and lo is None and v > hi:
+        return f"must be <= {hi}"
+    if a.exclusive_minimum is not None and not v > a.exclusive_minimum:
+        return f"must be > {a.exclusive_minimum}"
+    return None
+
+
+def _text_reason(a: Allowed, v: str) -> str | None:
+    short = a.min_length is not None and len(v) < a.min_length
+    long = a.max_length is not None and len(v) > a.max_length
+    unlike = not (short or long) and a.pattern is not None and not compiled(a.pattern).search(v)
+    if (short or long or unlike) and a.invalid:
+        return a.invalid.format(value=excerpt(v))
+    if short:
+        return (
+            "must not be empty"
+            if a.min_length == 1
+            else f"must be at least {a.min_length} characters"
+        )
+    if long:
+        return f"must be at most {a.max_length} characters, got {len(v)}"
+    if unlike:
+        return f"must match {a.pattern}, got {excerpt(v)}"
+    if a.not_pattern is not None and compiled(a.not_pattern).search(v):
+        return a.reserved
+    return None
+
+
+def refusal(a: Allowed, value: Any) -> str | None:
+    """Why `value` (already of the key's type) is not allowed, or None."""
+    if isinstance(value, str):
+        reason = _text_reason(a, value)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        reason = _bounds_reason(a, value)
+    else:
+        reason = None
+    if reason is None:
+        for rule in a.rules:
+            if not rule.ok(value):
+                return rule.reason.format(value=excerpt(value))
+    return reason
+
+
+def value_at(cfg: Config, path: str) -> Any:
+    section, key = path.split(".")
+    return getattr(getattr(cfg, section), key)
 
 
 def _check_ranges(cfg: Config, source: str) -> None:
-    a, s, r, m = cfg.assessment, cfg.sources, cfg.reporting, cfg.remediation
-    checks: list[tuple[bool, str, str]] = [
-        (1 <= a.target_order <= 12, "assessment.target_order", "must be between 1 and 12"),
-        (a.fragmented_below_blocks >= 1, "assessment.fragmented_below_blocks", "must be >= 1"),
-        (
-            a.at_risk_below_blocks >= a.fragmented_below_blocks,
-            "assessment.at_risk_below_blocks",
-            "must be >= assessment.fragmented_below_blocks",
-        ),
-        (0.0 <= a.min_zone_share <= 1.0, "assessment.min_zone_share", "must be between 0 and 1"),
-        (s.poll_interval_seconds >= 1, "sources.poll_interval_seconds", "must be >= 1"),
-        (
-            s.pagetypeinfo_interval_seconds >= s.poll_interval_seconds,
-            "sources.pagetypeinfo_interval_seconds",
-            "must be >= sources.poll_interval_seconds",
-        ),
-        (
-            bool(_TAINT_KEY.match(r.taint_key)) and len(r.taint_key) <= 316,
-            "reporting.taint_key",
-            f"is not a valid taint key: {excerpt(r.taint_key)}",
-        ),
-        (
-            not re.match(r"^([^/]*\.)?(kubernetes\.io|k8s\.io)/", r.taint_key),
-            "reporting.taint_key",
-            "kubernetes.io and k8s.io prefixes are reserved; use the agent's own prefix",
-        ),
-        (r.fragmented_for_seconds >= 0, "reporting.fragmented_for_seconds", "must be >= 0"),
-        (r.healthy_for_seconds >= 0, "reporting.healthy_for_seconds", "must be >= 0"),
-        (r.heartbeat_seconds >= 10, "reporting.heartbeat_seconds", "must be >= 10"),
-        (r.stuck_pod_seconds >= 0, "reporting.stuck_pod_seconds", "must be >= 0"),
-        (0 <= r.max_tainted_percent <= 100, "reporting.max_tainted_percent", "must be 0..100"),
-        (0 <= r.metrics_port <= 65535, "reporting.metrics_port", "must be 0..65535"),
-        (
-            _is_ip(r.metrics_address),
-            "reporting.metrics_address",
-            f"must be an IPv4 or IPv6 address such as 0.0.0.0, :: or 127.0.0.1; got "
-            f"{excerpt(r.metrics_address)}",
-        ),
-        (m.cooldown_seconds >= 0, "remediation.cooldown_seconds", "must be >= 0"),
-        (m.max_actions_per_hour >= 0, "remediation.max_actions_per_hour", "must be >= 0"),
-        (m.max_concurrent_nodes >= 1, "remediation.max_concurrent_nodes", "must be >= 1"),
-        (m.lease_seconds >= 10, "remediation.lease_seconds", "must be >= 10"),
-        (m.action_timeout_seconds > 0, "remediation.action_timeout_seconds", "must be > 0"),
-        (
-            m.lease_seconds >= m.action_timeout_seconds,
-            "remediation.lease_seconds",
-            "must be >= remediation.action_timeout_seconds: a slot that expires while its "
-            "action still runs lets another node start one",
-        ),
-        (
-            m.maintenance_window == "" or bool(_WINDOW.match(m.maintenance_window)),
-            "remediation.maintenance_window",
-            f"must be empty or 'HH:MM-HH:MM', got {excerpt(m.maintenance_window)}",
-        ),
-        (
-            m.maintenance_window[:5] != m.maintenance_window[6:] or m.maintenance_window == "",
-            "remediation.maintenance_window",
-            "starts and ends at the same minute: a window of zero length never opens "
-            "(leave it empty for any time)",
-        ),
-        (0 <= m.max_psi_some_avg10 <= 100, "remediation.max_psi_some_avg10", "must be 0..100"),
-    ]
-    for ok, path, reason in checks:
-        if not ok:
+    for path, f, _ in keys():
+        reason = refusal(allowed(f), value_at(cfg, path))
+        if reason is not None:
             raise ConfigError(source, path, reason)
+    for rule in CROSS_FIELD_RULES:
+        if not value_at(cfg, rule.key) >= value_at(cfg, rule.other):
+            raise ConfigError(source, rule.key, rule.reason)
 
 
 def config_from_mapping(data: Any, source: str = "<config>") -> Config:
@@ -283,109 +451,6 @@ def config_from_mapping(data: Any, source: str = "<config>") -> Config:
     return cfg
 
 
-# The config has 30 keys in two levels; the chart renders it in under 2 KiB. These bounds leave
-# room for comments and refuse what only an attack needs: an alias bomb (a few hundred bytes
-# expanding to gigabytes), 10 KB of nesting (a RecursionError in the composer), huge integers.
-MAX_CONFIG_BYTES = 64 << 10
-MAX_DEPTH = 8
-MAX_INT_CHARS = 500
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-class _Refused(Exception):
-    def __init__(self, mark: yaml.Mark | None, reason: str) -> None:
-        super().__init__(reason)
-        self.line = mark.line + 1 if mark is not None else None
-        self.reason = reason
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader without aliases, without deep nesting and without huge integers."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            raise _Refused(self._mark(), "YAML aliases (*name) are not allowed")
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise _Refused(self._mark(), f"nested deeper than {MAX_DEPTH} levels")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-    def _mark(self) -> yaml.Mark | None:
-        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
-        mark: yaml.Mark | None = event.start_mark  # type: ignore[assignment]
-        return mark
-
-    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
-        if len(node.value) > MAX_INT_CHARS:
-            raise _Refused(node.start_mark, f"an integer of {len(node.value)} characters")
-        return super().construct_yaml_int(node)
-
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
-
-
-def _check_keys(loader: _Loader, node: yaml.Node, path: str) -> None:
-    """Duplicate keys are an error (YAML says so; PyYAML silently keeps the last), merge keys
-    (<<) too: each key of the file means exactly what it says once."""
-    if isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_keys(loader, item, f"{path}[{i}]")
-    if not isinstance(node, yaml.MappingNode):
-        return
-    first: dict[object, int] = {}
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        if key_node.tag == _MERGE_TAG:
-            raise _Refused(key_node.start_mark, "YAML merge keys (<<) are not allowed")
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise _Refused(key_node.start_mark, "keys must be plain scalars")
-        key = loader.construct_object(key_node)
-        name = key if isinstance(key, str) and len(key) <= 40 else excerpt(key, 40)
-        where = f"{path}.{name}" if path else str(name)
-        if key in first:  # a scalar: hashable
-            raise ConfigError("", where, f"duplicate key (lines {first[key]} and {line})")
-        first[key] = line
-        _check_keys(loader, value_node, where)
-
-
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Parse and validate a config file's text; every failure is a ConfigError naming the
-    source, the line or key, and a bounded excerpt of the offending value."""
-    if len(text) > MAX_CONFIG_BYTES:
-        raise ConfigError(source, "", f"{len(text)} characters: larger than {MAX_CONFIG_BYTES}")
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            data = None
-        else:
-            _check_keys(loader, node, "")
-            data = loader.construct_document(node)
-    except _Refused as exc:
-        where = f"line {exc.line}: " if exc.line is not None else ""
-        raise ConfigError(source, "", f"{where}{exc.reason}") from None
-    except ConfigError as exc:
-        raise ConfigError(source, exc.path, exc.reason) from None
-    except yaml.YAMLError as exc:
-        message = str(exc)
-        raise ConfigError(source, "", f"not valid YAML: {message[:500]}") from None
-    finally:
-        loader.dispose()
-    return config_from_mapping(data, source)
-
-
 def config_docs() -> list[tuple[str, str, str]]:
     """(key path, default, description) for every key: the README's table is made from this."""
-    rows: list[tuple[str, str, str]] = []
-    for section in dataclasses.fields(Config):
-        cls = typing.get_type_hints(Config)[section.name]
-        for f in dataclasses.fields(cls):
-            rows.append((f"{section.name}.{f.name}", repr(f.default), f.metadata.get("doc", "")))
-    return rows
+    return [(path, repr(f.default), f.metadata["doc"]) for path, f, _ in keys()]

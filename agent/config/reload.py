@@ -10,30 +10,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from agent.base.errors import ConfigError, ParseError
+from agent.base.errors import ConfigError
 from agent.base.excerpt import excerpt
-from agent.base.files import read_text
-from agent.config.model import MAX_CONFIG_BYTES, Config, parse_config
-
-
-def read_config(path: str) -> Config:
-    """Read and validate a config file. Every failure is a ConfigError naming the file: the
-    daemon refuses to start with it, `check --config` exits 3, a reload keeps the last good."""
-    try:
-        # The ConfigMap's file is a symlink (into ..data): follow it, but read only a regular
-        # file and no more than a config may hold.
-        text = read_text(Path(path), MAX_CONFIG_BYTES, follow_symlinks=True)
-        return parse_config(text, path)
-    except ConfigError:
-        raise
-    except OSError as exc:
-        raise ConfigError(path, "", f"cannot read config: {exc.strerror or excerpt(exc)}") from exc
-    except ParseError as exc:  # not a regular file, or too large
-        raise ConfigError(path, "", exc.reason) from exc
-    except Exception as exc:  # a bug of ours or of the YAML library: still a clear refusal
-        raise ConfigError(path, "", f"cannot load: {excerpt(exc, 200)}") from exc
+from agent.config.load import load
+from agent.config.model import Config
 
 
 @dataclass(frozen=True)
@@ -55,13 +36,12 @@ class ConfigFile:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def _load(self) -> Config:
-        if self.path is None:
-            return Config()
-        try:
-            self._stamp = self._stat()
-        except OSError as exc:
-            raise ConfigError(self.path, "", f"cannot read config: {exc.strerror}") from exc
-        return read_config(self.path)
+        if self.path is not None:
+            try:
+                self._stamp = self._stat()
+            except OSError as exc:
+                raise ConfigError(self.path, "", f"cannot read config: {exc.strerror}") from exc
+        return load(self.path)
 
     def reload_if_changed(self) -> Reload:
         """Check the file; on a change, take it if valid, else keep the last good config.
@@ -76,8 +56,8 @@ class ConfigFile:
             return Reload(False)
         self._stamp = stamp
         try:
-            self.config = read_config(self.path)
-        except Exception as exc:  # read_config makes every failure a ConfigError; all the same
+            self.config = load(self.path)
+        except Exception as exc:  # load makes every failure a ConfigError; all the same
             reason = str(exc) if isinstance(exc, ConfigError) else excerpt(exc, 600)
             return Reload(True, f"{reason}; keeping the last good config")
         return Reload(True)

@@ -8,14 +8,19 @@ server: an API outage shows in memfrag_api_up, and restarting the agent would no
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -24,6 +29,10 @@ from agent import __version__
 from agent.assess.verdict import Assessment, Verdict
 from agent.base.errors import MemfragError
 from agent.daemon.httpserver import BoundedHTTPServer
+from agent.decide.ladder import Step
+from agent.decide.remediation import ActionOutcome
+from agent.kernel.actions import ActionKind
+from agent.kernel.kmsg import KINDS
 
 VERDICTS = tuple(Verdict)
 # Why the last API request failed; 404, 409 and 422 are answers from a working API server.
@@ -50,10 +59,20 @@ def api_down_reason(status: int | None) -> str | None:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, numa_nodes: Iterable[int] = ()) -> None:
+        """Every labelled counter starts at 0 for each label value the agent can give it (the
+        per-NUMA-node compaction: for `numa_nodes`), so a first failure is an increase that
+        `increase()` and `rate()` see, not a new series born at 1. The image sets
+        MEMFRAG_REVISION (Dockerfile, build arg REVISION) for memfrag_build_info."""
         r = self.registry = CollectorRegistry()
+        # process_* (memory, CPU, open files of this process) and python_* (version, GC).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.build = Info("memfrag_build", "Version of the running agent", registry=r)
-        self.build.info({"version": __version__})
+        self.build.info(
+            {"version": __version__, "revision": os.environ.get("MEMFRAG_REVISION") or "unknown"}
+        )
         self.free_blocks = Gauge(
             "memfrag_free_blocks",
             "Free blocks per NUMA node, zone and order (buddyinfo)",
@@ -167,6 +186,19 @@ class Metrics:
             "memfrag_remediation_last_duration_seconds", "Duration of the last action", registry=r
         )
         self.config_valid.set(1)
+        for kind in KINDS:
+            for order in (*range(16), None):
+                self.findings.labels(kind, order_label(order))
+        for operation in ("condition", "event", "lease", "pod-delete", "taint"):
+            self.api_errors.labels(operation)
+        for reload in ("ok", "invalid"):
+            self.config_reloads.labels(reload)
+        steps = [Step(ActionKind.COMPACT, None, "")]
+        steps += [Step(ActionKind.DROP_CACHES, n, "") for n in (1, 2, 3)]
+        steps += [Step(ActionKind.COMPACT_NODE, n, "") for n in numa_nodes]
+        for step in steps:
+            for result in ActionOutcome:
+                self.actions.labels(step.name, result)
 
     def record(self, a: Assessment) -> None:
         self.target_order.set(a.order)

@@ -30,3 +30,10 @@ def bounded_lines(
             on_skip(f"{source}:{lineno}: line longer than {limit} bytes: skipped")
             continue
         yield line
+
+
+def split_chunk(pending: bytes, chunk: bytes, limit: int) -> tuple[list[bytes], bytes]:
+    """A stream read in chunks: the complete lines of `pending + chunk` and what is left; a
+    remainder longer than `limit` without a newline is dropped, not buffered."""
+    *complete, rest = (pending + chunk).split(b"\n")
+    return complete, (b"" if len(rest) > limit else rest)

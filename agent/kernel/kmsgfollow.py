@@ -18,6 +18,7 @@ import stat
 import threading
 from collections.abc import Callable
 
+from agent.kernel.boundedlines import split_chunk
 from agent.kernel.kmsg import Finding, Suppressed, scan_events
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,7 @@ class KmsgFollower:
                     continue
                 log.warning("kernel log %s closed by the writer", self.path)
                 return
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > MAX_PENDING:
-                pending = b""
+            lines, pending = split_chunk(pending, chunk, MAX_PENDING)
             for line in lines:
                 self.handle(line)
 

@@ -29,6 +29,7 @@ class ZoneWatermarks:
     spanned: int
     present: int
     managed: int
+    start_pfn: int | None = None  # where the zone begins: compaction events name zones by it
 
 
 def parse_zoneinfo(text: str, source: str = "/proc/zoneinfo") -> tuple[ZoneWatermarks, ...]:
@@ -36,6 +37,7 @@ def parse_zoneinfo(text: str, source: str = "/proc/zoneinfo") -> tuple[ZoneWater
     zones: list[ZoneWatermarks] = []
     current: tuple[int, str, int] | None = None  # node, zone, line of the zone header
     values: dict[str, int] = {}
+    start: int | None = None
 
     def close() -> None:
         if current is None:
@@ -44,22 +46,21 @@ def parse_zoneinfo(text: str, source: str = "/proc/zoneinfo") -> tuple[ZoneWater
         if missing:
             raise ParseError(source, current[2], f"zone {current[1]} lacks {', '.join(missing)}")
         # Kernels before 2.6.37 print no 'managed'; 'present' is the closest they give.
-        zones.append(
-            ZoneWatermarks(
-                current[0], current[1], **{f: values.get(f, values["present"]) for f in _FIELDS}
-            )
-        )
+        fields = {f: values.get(f, values["present"]) for f in _FIELDS}
+        zones.append(ZoneWatermarks(current[0], current[1], **fields, start_pfn=start))
 
     for lineno, line in enumerate(lines(text), 1):
         m = _HEAD.match(line.strip())
         if m:
             close()
             check_zone(int(m.group(1)), m.group(2), len(zones), source, lineno)
-            current, values = (int(m.group(1)), m.group(2), lineno), {}
+            current, values, start = (int(m.group(1)), m.group(2), lineno), {}, None
             continue
         parts = line.split()
         if current is None or not parts:
             continue
+        if len(parts) == 2 and parts[0] == "start_pfn:" and is_uint(parts[1]):
+            start = int(parts[1])
         if parts[:2] == ["pages", "free"]:
             parts = parts[1:]
         if len(parts) == 2 and parts[0] in _FIELDS and parts[0] not in values:

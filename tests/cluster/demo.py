@@ -24,12 +24,13 @@ from typing import Any
 
 import yaml
 
+from tests.chart_tools import AGENT_BIN
 from tests.cluster.image import AGENT_REF, ImageBuildError, build_agent_image, build_pause_image
 from tests.cluster.node import node_unavailable_reason
 from tests.cluster.plane import ControlPlaneError
 from tests.cluster.realcluster import NodeCluster
 from tests.cluster.scrape import scrape
-from tests.integration.harness import AGENT, wait_for
+from tests.cluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "memfrag-agent"
@@ -100,11 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True)
 
     say("memfrag-agent check on this machine's real /proc")
-    check = subprocess.run([str(AGENT), "check"], capture_output=True, text=True, check=False)
+    check = subprocess.run([str(AGENT_BIN), "check"], capture_output=True, text=True, check=False)
     print(check.stdout, end="")
     real = json.loads(
         subprocess.run(
-            [str(AGENT), "check", "--output", "json"], capture_output=True, text=True, check=False
+            [str(AGENT_BIN), "check", "--output", "json"],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout
     )
     blocks = min(n["blocks_at_order"] for n in real["numa_nodes"])

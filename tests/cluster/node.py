@@ -35,7 +35,7 @@ from tests.cluster.plane import (
     DEFAULT_BIN_DIR,
     ControlPlane,
     ControlPlaneError,
-    _free_port,
+    free_port,
     pid_alive,
 )
 
@@ -430,10 +430,10 @@ state = "{root / "state"}"
             "failSwapOn": False,
             "containerRuntimeEndpoint": f"unix://{self.sock}",
             "address": NODE_IP,
-            "port": _free_port(),
+            "port": free_port(),
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
-            "healthzPort": _free_port(),
+            "healthzPort": free_port(),
             "podLogsDir": str(self.workdir / "pod-logs"),
             "staticPodPath": "",
             "resolvConf": "",  # no cluster DNS, and no off-machine resolver for pods
@@ -483,8 +483,8 @@ state = "{root / "state"}"
             "mode": "iptables",
             "clusterCIDR": POD_CIDR,
             "bindAddress": NODE_IP,
-            "healthzBindAddress": f"127.0.0.1:{_free_port()}",
-            "metricsBindAddress": f"127.0.0.1:{_free_port()}",
+            "healthzBindAddress": f"127.0.0.1:{free_port()}",
+            "metricsBindAddress": f"127.0.0.1:{free_port()}",
             # Leave the host's sysctls alone: no conntrack table resizing or timeouts, and no
             # route_localnet on every interface for NodePorts on 127.0.0.1.
             "conntrack": {"maxPerCore": 0, "tcpEstablishedTimeout": "0s",

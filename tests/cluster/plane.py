@@ -80,7 +80,7 @@ def _die_with_parent() -> None:
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A loopback port that is free right now (the OS picks it; a tiny race is accepted)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_LOOPBACK, 0))
@@ -269,7 +269,7 @@ class ControlPlane:
                 self.logs.mkdir(exist_ok=True)
                 self._ensure_pki()
                 if not self._ports:
-                    self._ports = {n: _free_port() for n in ("etcd", "etcd-peer", "apiserver")}
+                    self._ports = {n: free_port() for n in ("etcd", "etcd-peer", "apiserver")}
                 self._write_kubeconfigs()
                 self._start_etcd()
                 self.start_apiserver()
@@ -340,7 +340,7 @@ class ControlPlane:
         with self._lock:
             if self.running("kube-scheduler"):
                 return
-            port = self._ports.setdefault("kube-scheduler", _free_port())
+            port = self._ports.setdefault("kube-scheduler", free_port())
             kubeconfig = self.workdir / "kube-scheduler.kubeconfig"
             self._spawn(
                 "kube-scheduler",
@@ -364,7 +364,7 @@ class ControlPlane:
         with self._lock:
             if self.running("kube-controller-manager"):
                 return
-            port = self._ports.setdefault("kube-controller-manager", _free_port())
+            port = self._ports.setdefault("kube-controller-manager", free_port())
             kubeconfig = self.workdir / "kube-controller-manager.kubeconfig"
             self._spawn(
                 "kube-controller-manager",

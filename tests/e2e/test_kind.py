@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.chart_tools import CHART, HELM, REPO, run
-from tests.integration.harness import wait_for
+from tests.cluster.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.cluster.fakehost import FakeHost
 from tests.cluster.node import host_footprint
 from tests.cluster.plane import ControlPlaneError
 from tests.cluster.realcluster import NodeCluster
 from tests.cluster.scrape import scrape
+from tests.cluster.waiting import wait_for
 from tests.e2e.conftest import REPO, Images, require_node
-from tests.integration.harness import FakeHost, wait_for
 
 # The first test waits for the images: a cold build (debootstrap, pip) takes a few minutes.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]

@@ -11,7 +11,7 @@ from kubernetes import client as k8s_client
 from agent.kube.client import Kube
 from tests.cluster import ControlPlane
 from tests.cluster.plane import api_client_for
-from tests.integration.harness import NAMESPACE, apply_chart_rbac
+from tests.cluster.rbac import NAMESPACE, apply_chart_rbac
 
 
 @pytest.fixture(scope="session")

@@ -1,54 +1,20 @@
-"""Runs the real `memfrag-agent run` as a subprocess against the local control plane, over a
-/proc tree the test controls and a FIFO standing in for /dev/kmsg."""
+"""What the integration tests ask the local control plane about a node (as the admin), the
+objects they plant there, a hand-moved clock and a black-holing API proxy. The agent process,
+the fake host and kernel, waiting and the chart's RBAC live in tests/cluster, shared with the
+demo, the e2e tests and bench."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from agent.kube.client import Kube
-from tests.cluster.scrape import scrape
-
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures" / "proc"
-AGENT = Path(sys.executable).parent / "memfrag-agent"
-HELM = REPO / ".tools" / "bin" / "helm"
-KUBECTL = REPO / ".tools" / "bin" / "kubectl"
-NAMESPACE = "memfrag-system"
-T = TypeVar("T")
-
-
-def wait_for(
-    pred: Callable[[], T | None], what: str, timeout: float = 30.0, every: float = 0.2
-) -> T:
-    """Poll until pred() is truthy; fail naming what we waited for (a wait, not a timing claim)."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Clock:
@@ -61,44 +27,6 @@ class Clock:
         return self.t + (time.time() if self.real else 0.0)
 
 
-class FakeHost:
-    """A /proc tree holding buddyinfo only: healthy (this machine's) or fragmented (the seed's)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.healthy()
-
-    def _put(self, fixture: str) -> None:
-        """Take buddyinfo (and pagetypeinfo, where the fixture has one) from a real capture."""
-        for name in ("buddyinfo", "pagetypeinfo"):
-            src, dst = FIXTURES / fixture / name, self.root / name
-            if not src.exists():
-                dst.unlink(missing_ok=True)
-                continue
-            tmp = self.root / f"{name}.tmp"
-            shutil.copy(src, tmp)
-            os.replace(tmp, dst)  # atomic, as the kernel's file is coherent
-
-    def unmovable(self) -> None:
-        """A production machine fragmented by unmovable kernel memory (linux-mm, 2016)."""
-        self._put("fb-prod-2node-4.0-fragmented")
-
-    def healthy(self) -> None:
-        self._put("vm-6.18-x86_64")
-
-    def fragmented(self) -> None:
-        self._put("seed-incident")
-
-    def garbage(self) -> None:
-        (self.root / "buddyinfo").write_text("Node 0, zone Normal 1 2 x\n")
-
-
-def kmsg_line(text: str, seq: int = 1, facility: int = 0, level: int = 4) -> bytes:
-    return f"{facility * 8 + level},{seq},{int(time.monotonic() * 1e6)},-;{text}\n".encode()
-
-
-SEED_LINE = "mysqld: page allocation failure. order:4, mode:0x10c0d0"
 TAINT = "memfrag.dev/fragmented"
 
 
@@ -174,186 +102,6 @@ def sandbox_event(
             "count": 1,
         },
     )
-
-
-class AgentProcess:
-    def __init__(
-        self,
-        workdir: Path,
-        node: str,
-        kubeconfig: Path,
-        host: FakeHost,
-        config: dict[str, Any] | None = None,
-    ) -> None:
-        self.workdir, self.node, self.kubeconfig, self.host = workdir, node, kubeconfig, host
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.kmsg = workdir / "kmsg"
-        self.config_path = workdir / "config.yaml"
-        self.config: dict[str, Any] = {
-            "sources": {
-                "poll_interval_seconds": 1,
-                "pagetypeinfo_interval_seconds": 60,
-                "kmsg_path": str(self.kmsg),
-            },
-            "reporting": {
-                "fragmented_for_seconds": 2,
-                "healthy_for_seconds": 2,
-                "heartbeat_seconds": 30,
-                "metrics_port": self.port,
-                "metrics_address": "127.0.0.1",
-                # Tests share one API server and many nodes; the cap has its own test.
-                "max_tainted_percent": 100,
-            },
-        }
-        for section, values in (config or {}).items():
-            self.config.setdefault(section, {}).update(values)
-        self.fifo = self.config["sources"]["kmsg_path"] == str(self.kmsg)
-        if self.fifo and not self.kmsg.exists():
-            os.mkfifo(self.kmsg)
-        self.write_config()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "agent.log"
-        self._kmsg_fd: int | None = None
-
-    def write_config(self, text: str | None = None) -> None:
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(text if text is not None else yaml.safe_dump(self.config))
-        os.replace(tmp, self.config_path)
-
-    def start(self) -> AgentProcess:
-        env = dict(os.environ, NODE_NAME=self.node, KUBECONFIG=str(self.kubeconfig))
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        self.proc = subprocess.Popen(
-            [
-                str(AGENT),
-                "run",
-                "--config",
-                str(self.config_path),
-                "--proc-root",
-                str(self.host.root),
-                "--log-format",
-                "json",
-            ],
-            env=env,
-            stdout=open(self.log_path, "ab"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
-        # Hold the FIFO open for writing so the agent's reader never sees EOF between writes.
-        if self.fifo:
-            self._kmsg_fd = os.open(self.kmsg, os.O_RDWR)
-        wait_for(self.healthz, "the agent's /healthz", timeout=30)
-        return self
-
-    def reopen_kmsg_writer(self) -> None:
-        """Close the FIFO's only writer (the agent reads EOF), then open a new one."""
-        assert self._kmsg_fd is not None
-        os.close(self._kmsg_fd)
-        time.sleep(0.5)
-        self._kmsg_fd = os.open(self.kmsg, os.O_WRONLY)
-
-    def write_kmsg(self, line: bytes) -> None:
-        assert self._kmsg_fd is not None
-        os.write(self._kmsg_fd, line)
-
-    def healthz(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def metrics(self) -> dict[str, float]:
-        return scrape(f"http://127.0.0.1:{self.port}/metrics")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self._kmsg_fd is not None:
-            os.close(self._kmsg_fd)
-            self._kmsg_fd = None
-        if self.proc is None:
-            return 0
-        self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait(5)
-        self.proc = None
-        return rc
-
-
-def apply_chart_rbac(
-    kubeconfig: Path, release: str = "memfrag-agent", sets: tuple[str, ...] = ()
-) -> None:
-    """Apply the chart's own ServiceAccount and RBAC (with `--set` values): the agent gets
-    exactly what the chart grants, no more."""
-    rendered = subprocess.run(
-        [
-            str(HELM),
-            "template",
-            release,
-            str(REPO / "charts" / "memfrag-agent"),
-            "--namespace",
-            NAMESPACE,
-            "--kube-version",
-            "v1.35.4",
-            "--show-only",
-            "templates/serviceaccount.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-            *(arg for s in sets for arg in ("--set", s)),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    kubectl = [str(KUBECTL), "--kubeconfig", str(kubeconfig)]
-    subprocess.run(
-        [*kubectl, "create", "namespace", NAMESPACE], capture_output=True, text=True, check=False
-    )
-    subprocess.run(
-        [*kubectl, "apply", "-f", "-"], input=rendered, check=True, capture_output=True, text=True
-    )
-
-
-class FakeKernel:
-    """Stands in for /proc/sys/vm/{compact_memory,drop_caches}: FIFOs read by threads that
-    record every write, and optionally heal the FakeHost when a given action arrives."""
-
-    def __init__(self, host: FakeHost, heals_on: str | None = None, delay: float = 0.0) -> None:
-        self.host, self.heals_on, self.delay = host, heals_on, delay
-        self.writes: list[tuple[str, str]] = []
-        vm = host.root / "sys" / "vm"
-        vm.mkdir(parents=True, exist_ok=True)
-        self._stop = False
-        self.threads: list[threading.Thread] = []
-        for name in ("compact_memory", "drop_caches"):
-            path = vm / name
-            os.mkfifo(path)
-            t = threading.Thread(target=self._serve, args=(name, path), name=name, daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _serve(self, name: str, path: Path) -> None:
-        while not self._stop:
-            time.sleep(self.delay)  # a slow kernel: the agent's open() waits this long
-            with open(path, "rb") as fh:  # blocks until the agent opens it to write
-                value = fh.read().decode().strip()
-            if self._stop:
-                return
-            self.writes.append((name, value))
-            if self.heals_on == f"{name}={value}":
-                self.host.healthy()
-
-    def close(self) -> None:
-        self._stop = True
-        for t in self.threads:  # unblock readers waiting in open()
-            with contextlib.suppress(OSError):
-                fd = os.open(self.host.root / "sys" / "vm" / t.name, os.O_WRONLY | os.O_NONBLOCK)
-                os.close(fd)
 
 
 class ApiProxy:

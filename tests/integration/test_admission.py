@@ -34,7 +34,8 @@ from agent.kube.client import MERGE, SMP, ApiError, Kube
 from agent.kube.events import EventRecorder
 from tests.chart_tools import by_kind, documents, render
 from tests.cluster import ControlPlane
-from tests.integration.harness import KUBECTL, wait_for
+from tests.cluster.rbac import KUBECTL
+from tests.cluster.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
-import typing
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,18 +24,23 @@ import yaml
 from packaging.requirements import Requirement
 
 from agent import __version__
-from agent.config.model import Config, parse_config
+from agent.base.errors import ConfigError
+from agent.config.load import parse_config
+from agent.config.model import HIGHEST_ORDER, Config, config_from_mapping
+from agent.config.schema import chart_schema_text, config_schema
 from agent.daemon.loop import RESTART_KEYS
 from agent.kube.client import SMP, ApiError, Kube
 from tests.chart_tools import (
     BUILD_TOOLS,
     CHART,
+    CLUSTER_CAPABILITIES,
     CONSTRAINTS,
     DEPLOY_MANIFEST,
     DOCKERFILE,
     GENERATE_SH,
     HELM,
     REPO,
+    TOOLS,
     PodReaper,
     by_kind,
     dockerfile_instructions,
@@ -55,7 +60,8 @@ from tests.chart_tools import (
     tolerates,
 )
 from tests.cluster import ControlPlane
-from tests.integration.harness import wait_for
+from tests.cluster.waiting import wait_for
+from tests.unit.config.edges import Edge, edges, rounds
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +70,7 @@ VARIANTS: list[Path | None] = [None, *CI_VALUES]
 VARIANT_IDS = ["defaults", *(p.name.removesuffix("-values.yaml") for p in CI_VALUES)]
 # prometheus-operator's kinds are CRDs: a bare kube-apiserver has no schema for them, so
 # kubeconform skips them (-skip) instead of failing on a missing schema.
-CRD_KINDS = ("ServiceMonitor", "PrometheusRule")
+CRD_KINDS = ("ServiceMonitor", "PodMonitor", "PrometheusRule")
 CONDITION = "MemoryFragmented"
 CONFIG_PATH = "/etc/memfrag-agent/config.yaml"
 
@@ -136,7 +142,7 @@ def test_helm_lint_strict(variant: Path | None) -> None:
         ("config.assessment.exhaustion_watermark=max", "/config/assessment/exhaustion_watermark"),
         ("config.reporting.taint_key=kubernetes.io/mine", "/config/reporting/taint_key"),
         ("config.reporting.metrics_port=0", "/config/reporting/metrics_port"),
-        ("config.assessment.target_order=13", "/config/assessment/target_order"),
+        (f"config.assessment.target_order={HIGHEST_ORDER + 1}", "/config/assessment/target_order"),
         ("config.sources.kmsg_enabled=maybe", "/config/sources/kmsg_enabled"),
         ("config.remediation.maintenance_window=2am", "/config/remediation/maintenance_window"),
         ("config.reporting.typo_key=1", "additional properties 'typo_key' not allowed"),
@@ -170,33 +176,47 @@ def test_unquoted_on_is_rejected_with_a_type_error(tmp_path: Path) -> None:
     assert "/config/remediation/mode" in result.stderr and "boolean" in result.stderr
 
 
-def _schema_type(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "string"
-    return {bool: "boolean", int: "integer", float: "number", str: "string"}[hint]
-
-
-def test_config_schema_and_defaults_are_the_agents() -> None:
-    """values.yaml `config` holds exactly the agent's keys and defaults; the schema types each
-    of them like the agent does, enums included, and allows nothing else."""
-    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
+def test_values_config_is_the_agents_defaults() -> None:
+    """values.yaml `config` holds exactly the agent's keys, each with the agent's default."""
     values = chart_values()["config"]
-    assert schema["additionalProperties"] is False
-    sections = [f.name for f in dataclasses.fields(Config)]
-    assert set(schema["properties"]) == set(sections) == set(values)
-    for section in sections:
-        cls = typing.get_type_hints(Config)[section]
-        hints = typing.get_type_hints(cls)
-        props = schema["properties"][section]
-        assert props["additionalProperties"] is False, section
-        assert set(props["properties"]) == set(hints) == set(values[section]), section
-        defaults = dataclasses.asdict(cls())
-        for key, hint in hints.items():
-            where = f"config.{section}.{key}"
-            assert props["properties"][key]["type"] == _schema_type(hint), where
-            if typing.get_origin(hint) is typing.Literal:
-                assert props["properties"][key]["enum"] == list(typing.get_args(hint)), where
-            assert values[section][key] == defaults[key], f"{where}: values.yaml != agent default"
+    defaults = dataclasses.asdict(Config())
+    assert values == defaults
+
+
+def test_config_schema_is_generated_from_the_model() -> None:
+    """The committed schema's `config` is what agent.config.schema generates (`make schema`):
+    types, choices and ranges are the model's own."""
+    text = (CHART / "values.schema.json").read_text()
+    assert json.loads(text)["properties"]["config"] == config_schema()
+    assert chart_schema_text(text) == text
+
+
+@pytest.mark.parametrize("round_", rounds(edges()), ids=lambda r: f"{len(r)}-keys")
+def test_the_chart_and_the_agent_refuse_the_same_edges(round_: list[Edge], tmp_path: Path) -> None:
+    """For every ranged key: a value just outside the range is refused by the chart's schema
+    (helm template) and by the agent; the bound itself by neither; where one alone has a rule
+    (the agent's IP and zero-length-window checks, the chart's containerPort) exactly it refuses.
+    One render per round, each key at most once in it: helm lists every schema error."""
+    values: dict[str, dict[str, Any]] = {}
+    for edge in round_:
+        section, key = edge.path.split(".")
+        values.setdefault(section, {})[key] = edge.value
+        try:
+            config_from_mapping(edge.document(), "edge")
+        except ConfigError as exc:
+            assert edge.model_refuses and exc.path == edge.path, (edge, exc)
+        else:
+            assert not edge.model_refuses, edge
+    path = tmp_path / "edges.json"  # JSON: no YAML 1.1 surprises in the values themselves
+    path.write_text(json.dumps({"config": values}))
+    result = run(
+        [HELM, "template", "x", CHART, "--kube-version", "1.35.4", "-f", path], check=False
+    )
+    for edge in round_:
+        section, key = edge.path.split(".")
+        refused = f"at '/config/{section}/{key}'" in result.stderr
+        assert refused == edge.chart_refuses, (edge, result.stderr[-2000:])
+    assert (result.returncode != 0) == any(e.chart_refuses for e in round_), result.stderr
 
 
 def _walk(values: Any, schema: dict[str, Any], path: str) -> Iterator[str]:
@@ -223,7 +243,8 @@ def _loose_objects(schema: dict[str, Any], path: str) -> Iterator[str]:
 def test_schema_describes_every_value_and_allows_no_unknown_key() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert list(_walk(chart_values(), schema, "")) == []
-    assert list(_loose_objects(schema, "")) == []
+    # An umbrella chart's globals are its own: only imageRegistry and imagePullSecrets are read.
+    assert list(_loose_objects(schema, "")) == [".global"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
@@ -243,6 +264,18 @@ def test_configmap_is_the_values_config_and_the_agent_accepts_it(
     assert cfg.reporting.taint_key == values["config"]["reporting"]["taint_key"]
 
 
+def expected_image(values: dict[str, Any]) -> str:
+    """registry/repository:tag (or @digest), as a user reads values.yaml's comments."""
+    image = values["image"]
+    registry = values["global"]["imageRegistry"] or image["registry"]
+    first = image["repository"].split("/")[0]
+    named = "/" in image["repository"] and ("." in first or ":" in first or first == "localhost")
+    repo = image["repository"] if named or not registry else f"{registry}/{image['repository']}"
+    return (
+        f"{repo}@{image['digest']}" if image["digest"] else f"{repo}:{image['tag'] or __version__}"
+    )
+
+
 def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str) -> None:
     """What the agent needs from its pod (shared by the rendered template and the live pods)."""
     cfg = values["config"]
@@ -254,10 +287,15 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
         "--log-format", values["logFormat"], "--log-level", values["logLevel"],
         *values["extraArgs"],
     ]  # fmt: skip
-    sc = c["securityContext"]
-    assert sc["privileged"] is True
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["runAsUser"] == 0
+    assert c["securityContext"] == values["containerSecurityContext"]
+    assert spec.get("securityContext", {}) == values["podSecurityContext"]
+    assert spec.get("hostNetwork", False) == values["hostNetwork"]
+    host_dns = "ClusterFirstWithHostNet" if values["hostNetwork"] else "ClusterFirst"
+    assert spec["dnsPolicy"] == (values["dnsPolicy"] or host_dns)
+    assert c["image"] == expected_image(values)
+    secrets = [s if isinstance(s, str) else s["name"] for s in values["global"]["imagePullSecrets"]]
+    secrets += [s["name"] for s in values["imagePullSecrets"]]
+    assert [s["name"] for s in spec.get("imagePullSecrets", [])] == list(dict.fromkeys(secrets))
     env = {e["name"]: e for e in c["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
@@ -273,10 +311,15 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     assert c["resources"]["limits"]["memory"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
-    assert volumes[mounts["/dev/kmsg"]["name"]]["hostPath"] == {
-        "path": "/dev/kmsg",
-        "type": "CharDevice",
-    }
+    # /dev/kmsg from the host only when the agent reads the kernel log.
+    if cfg["sources"]["kmsg_enabled"]:
+        assert volumes[mounts["/dev/kmsg"]["name"]]["hostPath"] == {
+            "path": "/dev/kmsg",
+            "type": "CharDevice",
+        }
+    else:
+        assert "/dev/kmsg" not in mounts
+        assert not [v for v in volumes.values() if "kmsg" in json.dumps(v)]
     config_volume = volumes[mounts["/etc/memfrag-agent"]["name"]]
     assert config_volume["configMap"]["name"] == name
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
@@ -317,6 +360,157 @@ def test_daemonset_template(renders: dict[str, Path], variant: Path | None) -> N
         assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
         for other in by_kind(docs, "Pod") + [j["spec"]["template"] for j in by_kind(docs, "Job")]:
             assert not svc["spec"]["selector"].items() <= other["metadata"]["labels"].items()
+
+
+# The chart's own labels: commonLabels and podLabels may add to them, never replace them.
+OWN_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+              "app.kubernetes.io/managed-by", "helm.sh/chart"}  # fmt: skip
+# A label value (k8s.io/apimachinery validation.IsValidLabelValue).
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+# `make bench`'s agent_rss_mib at the defaults (README, Benchmarks; the higher of the two
+# measurements: the real-node e2e saw 34 MiB peak in the pod) and the margin the request keeps.
+MEASURED_RSS_MIB = 48.6
+MARGIN = 1.2
+
+
+def _mib(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return float(quantity.removesuffix(suffix)) * factor
+    return float(quantity) / 2**20
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_labels_and_namespaces_of_every_object(
+    renders: dict[str, Path], variant: Path | None
+) -> None:
+    name = VARIANT_IDS[VARIANTS.index(variant)]
+    values = chart_values(variant)
+    namespace = values["namespaceOverride"] or "memfrag-system"
+    for d in rendered(renders, name):
+        meta, where = d["metadata"], f"{d['kind']}/{d['metadata']['name']}"
+        labels = meta["labels"]
+        assert set(labels) >= OWN_LABELS, where
+        assert labels["helm.sh/chart"] == f"memfrag-agent-{__version__}", where
+        assert all(LABEL_VALUE.match(v) and len(v) <= 63 for v in labels.values()), where
+        assert values["commonLabels"].items() <= labels.items(), where
+        if d["kind"] in ("ServiceMonitor", "PodMonitor"):
+            monitor = values["serviceMonitor" if d["kind"] == "ServiceMonitor" else "podMonitor"]
+            assert meta["namespace"] == (monitor["namespace"] or namespace), where
+        elif d["kind"] == "ConfigMap" and "memfrag.json" in d["data"]:
+            assert meta["namespace"] == (values["grafanaDashboard"]["namespace"] or namespace)
+        elif d["kind"] in ("Role", "RoleBinding") and meta["name"].endswith("-events"):
+            assert meta["namespace"] == "default", where  # where Node Events live
+        elif "namespace" in meta:
+            assert meta["namespace"] == namespace, where
+        for subject in d.get("subjects", []):
+            assert subject["namespace"] == namespace, where
+    (ds,) = by_kind(rendered(renders, name), "DaemonSet")
+    pod = ds["spec"]["template"]["metadata"]
+    assert {**values["commonLabels"], **values["podLabels"]}.items() <= pod["labels"].items()
+    assert values["podAnnotations"].items() <= pod["annotations"].items()
+
+
+def test_chart_label_is_sanitised(tmp_path: Path) -> None:
+    """A chart version with build metadata (0.1.0+ci.7): `+` is not allowed in a label value."""
+    chart = tmp_path / "memfrag-agent"
+    shutil.copytree(CHART, chart)
+    meta = yaml.safe_load((chart / "Chart.yaml").read_text())
+    meta["version"] = "0.1.0+ci.7"
+    (chart / "Chart.yaml").write_text(yaml.safe_dump(meta))
+    docs = documents(helm("template", "x", chart, *CLUSTER_CAPABILITIES))
+    assert {d["metadata"]["labels"]["helm.sh/chart"] for d in docs} == {"memfrag-agent-0.1.0_ci.7"}
+    # ...and the unsanitised value is what the API server refuses.
+    assert not LABEL_VALUE.match("memfrag-agent-0.1.0+ci.7")
+
+
+def test_chart_metadata() -> None:
+    meta = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert meta["home"].startswith("https://") and meta["sources"]
+    assert meta["icon"].endswith("/charts/memfrag-agent/icon.svg")
+    assert (CHART / "icon.svg").read_text().startswith("<svg ")
+
+
+@pytest.mark.parametrize(
+    ("sets", "image"),
+    [
+        ((), f"ghcr.io/memfrag-agent/memfrag-agent:{__version__}"),
+        (
+            ("global.imageRegistry=mirror.example.com",),
+            f"mirror.example.com/memfrag-agent/memfrag-agent:{__version__}",
+        ),
+        (("image.registry=",), f"memfrag-agent/memfrag-agent:{__version__}"),
+        # A repository with its own registry (the e2e's local image) is used as it is.
+        (
+            ("image.repository=localhost/memfrag-agent", "image.tag=test"),
+            "localhost/memfrag-agent:test",
+        ),
+        (
+            (
+                "global.imageRegistry=mirror.example.com",
+                "image.repository=registry.example.com:5000/a/b",
+            ),
+            f"registry.example.com:5000/a/b:{__version__}",
+        ),
+    ],
+)
+def test_image_registry(sets: tuple[str, ...], image: str) -> None:
+    docs = documents(render(sets=sets))
+    (ds,) = by_kind(docs, "DaemonSet")
+    (job,) = by_kind(docs, "Job")
+    (test_pod,) = by_kind(docs, "Pod")
+    images = {c["image"] for c in ds["spec"]["template"]["spec"]["containers"]}
+    images |= {c["image"] for c in job["spec"]["template"]["spec"]["containers"]}
+    images |= {c["image"] for c in job["spec"]["template"]["spec"]["initContainers"]}
+    images |= {c["image"] for c in test_pod["spec"]["containers"]}
+    assert images == {image}
+
+
+def test_pull_secrets_reach_every_pod(renders: dict[str, Path]) -> None:
+    docs = rendered(renders, "conventions")
+    (ds,) = by_kind(docs, "DaemonSet")
+    (job,) = by_kind(docs, "Job")
+    (test_pod,) = by_kind(docs, "Pod")
+    for spec in (ds["spec"]["template"]["spec"], job["spec"]["template"]["spec"], test_pod["spec"]):
+        names = [s["name"] for s in spec["imagePullSecrets"]]
+        assert names == ["mirror-credentials", "umbrella-credentials"]  # each once
+
+
+def test_host_network_and_dns_policy() -> None:
+    def pod(*sets: str) -> dict[str, Any]:
+        (ds,) = by_kind(documents(render(sets=sets)), "DaemonSet")
+        return dict(ds["spec"]["template"]["spec"])
+
+    default = pod()
+    assert (default["hostNetwork"], default["dnsPolicy"]) == (True, "ClusterFirstWithHostNet")
+    off = pod("hostNetwork=false")
+    assert (off["hostNetwork"], off["dnsPolicy"]) == (False, "ClusterFirst")
+    assert pod("dnsPolicy=Default")["dnsPolicy"] == "Default"
+    result = run([HELM, "template", "x", CHART, "--set", "networkPolicy.enabled=true"], check=False)
+    assert result.returncode != 0
+    assert "a NetworkPolicy does not apply to pods on the node's network" in result.stderr
+
+
+def test_default_affinity_keeps_the_agent_off_virtual_nodes() -> None:
+    (ds,) = by_kind(documents(render()), "DaemonSet")
+    required = ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    (term,) = required["nodeSelectorTerms"]
+    excluded = {e["key"]: e["values"] for e in term["matchExpressions"] if e["operator"] == "NotIn"}
+    assert excluded == {"type": ["virtual-kubelet"], "eks.amazonaws.com/compute-type": ["fargate"]}
+    (ds,) = by_kind(documents(render(sets=("affinity.nodeAffinity=null",))), "DaemonSet")
+    assert "affinity" not in ds["spec"]["template"]["spec"]
+
+
+def test_memory_requests_cover_what_was_measured() -> None:
+    values = chart_values()
+    request = _mib(values["resources"]["requests"]["memory"])
+    assert request >= MEASURED_RSS_MIB * MARGIN, request
+    assert _mib(values["resources"]["limits"]["memory"]) >= request
+    # The hook's stop-agents container peaked at 55.5 MiB in the real-node e2e.
+    assert _mib(values["cleanupHook"]["resources"]["requests"]["memory"]) >= 55.5
 
 
 def test_config_changes_roll_pods_only_for_keys_read_at_start() -> None:
@@ -398,22 +592,21 @@ def test_monitoring_objects(renders: dict[str, Path]) -> None:
     } in endpoint["relabelings"]
     (rule,) = by_kind(docs, "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    wanted = {
-        "MemfragNodeFragmented",
-        "MemfragRemediationFailing",
-        "MemfragAgentDown",
-        "MemfragApiUnreachable",
-        "MemfragConfigInvalid",
-    } - set(values["prometheusRule"]["disabled"])
-    assert set(alerts) == wanted
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]
+    every = schema["prometheusRule"]["properties"]["disabled"]["items"]["enum"]
+    assert set(alerts) == set(every) - set(values["prometheusRule"]["disabled"])
     assert "memfrag_condition_true" in alerts["MemfragNodeFragmented"]["expr"]
     assert alerts["MemfragNodeFragmented"]["for"] == values["prometheusRule"]["fragmentedFor"]
-    assert 'result="failed"' in alerts["MemfragRemediationFailing"]["expr"]
+    assert 'result=~"failed|timeout"' in alerts["MemfragRemediationFailing"]["expr"]
     assert "[1h]" in alerts["MemfragRemediationFailing"]["expr"]
     down = alerts["MemfragAgentDown"]["expr"]
     assert "up{" in down and "absent(up{" in down
-    assert "memfrag_last_successful_poll_timestamp_seconds" in down
-    assert "memfrag_api_up" in alerts["MemfragApiUnreachable"]["expr"]
+    stale = alerts["MemfragAgentNotPolling"]["expr"]
+    assert "memfrag_last_successful_poll_timestamp_seconds" in stale
+    assert "memfrag_api_down_reason" in alerts["MemfragApiUnreachable"]["expr"]
+    assert 'reason=~"unauthorized|forbidden"' in alerts["MemfragApiForbidden"]["expr"]
+    assert "memfrag_stuck_pods" in alerts["MemfragPodsStuck"]["expr"]
+    assert "memfrag_input_errors_total" in alerts["MemfragInputErrors"]["expr"]
     for a in alerts.values():
         assert a["labels"]["team"] == "platform"
         assert "$labels.node" in a["annotations"]["summary"]  # Prometheus templating survived
@@ -963,6 +1156,96 @@ def test_uninstall_runs_the_cleanup_hook_and_leaves_nothing(
     assert left == []
     # The hook's finished pod goes with its Job (garbage collector); no agent pod is left.
     wait_for(lambda: not admin.request("GET", PODS)["items"], "an empty namespace")
+
+
+# --- every ci/ variant installed on the local control plane ------------------------------------
+
+CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+# Namespaces the ci/ files name besides the release's own (namespaceOverride, the monitors' and
+# the dashboard's), which a cluster would already have.
+CI_NAMESPACES = ("monitoring", "memfrag-ci-override")
+
+
+@pytest.fixture(scope="module")
+def ci_cluster(control_plane: ControlPlane) -> Iterator[Kube]:
+    """The control plane with prometheus-operator's three kinds served (CRDs that store any
+    spec: promtool and test_monitoring.py check the rules and monitors themselves) and the
+    namespaces the ci/ files expect."""
+    admin = Kube.from_environment(str(control_plane.kubeconfig))
+    names = []
+    for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PodMonitor", "podmonitors"),
+                         ("PrometheusRule", "prometheusrules")):  # fmt: skip
+        names.append(f"{plural}.monitoring.coreos.com")
+        if not exists(admin, f"{CRDS}/{names[-1]}"):
+            admin.request("POST", CRDS, body={
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": names[-1]},
+                "spec": {
+                    "group": "monitoring.coreos.com",
+                    "scope": "Namespaced",
+                    "names": {"kind": kind, "plural": plural, "listKind": f"{kind}List",
+                              "singular": kind.lower()},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                        "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                            "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}],
+                },
+            })  # fmt: skip
+    for name in names:
+        wait_for(
+            lambda n=name: any(  # type: ignore[misc]
+                c["type"] == "Established" and c["status"] == "True"
+                for c in admin.request("GET", f"{CRDS}/{n}").get("status", {}).get("conditions", [])
+            ),
+            f"CRD {name} established",
+        )
+    for ns in CI_NAMESPACES:
+        if not exists(admin, f"/api/v1/namespaces/{ns}"):
+            admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
+    yield admin
+    for ns in CI_NAMESPACES:
+        _delete(admin, f"/api/v1/namespaces/{ns}")
+    for name in names:
+        _delete(admin, f"{CRDS}/{name}")
+
+
+@pytest.mark.parametrize("variant", CI_VALUES, ids=VARIANT_IDS[1:])
+def test_every_ci_variant_installs(
+    control_plane: ControlPlane, ci_cluster: Kube, variant: Path, tmp_path: Path
+) -> None:
+    """`helm install` of each ci/ file on the real API server: every object is accepted (its
+    validation and admission, not only kubeconform's schemas) and stored as rendered."""
+    short = variant.name.removesuffix("-values.yaml")
+    release, namespace = f"ci-{short}", f"memfrag-ci-{short}"
+    kubeconfig = control_plane.kubeconfig
+    values = chart_values(variant)
+    try:
+        helm("install", release, CHART, "-n", namespace, "--create-namespace", "-f", variant,
+             kubeconfig=kubeconfig)  # fmt: skip
+        manifest = tmp_path / "manifest.yaml"
+        manifest.write_text(
+            helm("get", "manifest", release, "-n", namespace, kubeconfig=kubeconfig)
+        )
+        stored = run(
+            [TOOLS / "kubectl", "--kubeconfig", kubeconfig, "get", "-f", manifest, "-o", "json"]
+        )
+        items = json.loads(stored.stdout)["items"]
+        assert len(items) == len(documents(manifest.read_text()))
+        (ds,) = by_kind(items, "DaemonSet")
+        assert ds["metadata"]["namespace"] == (values["namespaceOverride"] or namespace)
+        spec = ds["spec"]["template"]["spec"]
+        assert spec.get("hostNetwork", False) == values["hostNetwork"]
+        (agent,) = spec["containers"]
+        assert agent["securityContext"] == values["containerSecurityContext"]
+        assert agent["image"] == expected_image(values)
+        kinds = {d["kind"] for d in items}
+        assert ("PodMonitor" in kinds) == values["podMonitor"]["enabled"]
+        assert ("ServiceMonitor" in kinds) == values["serviceMonitor"]["enabled"]
+        assert ("PrometheusRule" in kinds) == values["prometheusRule"]["enabled"]
+    finally:
+        helm("uninstall", release, "-n", namespace, "--no-hooks", "--ignore-not-found",
+             kubeconfig=kubeconfig)  # fmt: skip
+        _delete(ci_cluster, f"/api/v1/namespaces/{namespace}")
 
 
 class _ReadEnv(dict[str, str]):

@@ -15,7 +15,7 @@ from kubernetes.client import ApiClient, ApiException, V1DaemonSet, V1Pod
 
 from tests.cluster import ControlPlane, ControlPlaneError
 from tests.cluster.plane import BINARIES, DEFAULT_BIN_DIR, NOT_READY_TAINT, api_client_for
-from tests.integration.harness import wait_for
+from tests.cluster.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -18,23 +18,20 @@ from agent.decide.nodeview import node_view
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import SMP, ApiError, Kube
 from tests.cluster import ControlPlane
+from tests.cluster.agentprocess import SEED_LINE, AgentProcess, kmsg_line
+from tests.cluster.fakehost import FakeHost
+from tests.cluster.rbac import NAMESPACE, apply_chart_rbac
+from tests.cluster.waiting import wait_for
 from tests.integration.harness import (
-    NAMESPACE,
-    SEED_LINE,
     TAINT,
-    AgentProcess,
     Clock,
-    FakeHost,
-    apply_chart_rbac,
     condition,
     create_pod,
     events,
-    kmsg_line,
     our_taint,
     sandbox_event,
     status_is,
     taints,
-    wait_for,
 )
 
 _counter = iter(range(1000))

@@ -15,17 +15,11 @@ import pytest
 from agent.kube.client import ApiError, Kube
 from agent.kube.informer import Informer
 from tests.cluster import ControlPlane
-from tests.integration.harness import (
-    NAMESPACE,
-    TAINT,
-    AgentProcess,
-    ApiProxy,
-    FakeHost,
-    FakeKernel,
-    status_is,
-    taints,
-    wait_for,
-)
+from tests.cluster.agentprocess import AgentProcess
+from tests.cluster.fakehost import FakeHost, FakeKernel
+from tests.cluster.rbac import NAMESPACE
+from tests.cluster.waiting import wait_for
+from tests.integration.harness import TAINT, ApiProxy, status_is, taints
 
 
 @pytest.fixture

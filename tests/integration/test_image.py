@@ -36,7 +36,7 @@ from tests.cluster.image import (
     mirror_from_sources,
     pause_version,
 )
-from tests.integration.harness import wait_for
+from tests.cluster.waiting import wait_for
 
 # A cold build (debootstrap, pip from the index) takes minutes on a shared 2-core machine.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]

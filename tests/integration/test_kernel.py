@@ -18,7 +18,8 @@ from agent.kernel.buddyinfo import parse_buddyinfo
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
 from agent.kernel.vmstat import parse_vmstat
-from tests.integration.harness import AGENT, wait_for
+from tests.chart_tools import AGENT_BIN
+from tests.cluster.waiting import wait_for
 
 DEBUGFS = Path("/sys/kernel/debug")
 
@@ -80,7 +81,7 @@ def _vmstat() -> dict[str, int]:
 
 def _remediate(action: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(AGENT), "remediate", "--action", action],
+        [str(AGENT_BIN), "remediate", "--action", action],
         check=False,
         capture_output=True,
         text=True,
@@ -120,8 +121,8 @@ def test_read_only_proc_sys_says_not_permitted() -> None:
     remediation says so plainly and fails; detection still works."""
     script = (
         f"mount -o remount,bind,ro /proc/sys 2>/dev/null || mount --bind -o ro /proc/sys "
-        f"/proc/sys; {AGENT} remediate --action compact; echo rc=$?; "
-        f"{AGENT} check --output json >/dev/null; echo check=$?"
+        f"/proc/sys; {AGENT_BIN} remediate --action compact; echo rc=$?; "
+        f"{AGENT_BIN} check --output json >/dev/null; echo check=$?"
     )
     r = subprocess.run(
         [

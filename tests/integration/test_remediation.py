@@ -17,21 +17,13 @@ import pytest
 
 from agent.kube.client import SMP, Kube
 from agent.kube.leases import Semaphore, node_count, taint_slots
+from tests.chart_tools import AGENT_BIN
 from tests.cluster import ControlPlane
-from tests.integration.harness import (
-    AGENT,
-    NAMESPACE,
-    TAINT,
-    AgentProcess,
-    Clock,
-    FakeHost,
-    FakeKernel,
-    apply_chart_rbac,
-    condition,
-    events,
-    our_taint,
-    wait_for,
-)
+from tests.cluster.agentprocess import AgentProcess
+from tests.cluster.fakehost import FakeHost, FakeKernel
+from tests.cluster.rbac import NAMESPACE, apply_chart_rbac
+from tests.cluster.waiting import wait_for
+from tests.integration.harness import TAINT, Clock, condition, events, our_taint
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +345,7 @@ def test_status_lists_every_node(
     ) as (_a, _kernel):
         wait_for(lambda: _condition(admin, "shown") is not None, "a condition")
         out = subprocess.run(
-            [str(AGENT), "status", "--kubeconfig", str(plane.kubeconfig), "--output", "json"],
+            [str(AGENT_BIN), "status", "--kubeconfig", str(plane.kubeconfig), "--output", "json"],
             capture_output=True,
             text=True,
             check=True,
@@ -362,7 +354,7 @@ def test_status_lists_every_node(
         assert rows["shown"]["condition"] == "True"
         assert rows["shown"]["reason"] == "FreeMemoryFragmented"
         table = subprocess.run(
-            [str(AGENT), "status", "--kubeconfig", str(plane.kubeconfig)],
+            [str(AGENT_BIN), "status", "--kubeconfig", str(plane.kubeconfig)],
             capture_output=True,
             text=True,
             check=True,

@@ -17,8 +17,10 @@ import pytest
 import yaml
 
 from agent.kernel.vmstat import parse_vmstat
+from tests.chart_tools import AGENT_BIN as AGENT
+from tests.cluster.plane import free_port
 from tests.cluster.scrape import scrape
-from tests.integration.harness import AGENT, free_port, wait_for
+from tests.cluster.waiting import wait_for
 
 
 def _lines(log: Path) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the real-node tests need (containerd, runc, the CNI plugins, the
-# image builder and what the node's network set-up calls), once, with apt-get. Run as root by
+# Installs the Debian packages the tests need (containerd, runc, the CNI plugins, the image
+# builder and what the node's network set-up calls; promtool, from Debian's prometheus package,
+# for the alert and metrics checks), once, with apt-get. Run as root by
 # `make tools`; as another user it only says what is missing, and the tests that need the
 # packages skip with that reason.
 set -euo pipefail
@@ -9,6 +10,7 @@ PACKAGES=(
   buildah debootstrap                           # the image, built from the Dockerfile without Docker
   iptables iproute2 conntrack                   # the node's bridge, the Service DNAT, teardown
   libc6-dev gcc                                 # the pause binary, compiled static
+  prometheus                                    # promtool: check rules, test rules, check metrics
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -23,6 +25,7 @@ echo "make tools: installing ${missing[*]} (Debian packages)"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts containerd as a service where systemd runs; the tests run their own instance,
-# with their own root, state and socket, so a packaged one is left as the host has it.
+# Debian starts containerd and prometheus as services where systemd runs; the tests run their
+# own containerd (own root, state and socket) and use only promtool from prometheus, so the
+# packaged services are left as the host has them.
 echo "make tools: host packages installed"

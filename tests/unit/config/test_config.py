@@ -1,4 +1,5 @@
-"""agent.config.model: defaults, documentation, strict validation naming the key path."""
+"""agent.config.model and agent.config.load: defaults, documentation, strict validation naming the
+key path, the hardened loader, the mounted file's reloads."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.base.errors import ConfigError
+from agent.config.load import parse_config
 from agent.config.model import (
     AssessmentConfig,
     Config,
@@ -21,7 +23,6 @@ from agent.config.model import (
     SourcesConfig,
     config_docs,
     config_from_mapping,
-    parse_config,
 )
 from agent.config.reload import ConfigFile, Reload
 
@@ -241,9 +242,10 @@ def test_yaml_off_is_not_a_mode() -> None:
 
 RANGE_CASES: list[tuple[dict[str, Any], str | None]] = [
     ({"assessment": {"target_order": 0}}, "assessment.target_order"),
-    ({"assessment": {"target_order": 13}}, "assessment.target_order"),
+    ({"assessment": {"target_order": 14}}, "assessment.target_order"),
     ({"assessment": {"target_order": 1}}, None),
-    ({"assessment": {"target_order": 12}}, None),
+    # arm64 with 64 KiB pages: orders 0..13 (the old bound, 12, refused its largest)
+    ({"assessment": {"target_order": 13}}, None),
     ({"assessment": {"fragmented_below_blocks": 0}}, "assessment.fragmented_below_blocks"),
     ({"assessment": {"at_risk_below_blocks": 63}}, "assessment.at_risk_below_blocks"),
     ({"assessment": {"at_risk_below_blocks": 64}}, None),
@@ -265,6 +267,13 @@ RANGE_CASES: list[tuple[dict[str, Any], str | None]] = [
     ({"reporting": {"taint_key": ""}}, "reporting.taint_key"),
     ({"reporting": {"taint_key": "example.com/"}}, "reporting.taint_key"),
     ({"reporting": {"taint_key": "example.com/frag"}}, None),
+    # `$` is the end of the text, as in the chart's schema (Python's also matched before a final
+    # newline: the API server would have refused every taint write)
+    ({"reporting": {"taint_key": "example.com/frag\n"}}, "reporting.taint_key"),
+    ({"remediation": {"maintenance_window": "22:00-04:00\n"}}, "remediation.maintenance_window"),
+    # an empty device path: refused by the chart, and now by the agent too
+    ({"sources": {"kmsg_path": ""}}, "sources.kmsg_path"),
+    ({"reporting": {"metrics_address": "fe80::1%eth0"}}, "reporting.metrics_address"),
     ({"reporting": {"taint_key": "notkubernetes.io/frag"}}, None),
     ({"reporting": {"taint_key": "fragmented"}}, None),
     ({"reporting": {"fragmented_for_seconds": -1}}, "reporting.fragmented_for_seconds"),
@@ -598,7 +607,7 @@ def test_a_reload_catches_what_nobody_foresaw(
     def boom(text: str, source: str) -> Config:
         raise RuntimeError("x" * 100_000)
 
-    monkeypatch.setattr("agent.config.reload.parse_config", boom)
+    monkeypatch.setattr("agent.config.load.parse_config", boom)
     _rewrite(path, "sources: {}\n")
     r = cf.reload_if_changed()
     assert r.error is not None and r.error.startswith(f"{path}: cannot load: RuntimeError: xxx")

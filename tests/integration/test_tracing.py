@@ -1,0 +1,244 @@
+"""The tracing source against this machine's kernel (root, tracefs): silent high-order failures
+counted while the log shows at most one per 10 s, a polluter in its own cgroup named with that
+cgroup, our instance gone after stop and after kill -9, the global tracer untouched.
+
+How failures are provoked: every free block of order >= 9 is taken into the hugetlb pool
+(kernel-side, in milliseconds; again before each round of faults, for what was freed or
+compacted meanwhile; restored at once after; proactive compaction off meanwhile), then a child
+faults THPs in a MADV_HUGEPAGE region with defrag=never: each fault's order-9 allocation
+(GFP_TRANSHUGE_LIGHT, which holds __GFP_NOWARN) fails and falls back to 4 KiB pages. The
+polluter fills pipes (unmovable pages) until the allocator steals Movable pageblocks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.assess.tracing import summarize
+from agent.kernel.procfs import ProcReader
+from agent.kernel.tracefollow import TraceSource
+from agent.kernel.tracefs import INSTANCE, TraceInstance, find_tracefs
+
+ROOT = Path(__file__).resolve().parents[2]
+TRACEFS = Path("/sys/kernel/tracing")
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
+PROACTIVE = Path("/proc/sys/vm/compaction_proactiveness")
+
+EXHAUST = r"""
+import mmap, sys, time
+open("/proc/self/comm", "w").write("memfrag-thp")
+HPAGE = 2 << 20
+def free_huge_blocks(order=9):
+    n = 0
+    for line in open("/proc/buddyinfo"):
+        counts = [int(x) for x in line.split()[4:]]
+        n += sum(c << (o - order) for o, c in enumerate(counts) if o >= order)
+    return n
+NR = "/proc/sys/vm/nr_hugepages"
+old = open(NR).read().strip()
+attempts = 0
+try:
+    end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < end:
+        # take the blocks freed or compacted since: only failing faults remain
+        open(NR, "w").write(str(int(open(NR).read()) + free_huge_blocks()))
+        m = mmap.mmap(-1, (256 << 20) + HPAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        m.madvise(mmap.MADV_HUGEPAGE)
+        for off in range(0, 256 << 20, HPAGE):
+            m[off] = 1
+            attempts += 1
+        m.close()
+finally:
+    open(NR, "w").write(old)
+print(attempts)
+"""
+
+POLLUTER = r"""
+import fcntl, os, resource, sys
+open("/proc/self/comm", "w").write("memfrag-pollute")
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+sys.stdin.readline()  # the test moves us into our cgroups first
+pipes = []
+for _ in range(int(sys.argv[1])):
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB of unmovable pipe pages
+    os.set_blocking(w, False)
+    try:
+        os.write(w, b"x" * (1 << 20))
+    except BlockingIOError:
+        pass
+    pipes.append((r, w))
+print(len(pipes), flush=True)
+sys.stdin.readline()
+"""
+
+HOLDER = r"""
+import sys, time
+from agent.kernel.tracefollow import TraceSource
+s = TraceSource(4, 60, 9)
+s.start()
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="module")
+def tracefs() -> Iterator[Path]:
+    mounted = (TRACEFS / "instances").is_dir()
+    if not mounted:
+        subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], check=True)
+    yield find_tracefs()
+    TraceInstance(TRACEFS).remove()
+    if not mounted:
+        subprocess.run(["umount", str(TRACEFS)], check=False)
+
+
+def _selected(path: Path) -> str:
+    text = path.read_text()
+    return text[text.index("[") + 1 : text.index("]")]
+
+
+@pytest.fixture
+def thp_without_defrag() -> Iterator[None]:
+    """THP faults that neither reclaim nor compact (defrag=never), no proactive compaction,
+    all restored after."""
+    enabled, defrag = _selected(THP / "enabled"), _selected(THP / "defrag")
+    pool, proactive = NR_HUGEPAGES.read_text(), PROACTIVE.read_text()
+    PROACTIVE.write_text("0")
+    if enabled == "never":
+        (THP / "enabled").write_text("madvise")
+    (THP / "defrag").write_text("never")
+    try:
+        yield
+    finally:
+        NR_HUGEPAGES.write_text(pool)
+        PROACTIVE.write_text(proactive)
+        (THP / "defrag").write_text(defrag)
+        (THP / "enabled").write_text(enabled)
+
+
+def _global_state(tracefs: Path) -> dict[str, str]:
+    files = ["current_tracer", "tracing_on", "set_event", "buffer_size_kb", "trace_clock"]
+    for system, name in (("kmem", "mm_page_alloc"), ("kmem", "mm_page_alloc_extfrag")):
+        files += [f"events/{system}/{name}/enable", f"events/{system}/{name}/filter"]
+    files += ["events/compaction/mm_compaction_begin/enable"]
+    return {f: (tracefs / f).read_text() for f in files}
+
+
+def test_silent_failures_counted_while_the_log_shows_at_most_one_per_10s(
+    tracefs: Path, thp_without_defrag: None
+) -> None:
+    """`memfrag-agent trace` end to end, the kernel log read over the same interval."""
+    seconds = 12.0
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "agent", "trace", "--seconds", str(seconds), "-o", "json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)  # the instance is up and the log is being read
+    child = subprocess.run(
+        [sys.executable, "-c", EXHAUST, "5"], capture_output=True, text=True, check=True
+    )
+    out, _ = cli.communicate(timeout=120)
+    assert cli.returncode == 0
+    report = json.loads(out)
+    s = report["summary"]
+    attempts = int(child.stdout)
+    log_lines = report["kernel_log"]["failure_lines"]
+    print(f"THP attempts {attempts}, traced failures {s['failed']}, log lines {log_lines}")
+    assert s["failed"] >= 100  # the pool took every order-9 block: faults must fail
+    order9 = {o["order"]: o for o in s["by_order"]}[9]
+    assert order9["silent"] == order9["failed"] > 0  # GFP_TRANSHUGE_LIGHT holds __GFP_NOWARN
+    assert s["failing"][0]["who"]["comm"] == "memfrag-thp"
+    assert log_lines <= seconds / 10 + 1 < s["failed"]
+    assert report["sentence"].startswith(f"{s['failed']} high-order allocations failed")
+    assert not (tracefs / "instances" / INSTANCE).exists()
+
+
+def test_polluter_in_its_own_cgroup_is_named_with_that_cgroup(tracefs: Path) -> None:
+    name = f"memfrag-test-{os.getpid()}"
+    v1 = Path("/sys/fs/cgroup/memory") / name
+    v2 = Path("/sys/fs/cgroup/unified") / name
+    made = [d for d in (v1, v2) if d.parent.is_dir()]
+    for d in made:
+        d.mkdir()
+    obs = ProcReader().observe(with_pagetypeinfo=True)
+    assert obs.pagetype is not None
+    source = TraceSource(4, 600, obs.pagetype.pageblock_order)
+    source.start()
+    child = subprocess.Popen(
+        [sys.executable, "-c", POLLUTER, "1024"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        for d in made:
+            (d / "cgroup.procs").write_text(str(child.pid))
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert int(child.stdout.readline()) == 1024
+        time.sleep(1)
+    finally:
+        source.stop()
+        child.communicate("done\n", timeout=60)
+        for d in made:
+            d.rmdir()
+    events, pids, _ = source.window.snapshot()
+    s = summarize(events, 600, 4, pids, {})
+    ours = [r for r in s.polluters if r.who.comm == "memfrag-pollute"]
+    assert ours, f"no steal by the polluter among {s.polluters}"
+    assert ours[0].who.cgroup == f"/{name}" and ours[0].count > 0
+    assert s.polluters[0].who.comm == "memfrag-pollute"  # the biggest polluter of the window
+    assert ours[0].who.pod_uid is None
+
+
+def test_instance_gone_after_stop_and_after_kill9_and_the_global_tracer_untouched(
+    tracefs: Path,
+) -> None:
+    before = _global_state(tracefs)
+    other = tracefs / "instances" / f"other-tool-{os.getpid()}"
+    other.mkdir()
+    (other / "events/kmem/mm_page_alloc/enable").write_text("1")
+    ours = tracefs / "instances" / INSTANCE
+    try:
+        source = TraceSource(4, 60, 9)
+        source.start()
+        assert (ours / "events/kmem/mm_page_alloc/enable").read_text().strip() == "1"
+        assert (
+            "pfn == 0xffffffffffffffff" in (ours / "events/kmem/mm_page_alloc/filter").read_text()
+        )
+        assert (ours / "trace_clock").read_text().count("[mono]") == 1
+        source.stop()
+        source.stop()  # twice is fine
+        assert not ours.exists()
+
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        assert holder.stdout is not None and holder.stdout.readline() == "started\n"
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+        assert ours.is_dir()  # a killed agent leaves its instance behind
+        again = TraceSource(4, 60, 9)
+        again.start()
+        assert again.stale_removed
+        again.stop()
+        assert not ours.exists()
+        assert other.is_dir()
+        assert (other / "events/kmem/mm_page_alloc/enable").read_text().strip() == "1"
+        assert _global_state(tracefs) == before
+    finally:
+        other.rmdir()
