@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import agent.daemon.agent
+import agent.daemon.loop
 from agent.assess.verdict import assess
 from agent.base.files import read_text
 from agent.base.times import rfc3339
@@ -65,8 +65,8 @@ from tests.cluster.rbac import NAMESPACE, apply_chart_rbac
 
 REPO = Path(__file__).resolve().parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# The agent runs a finding-triggered cycle at most this often (agent.daemon.agent.MIN_CYCLE_GAP).
-MIN_CYCLE_GAP = float(getattr(agent.daemon.agent, "MIN_CYCLE_GAP", 1.0))
+# The agent runs a finding-triggered cycle at most this often (agent.daemon.loop.MIN_CYCLE_GAP).
+MIN_CYCLE_GAP = float(getattr(agent.daemon.loop, "MIN_CYCLE_GAP", 1.0))
 DEVKMSG_LINE = f"<4>{SEED_LINE}\n".encode()
 PRINTK_DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
 WATCH_TIMEOUT_S = (
@@ -1049,7 +1049,7 @@ NOTES = [
     "never clear by themselves (permanent until restart); the replay's reset line stands in for "
     "that. The replay is Python, not NPD's Go binary: its latency is NPD's design (1 s tick) "
     "plus Python's overheads, which are small next to the tick.",
-    "Simulated fleet: real agent.daemon.agent.Agent objects (own Kube, ConfigFile, "
+    "Simulated fleet: real agent.daemon.loop.Agent objects (own Kube, ConfigFile, "
     "ProcReader over a FakeHost, every informer the Agent has, each with its watch) in worker "
     "processes; a shared scheduler calls reload_config()+cycle([]) once per poll interval "
     "(default 15 s, not shortened, so nothing is scaled back) instead of Agent.run(); "
@@ -1062,7 +1062,7 @@ NOTES = [
     "cold-start herd instead: with 3 informers per agent, 5,000 agents at 100/s got 429s "
     "(API Priority and Fairness) on their initial LISTs on this 2-core machine and did not all "
     "sync within 170 s; with 2 informers 100/s synced in 51 s and 1,000/s never did.",
-    "The agent runs a finding-triggered cycle at most once per agent.daemon.agent.MIN_CYCLE_GAP "
+    "The agent runs a finding-triggered cycle at most once per agent.daemon.loop.MIN_CYCLE_GAP "
     "(1 s): a line arriving sooner after its previous cycle waits for the gap (~1,020 ms was "
     "measured that way). Detection trials start at least 1.25 s after the previous cycle, as an "
     "isolated allocation failure would.",

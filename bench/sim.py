@@ -1,4 +1,4 @@
-"""Many simulated nodes, each running the REAL agent code (agent.daemon.agent.Agent) over its
+"""Many simulated nodes, each running the REAL agent code (agent.daemon.loop.Agent) over its
 own fake /proc tree, against the local kube-apiserver.
 
 One worker process (`python -m bench.sim --spec FILE`) holds a slice of the nodes. Per node it
@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from agent.config.reload import ConfigFile
-from agent.daemon.agent import Agent
+from agent.daemon.loop import Agent
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import JSON, ApiError, Kube
 from agent.kube.informer import Informer
@@ -133,9 +133,9 @@ class Scheduler:
 
 
 def informers(agent: Agent) -> list[Informer]:
-    """Every watch the Agent holds (what Agent.start() starts), found rather than named, so
-    the simulation follows the agent when it gains or loses one."""
-    return [v for v in vars(agent).values() if isinstance(v, Informer)]
+    """Every watch Agent.start() starts (Agent.informers()), so the simulation follows the agent
+    when it gains or loses one."""
+    return agent.informers()
 
 
 def _say(text: str) -> None:

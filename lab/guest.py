@@ -21,10 +21,10 @@ strategy drops is measured.
 Strategies:
   none    wait (kcompactd at the default vm.compaction_proactiveness), up to none_wait seconds
   seed    the incident's manual fix: echo 3 > drop_caches; echo 1 > compact_memory
-  agent   the daemon's policy: agent.assess.verdict, agent.decide.ladder.ladder,
-          agent.decide.remediation.decide_remediation
-          (mode on, defaults otherwise), agent.kernel.writes.run_step, re-assessing after each step
-          and polling every sources.poll_interval_seconds, until recovered or nothing is left
+  agent   the daemon itself: `memfrag-agent run --standalone` (python3 -m agent) with
+          remediation.mode on, defaults otherwise, polling every sources.poll_interval_seconds;
+          what it did is read from its JSON log, until it says the node recovered or it has had
+          nothing to run for three polls
 
 Arguments are key=value (from the kernel command line, lab.args=...); lists use '+'.
 Results: /results/lab.json, rewritten after every row.
@@ -48,16 +48,14 @@ from typing import Any
 
 from agent.assess.verdict import Assessment, assess
 from agent.config.model import Config
-from agent.decide.ladder import ladder
-from agent.decide.remediation import ActionOutcome, RemedyState, after_action, decide_remediation
 from agent.kernel.kmsg import scan
 from agent.kernel.procfs import ProcReader
-from agent.kernel.writes import run_step
 
 PAGE = 4096
 MIB = 1 << 20
 VM = Path("/proc/sys/vm")
 RESULTS = Path("/results/lab.json")
+REPO = Path(__file__).resolve().parents[1]  # /repo in the guest
 EXPECTED_CAUSE = {"movable": "movable", "reclaimable": "reclaimable", "unmovable": "unmovable"}
 SYSCTLS = (
     "min_free_kbytes",
@@ -69,7 +67,7 @@ SYSCTLS = (
 # The slab and pipe phases stop before kswapd would start reclaiming the page cache (at the low
 # watermark, about 1 MiB with the build's min_free_kbytes), so every build keeps the same cache.
 FREE_FLOOR_KIB = 4 * 1024
-SETTLE_SECONDS = 1.0  # the daemon's pause between an action and its re-assessment
+SETTLE_SECONDS = 1.0  # the daemon's pause between an action and its re-assessment (strategy seed)
 
 OPTS: dict[str, Any] = {
     "scenarios": "movable+reclaimable+unmovable",
@@ -499,63 +497,119 @@ def strategy_seed(row: dict[str, Any]) -> None:
         row["seconds"] = row["elapsed"]
 
 
-def daemon_blocks(a: Assessment) -> int:
-    """What the daemon counts before and after an action (Agent._blocks)."""
-    troubled = [n for n in a.numa if n.state != "healthy"] or list(a.numa)
-    return sum(n.blocks_at_target for n in troubled)
+AGENT_LOG = Path("/tmp/lab-agent.log")
+
+
+def agent_pythonpath() -> str:
+    """The repo, and prometheus_client (pure Python) from the repo's venv: Debian's package is
+    older than the agent needs. Only that one package is exposed, nothing else of the venv."""
+    found = sorted((REPO / ".venv/lib").glob("python3*/site-packages/prometheus_client"))
+    if not found:
+        raise RuntimeError(
+            "the agent strategy runs the daemon, which needs prometheus_client: none in "
+            f"{REPO}/.venv (run `make venv` on the host first)"
+        )
+    lib = Path("/tmp/lab-pylib")
+    lib.mkdir(exist_ok=True)
+    link = lib / "prometheus_client"
+    if not link.exists():
+        link.symlink_to(found[-1])
+    return f"{REPO}:{lib}"
+
+
+def agent_lines(seen: int) -> tuple[list[dict[str, Any]], int]:
+    """The daemon's JSON log lines after the first `seen` bytes."""
+    with open(AGENT_LOG, "rb") as fh:
+        fh.seek(seen)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1
+    out = []
+    for line in data[:end].splitlines():
+        with contextlib.suppress(ValueError):
+            item = json.loads(line)
+            if isinstance(item, dict):
+                out.append(item)
+    return out, seen + end
 
 
 def strategy_agent(row: dict[str, Any]) -> None:
-    rcfg = dataclasses.replace(CFG.remediation, mode="on")
+    """The real daemon, `memfrag-agent run --standalone` with remediation.mode on (defaults
+    otherwise), followed through its JSON log: each remediation it runs, the why of each of its
+    decisions, until it says the node recovered, it has had nothing to run for three polls, or
+    agent_budget runs out."""
+    import subprocess
+
     poll = float(OPTS["agent_poll"] or CFG.sources.poll_interval_seconds)
     budget = float(OPTS["agent_budget"])
-    state = RemedyState()
+    obs = reader.observe(with_pagetypeinfo=False)
+    if obs.pressure is not None:
+        row["psi_some_avg10_at_start"] = obs.pressure.some_avg10
+    config = Path("/tmp/lab-agent.yaml")
+    config.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "sources": {
+                    "poll_interval_seconds": poll,
+                    "pagetypeinfo_interval_seconds": max(poll, 300.0),
+                },
+                # The guest has no network and lo may be down: any address, any port.
+                "reporting": {"metrics_address": "0.0.0.0", "metrics_port": 0},
+                "remediation": {"mode": "on"},
+            }
+        )
+    )
     decisions: list[str] = []
     steps_log: list[dict[str, Any]] = []
     start = time.monotonic()
-    while time.monotonic() - start < budget:
-        obs = reader.observe(with_pagetypeinfo=True)
-        a = assess(obs, CFG.assessment)
-        if "psi_some_avg10_at_start" not in row and obs.pressure is not None:
-            row["psi_some_avg10_at_start"] = obs.pressure.some_avg10
-        if a.verdict != "fragmented":
-            row["seconds"] = round(time.monotonic() - start, 1)
-            break
-        steps = ladder(a, reader.numa_nodes_with_compact(), rcfg.allow_drop_caches)
-        now = time.time()
-        rd = decide_remediation(now, a, steps, state, rcfg, obs.pressure, wall=now)
-        state = rd.state
-        if rd.step is None:
-            decisions.append(rd.why)
-            if state.climbed or a.cause.kind == "unmovable" or not steps:
-                break  # the daemon would wait for an operator: nothing more happens here
-            time.sleep(poll)  # e.g. PSI guard: the daemon tries again at its next poll
-            continue
-        step = rd.step
-        decisions.append(f"{step.name}: {step.why}")
-        b0 = daemon_blocks(a)
-        res = run_step(step, reader.proc, reader.sys, rcfg.action_timeout_seconds)
-        time.sleep(SETTLE_SECONDS)
-        after = agent_assess(True)
-        b1 = daemon_blocks(after)
-        result = (
-            (ActionOutcome.TIMEOUT if res.timed_out else ActionOutcome.FAILED)
-            if not res.ok
-            else (ActionOutcome.OK if b1 > b0 else ActionOutcome.NO_EFFECT)
-        )
-        state = after_action(state, step, now, result, b0, b1)
-        row["actions"].append(step.name)
-        steps_log.append(
-            {"step": step.name, "result": result, "seconds": round(res.seconds, 2),
-             "blocks_before": b0, "blocks_after": b1, "error": res.error}
+    with open(AGENT_LOG, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--standalone", "--config", str(config),
+             "--log-format", "json"],
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": agent_pythonpath()},
         )  # fmt: skip
-        if after.verdict != "fragmented":
-            row["seconds"] = round(time.monotonic() - start, 1)
-            break
-        time.sleep(poll)  # the next step waits for the daemon's next poll
+    seen = 0
+    last_action = time.monotonic()
+    try:
+        while time.monotonic() - start < budget and proc.poll() is None:
+            time.sleep(0.5)
+            lines, seen = agent_lines(seen)
+            done = False
+            for x in lines:
+                msg = str(x.get("msg", ""))
+                if msg.startswith("assessment "):
+                    if x.get("verdict") != "fragmented":
+                        done = True
+                    elif x.get("remediation"):
+                        decisions.append(str(x["remediation"]))
+                elif msg == "remediation starting":
+                    decisions.append(f"{x.get('action')}: {x.get('why')}")
+                elif msg.startswith("remediation ") and "result" in x:
+                    last_action = time.monotonic()
+                    row["actions"].append(x["action"])
+                    steps_log.append(
+                        {k: x.get(k) for k in ("result", "seconds", "blocks_before",
+                                               "blocks_after", "error")} | {"step": x["action"]}
+                    )  # fmt: skip
+                    done = done or bool(x.get("recovered"))
+            if done:
+                row["seconds"] = round(time.monotonic() - start, 1)
+                break
+            if time.monotonic() - last_action > 3 * poll + SETTLE_SECONDS:
+                break  # the daemon waits for an operator (or a cooldown): nothing more here
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
     row["elapsed"] = round(time.monotonic() - start, 1)
     row["agent_decisions"] = decisions
     row["agent_steps"] = steps_log
+    row["agent_exit"] = proc.returncode
+    if proc.returncode not in (0, -15):  # it did not stop for our SIGTERM: say why
+        row["agent_log_tail"] = AGENT_LOG.read_text(errors="replace").splitlines()[-20:]
 
 
 STRATEGIES = {"none": strategy_none, "seed": strategy_seed, "agent": strategy_agent}

@@ -160,26 +160,31 @@ def lease_holder(args: argparse.Namespace, environ: Mapping[str, str]) -> str | 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """The daemon. --standalone: the same loop without an API server (a plain Linux host under
+    systemd): observe, assess, remediate, metrics, /healthz and structured logs."""
     import os
+    import socket
 
     from agent.config.reload import ConfigFile
     from agent.daemon import logs
-    from agent.daemon.agent import Agent
-    from agent.kube.client import Kube
+    from agent.daemon.loop import Agent
 
     logs.setup(args.log_format, args.log_level)
-    node, namespace = run_identity(args, os.environ)
+    if args.standalone:
+        node = args.node_name or os.environ.get("NODE_NAME", "") or socket.gethostname()
+        namespace, holder = "", None
+    else:
+        node, namespace = run_identity(args, os.environ)
+        holder = lease_holder(args, os.environ)
     config = ConfigFile(args.config)
     ProcReader(args.proc_root, args.sys_root).observe(with_pagetypeinfo=False)  # fail fast
-    agent = Agent(
-        node,
-        Kube.from_environment(args.kubeconfig),
-        config,
-        ProcReader(args.proc_root, args.sys_root),
-        namespace=namespace,
-        holder=lease_holder(args, os.environ),
-    )
-    return agent.run()
+    kube = None
+    if not args.standalone:
+        from agent.kube.client import Kube
+
+        kube = Kube.from_environment(args.kubeconfig)
+    reader = ProcReader(args.proc_root, args.sys_root)
+    return Agent(node, kube, config, reader, namespace=namespace, holder=holder).run()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -276,7 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="the per-node daemon (DaemonSet)")
     r.add_argument("--config", help="config file (the mounted ConfigMap); reloaded on change")
-    r.add_argument("--node-name", help="default: $NODE_NAME")
+    r.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no API server (a plain Linux host): observe, assess, remediate, metrics, logs",
+    )
+    r.add_argument("--node-name", help="default: $NODE_NAME (standalone: else the hostname)")
     r.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG")
     r.add_argument("--proc-root", default="/proc")
     r.add_argument("--sys-root", default="/sys")

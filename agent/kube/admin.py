@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from agent.decide.nodeview import CONDITION_TYPE, has_taint, node_view, taint_patch, without_taint
-from agent.decide.nodeview import taint_effects as taint_effects_of
-from agent.kube.client import SMP, ApiError, Kube
+from agent.decide.nodeview import CONDITION_TYPE, has_taint, node_view
+from agent.kube import paths
+from agent.kube.api import Api
+from agent.kube.errors import ApiError
 from agent.kube.leases import LABEL, LABEL_VALUE, OWNER, node_record_name, parse_node_state
+from agent.kube.nodes import delete_condition, write_taint
 
 
-def list_all(kube: Kube, path: str, query: dict[str, str] | None = None) -> list[dict[str, Any]]:
+def list_all(kube: Api, path: str, query: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Paged list (limit/continue), so a 5,000-node cluster is read in bounded chunks."""
     items: list[dict[str, Any]] = []
     q = dict(query or {}, limit="500")
@@ -25,11 +27,11 @@ def list_all(kube: Kube, path: str, query: dict[str, str] | None = None) -> list
         q["continue"] = token
 
 
-def status_rows(kube: Kube, taint_key: str) -> list[dict[str, Any]]:
-    nodes = list_all(kube, "/api/v1/nodes")
+def status_rows(kube: Api, taint_key: str) -> list[dict[str, Any]]:
+    nodes = list_all(kube, paths.NODES)
     last: dict[str, dict[str, Any]] = {}
     try:
-        for e in list_all(kube, "/api/v1/events", {"fieldSelector": "source=memfrag-agent"}):
+        for e in list_all(kube, paths.EVENTS, {"fieldSelector": "source=memfrag-agent"}):
             if not str(e.get("reason", "")).startswith("Remediation"):
                 continue
             node = (e.get("involvedObject") or {}).get("name", "")
@@ -84,7 +86,7 @@ def status_table(rows: list[dict[str, Any]]) -> str:
 
 
 def cleanup(
-    kube: Kube, namespace: str, taint_key: str, taint_effects: Collection[str] = ()
+    kube: Api, namespace: str, taint_key: str, taint_effects: Collection[str] = ()
 ) -> list[str]:
     """Remove our taint and condition from every node and our Leases; report what was done.
 
@@ -92,46 +94,26 @@ def cleanup(
     and `taint_effects` (the configured effect, from the chart). The same key with any other
     effect is another tool's, and stays."""
     done: list[str] = []
-    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    path = paths.leases(namespace)
     leases = list_all(kube, path, {"labelSelector": f"{LABEL}={LABEL_VALUE}"})
     recorded: dict[str, set[str]] = {}
     for lease in leases:
         owner = ((lease.get("metadata") or {}).get("annotations") or {}).get(OWNER)
         if owner and lease["metadata"]["name"] == node_record_name(str(owner)):
             recorded[str(owner)] = set(parse_node_state(lease).taint_effects)
-    for listed in list_all(kube, "/api/v1/nodes"):
-        n, name = listed, listed["metadata"]["name"]
+    for listed in list_all(kube, paths.NODES):
+        name = listed["metadata"]["name"]
         ours = recorded.get(name, set()) | set(taint_effects)
-        for _ in range(10):  # read-modify-write; 409 means someone wrote in between: re-read
-            v = node_view(n)
-            gone = sorted(taint_effects_of(v.taints, taint_key) & ours)
-            if not gone:
-                break
-            try:
-                kube.request(
-                    "PATCH",
-                    f"/api/v1/nodes/{name}",
-                    body=taint_patch(v.resource_version, without_taint(v.taints, taint_key, ours)),
-                    content_type=SMP,
-                )
-                done.append(f"node/{name}: removed taint {taint_key}:{','.join(gone)}")
-                break
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-                n = kube.request("GET", f"/api/v1/nodes/{name}")
-        if node_view(n).condition is not None:
-            kube.request(
-                "PATCH",
-                f"/api/v1/nodes/{name}/status",
-                body={"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}},
-                content_type=SMP,
-            )
+        w = write_taint(kube, name, taint_key, None, ours, listed)
+        if w.changed:
+            done.append(f"node/{name}: removed taint {taint_key}:{','.join(w.removed)}")
+        if node_view(w.node).condition is not None:
+            delete_condition(kube, name)
             done.append(f"node/{name}: removed condition {CONDITION_TYPE}")
     for lease in leases:
         name = lease["metadata"]["name"]
         try:
-            kube.request("DELETE", f"{path}/{name}")
+            kube.request("DELETE", paths.lease(namespace, name))
             done.append(f"lease/{name}: deleted")
         except ApiError as exc:
             if exc.status != 404:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from agent.base.times import rfc3339
 from agent.decide.report import EventSpec
-from agent.kube.client import ApiError, Kube
+from agent.kube import paths
+from agent.kube.api import SMP, Api
+from agent.kube.errors import ApiError
 
 log = logging.getLogger(__name__)
 COMPONENT = "memfrag-agent"
@@ -28,7 +30,7 @@ class _Seen:
 class EventRecorder:
     def __init__(
         self,
-        kube: Kube,
+        kube: Api,
         node: str,
         namespace: str = "default",
         window: float = 600.0,
@@ -52,9 +54,9 @@ class EventRecorder:
                 seen.last = now
                 self.kube.request(
                     "PATCH",
-                    f"/api/v1/namespaces/{self.namespace}/events/{seen.name}",
+                    paths.event(self.namespace, seen.name),
                     body={"count": seen.count, "lastTimestamp": rfc3339(wall)},
-                    content_type="application/strategic-merge-patch+json",
+                    content_type=SMP,
                 )
                 self._seen.move_to_end(key)
                 return
@@ -62,7 +64,7 @@ class EventRecorder:
             name = f"{self.node}.memfrag.{digest}"
             self.kube.request(
                 "POST",
-                f"/api/v1/namespaces/{self.namespace}/events",
+                paths.events(self.namespace),
                 body={
                     "apiVersion": "v1",
                     "kind": "Event",

@@ -17,7 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from agent.kube.client import ApiError, Kube, backoff_delay
+from agent.kube.api import Api
+from agent.kube.errors import ApiError, backoff_delay
 
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
@@ -41,7 +42,7 @@ def _newer(a: str, b: str) -> bool:
 class Informer:
     def __init__(
         self,
-        kube: Kube,
+        kube: Api,
         path: str,
         query: dict[str, str],
         on_change: Callable[[], None] | None = None,

@@ -24,7 +24,9 @@ from typing import Any
 
 from agent.base.times import micro_time
 from agent.decide.remediation import ActionOutcome, PastAction
-from agent.kube.client import ApiError, Kube
+from agent.kube import paths
+from agent.kube.api import Api
+from agent.kube.errors import ApiError
 
 log = logging.getLogger(__name__)
 LABEL = "app.kubernetes.io/managed-by"
@@ -72,7 +74,7 @@ def _meta(name: str, kind: str, rv: str | None) -> dict[str, Any]:
 class Semaphore:
     def __init__(
         self,
-        kube: Kube,
+        kube: Api,
         namespace: str,
         prefix: str,
         holder: str,
@@ -87,7 +89,7 @@ class Semaphore:
         self.kube, self.namespace, self.prefix, self.holder = kube, namespace, prefix, holder
         self.owner, self.wall = owner, wall
         self.observed = Observed(monotonic)
-        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        self.path = paths.leases(namespace)
 
     def _ours(self, lease: dict[str, Any]) -> bool:
         spec, meta = lease.get("spec") or {}, lease.get("metadata") or {}
@@ -134,7 +136,7 @@ class Semaphore:
         for i in range(slots):
             name = f"{self.prefix}-{i}"
             try:
-                lease = self.kube.request("GET", f"{self.path}/{name}")
+                lease = self.kube.request("GET", paths.lease(self.namespace, name))
             except ApiError as exc:
                 if exc.status != 404:
                     raise
@@ -151,7 +153,7 @@ class Semaphore:
             holder = (lease.get("spec") or {}).get("holderIdentity")
             try:
                 self.kube.request(
-                    "PUT", f"{self.path}/{name}", body=self._body(name, duration, lease)
+                    "PUT", paths.lease(self.namespace, name), body=self._body(name, duration, lease)
                 )
             except ApiError as exc:
                 if exc.status == 409:
@@ -165,12 +167,12 @@ class Semaphore:
     def release(self, name: str) -> None:
         """Free our slot: delete it only if it is still ours (resourceVersion precondition)."""
         try:
-            lease = self.kube.request("GET", f"{self.path}/{name}")
+            lease = self.kube.request("GET", paths.lease(self.namespace, name))
             if not self._ours(lease):
                 return
             self.kube.request(
                 "DELETE",
-                f"{self.path}/{name}",
+                paths.lease(self.namespace, name),
                 body={"preconditions": {"resourceVersion": lease["metadata"]["resourceVersion"]}},
             )
             self.observed.forget(name)
@@ -184,9 +186,9 @@ def _index(name: str, prefix: str) -> int:
     return int(tail) if tail.isdigit() else 1 << 30
 
 
-def node_count(kube: Kube) -> int:
+def node_count(kube: Api) -> int:
     """How many Nodes exist, from one list call with limit=1 (remainingItemCount)."""
-    result = kube.request("GET", "/api/v1/nodes", {"limit": "1"})
+    result = kube.request("GET", paths.NODES, {"limit": "1"})
     remaining = (result.get("metadata") or {}).get("remainingItemCount") or 0
     return len(result.get("items") or []) + int(remaining)
 
@@ -261,7 +263,7 @@ def node_state_annotations(state: NodeState) -> dict[str, str]:
 class NodeRecord:
     def __init__(
         self,
-        kube: Kube,
+        kube: Api,
         namespace: str,
         node: str,
         holder: str,
@@ -271,12 +273,13 @@ class NodeRecord:
     ) -> None:
         self.kube, self.node, self.holder, self.wall = kube, node, holder, wall
         self.name = node_record_name(node)
-        self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        self.namespace = namespace
+        self.path = paths.leases(namespace)
         self.observed = Observed(monotonic)
 
     def read(self) -> tuple[NodeState, dict[str, Any] | None]:
         try:
-            lease = self.kube.request("GET", f"{self.path}/{self.name}")
+            lease = self.kube.request("GET", paths.lease(self.namespace, self.name))
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -292,7 +295,7 @@ class NodeRecord:
         if lease is None:
             self.kube.request("POST", self.path, body=body)
         else:
-            self.kube.request("PUT", f"{self.path}/{self.name}", body=body)
+            self.kube.request("PUT", paths.lease(self.namespace, self.name), body=body)
 
     def lock(self, duration: float) -> NodeState | None:
         """Become the one pod on this node that may remediate, for `duration`; the node's

@@ -420,7 +420,7 @@ def _condition(status: ConditionStatus) -> Condition:
 
 
 def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
-    """What agent/daemon/agent.py sends, built by agent/decide/nodeview.py: the condition by
+    """What agent/daemon/reporter.py sends, built by agent/decide/nodeview.py: the condition by
     strategic-merge patch on nodes/status, the taint by read-modify-write with the resourceVersion
     as precondition; the foreign taint stays."""
     agent, status = scope.agent, f"/api/v1/nodes/{NODE_A}/status"

@@ -28,7 +28,7 @@ from agent.base.errors import ConfigError
 from agent.config.load import parse_config
 from agent.config.model import HIGHEST_ORDER, Config, config_from_mapping
 from agent.config.schema import chart_schema_text, config_schema
-from agent.daemon.agent import RESTART_KEYS
+from agent.daemon.loop import RESTART_KEYS
 from agent.kube.client import SMP, ApiError, Kube
 from tests.chart_tools import (
     BUILD_TOOLS,

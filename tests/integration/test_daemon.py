@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.config.reload import ConfigFile
-from agent.daemon.agent import Agent
+from agent.daemon.loop import Agent
 from agent.decide.nodeview import node_view
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import SMP, ApiError, Kube
@@ -452,20 +452,21 @@ def test_sandbox_event_watch_keeps_only_this_nodes_pods(
         ConfigFile(str(cfg)),
         ProcReader(host.root),
     )
-    agent.pod_inf.start()
+    assert agent.stuck is not None
+    stuck = agent.stuck
+    stuck.pods.start()
     try:
-        wait_for(agent.pod_inf.synced.is_set, "the pod list")
-        assert agent._stuck(time.monotonic(), time.time()) == []  # starts the Event watch
-        inf = agent.sandbox_inf
+        wait_for(stuck.pods.synced.is_set, "the pod list")
+        stuck.update_watch(time.monotonic())  # starts the Event watch
+        assert stuck.stuck(time.time(), 3600) == []
+        inf = stuck.sandbox
         assert inf is not None
         wait_for(inf.synced.is_set, "the Event list", 120)
         assert [e["involvedObject"]["name"] for e in inf.items()] == [name]
         assert inf.pages >= 3  # 1,201 Events and more, 500 a page
-        assert agent._stuck(time.monotonic(), time.time()) == [f"default/{name}"]
+        assert stuck.stuck(time.time(), 3600) == [f"default/{name}"]
     finally:
-        agent.pod_inf.stop()
-        if agent.sandbox_inf is not None:
-            agent.sandbox_inf.stop()
+        stuck.stop()
 
 
 @pytest.mark.parametrize("step", [-7200.0, 3600.0])
@@ -490,15 +491,17 @@ def test_a_wall_clock_step_neither_strands_nor_skips_the_hold(
         wall=wall,
         monotonic=mono,
     )
-    agent.node_inf.start()
-    agent.pod_inf.start()
+    for inf in agent.informers():
+        inf.start()
+    assert agent.reporter is not None
+    node_inf = agent.reporter.node_inf
 
     def cycle(dt: float) -> None:
         mono.t += dt
         agent.cycle([])
 
     try:
-        wait_for(lambda: agent.node_inf.get(node), "the node")
+        wait_for(lambda: node_inf.get(node), "the node")
         host.fragmented()
         cycle(0)
         cycle(3)
@@ -514,8 +517,8 @@ def test_a_wall_clock_step_neither_strands_nor_skips_the_hold(
         assert not our_taint(admin, node)  # 10 s healthy by the monotonic clock: cleared
         assert status_is(admin, node, "False")
     finally:
-        agent.node_inf.stop()
-        agent.pod_inf.stop()
+        for inf in agent.informers():
+            inf.stop()
 
 
 def test_failed_sandbox_events_count_at_once(

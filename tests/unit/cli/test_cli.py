@@ -411,10 +411,10 @@ def test_run_passes_the_lease_namespace_to_the_agent(
 ) -> None:
     """Installed outside memfrag-system, the agent must look for its Leases in its own namespace
     (the chart sets POD_NAMESPACE): before the fix `run` never passed it and got 403s."""
-    import agent.daemon.agent
+    import agent.daemon.loop
     import agent.kube.client
 
-    monkeypatch.setattr(agent.daemon.agent, "Agent", _CapturedAgent)
+    monkeypatch.setattr(agent.daemon.loop, "Agent", _CapturedAgent)
     monkeypatch.setattr(
         agent.kube.client.Kube, "from_environment", staticmethod(lambda _k: object())
     )
@@ -440,10 +440,10 @@ def test_run_holds_leases_as_the_pod_not_the_node(
 ) -> None:
     """Two pods with one NODE_NAME (a maxSurge rollout) shared a Lease slot and compacted at
     once: the holder is the pod (POD_NAME, POD_UID from the chart's downward API)."""
-    import agent.daemon.agent
+    import agent.daemon.loop
     import agent.kube.client
 
-    monkeypatch.setattr(agent.daemon.agent, "Agent", _CapturedAgent)
+    monkeypatch.setattr(agent.daemon.loop, "Agent", _CapturedAgent)
     monkeypatch.setattr(
         agent.kube.client.Kube, "from_environment", staticmethod(lambda _k: object())
     )
@@ -474,3 +474,31 @@ def test_check_refuses_a_hostile_config_clearly(
     code, out, err = run(capsys, "check", "--proc-root", SEED, "--config", str(cfg))
     assert (code, out) == (3, "")
     assert err == f"memfrag-agent check: {cfg}: line 2: YAML aliases (*name) are not allowed\n"
+
+
+def test_run_standalone_builds_the_agent_without_an_api_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run --standalone` needs neither NODE_NAME nor Kubernetes credentials: the Agent gets no
+    Kube (the same loop with the kube parts absent), and the node is named by the hostname."""
+    import socket
+
+    import agent.daemon.loop
+    import agent.kube.client
+
+    built: list[object] = []
+
+    class Captured(_CapturedAgent):
+        def __init__(self, node: str, kube: object, config: object, reader: object, **kw: Any):
+            built.append(kube)
+            super().__init__(node, kube, config, reader, **kw)
+
+    def no_credentials(_k: object) -> object:
+        raise AssertionError("standalone must not load Kubernetes credentials")
+
+    monkeypatch.setattr(agent.daemon.loop, "Agent", Captured)
+    monkeypatch.setattr(agent.kube.client.Kube, "from_environment", staticmethod(no_credentials))
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    argv = ["run", "--standalone", "--proc-root", VM, "--sys-root", NOSYS, "--log-format", "text"]
+    assert main(argv) == 0
+    assert built == [None] and Captured.seen["node"] == socket.gethostname()

@@ -1,0 +1,279 @@
+"""Carry out a remediation step: under the node's lock (one agent pod remediates a node at a
+time, the node's whole action history counted against the caps) and a slot of the cluster-wide
+budget, when there is an API; run the kernel write, wait for the kernel to settle, observe once
+more and measure. Also the vm tunables review at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from agent.assess.tunables import recommend
+from agent.assess.verdict import Assessment, NodeState, Verdict
+from agent.base.errors import MemfragError
+from agent.config.model import Config, RemediationConfig
+from agent.daemon.observer import Observer
+from agent.decide.ladder import Step
+from agent.decide.remediation import (
+    ActionOutcome,
+    PastAction,
+    RemedyState,
+    after_action,
+    decide_remediation,
+    merge_history,
+)
+from agent.decide.report import EventReason, EventSpec, EventType
+from agent.kernel.observation import Observation
+from agent.kernel.procfs import ProcReader
+from agent.kernel.writes import ActionResult, run_step, write_tunable
+from agent.kube.errors import ApiError
+from agent.kube.leases import NodeRecord, Semaphore
+from agent.kube.leases import NodeState as RecordState
+
+log = logging.getLogger("memfrag.agent")
+SETTLE_SECONDS = 1.0
+Failed = Callable[[str, ApiError], None]
+Runner = Callable[[Step, ProcReader, float], ActionResult]
+
+
+def _run_step(step: Step, reader: ProcReader, timeout: float) -> ActionResult:
+    return run_step(step, reader.proc, reader.sys, timeout)
+
+
+def blocks(a: Assessment) -> int:
+    """Free blocks at the target order on the NUMA nodes in trouble (all, if none is)."""
+    troubled = [n for n in a.numa if n.state != NodeState.HEALTHY] or list(a.numa)
+    return sum(n.blocks_at_target for n in troubled)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    """What carrying out a step came to. `result` None: the node's record said not now."""
+
+    result: ActionOutcome | None
+    state: RemedyState
+    events: tuple[EventSpec, ...] = ()
+    blocks_before: int = 0
+    blocks_after: int = 0
+    seconds: float | None = None  # of the kernel write, when one ran
+
+
+class ClusterLock:
+    """The node's lock (its record, shared by the node's agent pods) and the cluster-wide slots
+    of remediation.max_concurrent_nodes."""
+
+    def __init__(
+        self,
+        record: NodeRecord,
+        slots: Semaphore,
+        holder: str,
+        failed: Failed,
+        budget: Callable[[], AbstractContextManager[None]],
+    ) -> None:
+        """`budget`: the time budget each of take and give_back runs in (Kube.budget): the
+        kernel write between them is no API call, and may take minutes."""
+        self.record, self.slots, self.holder, self.failed = record, slots, holder, failed
+        self.budget = budget
+
+    def take(
+        self,
+        now: float,
+        wall: float,
+        step: Step,
+        before: Assessment,
+        steps: tuple[Step, ...],
+        obs: Observation,
+        remedy: RemedyState,
+        cfg: RemediationConfig,
+    ) -> tuple[str | None, RemedyState, ActionOutcome | None]:
+        """(the slot or None, the remedy state with the node's history, 'skipped' when another
+        pod or the cluster's budget holds it, None when the node's record says not now)."""
+        with self.budget():
+            try:
+                record = self.record.lock(cfg.lease_seconds)
+            except ApiError as exc:
+                self.failed("lease", exc)
+                return None, remedy, None
+            if record is None:
+                log.info("another agent pod on this node is remediating; waiting")
+                return None, remedy, ActionOutcome.SKIPPED
+            # The record may hold actions other pods ran since: decided again with them counted.
+            remedy = merge_history(remedy, record.actions, self.holder, now, wall)
+            rd = decide_remediation(now, before, steps, remedy, cfg, obs.pressure, wall=wall)
+            remedy = rd.state
+            slot: str | None = None
+            skipped: ActionOutcome | None = None
+            if rd.step != step:
+                log.info("not running %s: %s (the node's record)", step.name, rd.why)
+            else:
+                try:
+                    slot = self.slots.acquire(cfg.max_concurrent_nodes, cfg.lease_seconds)
+                except ApiError as exc:
+                    self.failed("lease", exc)
+                if slot is None:
+                    log.info(
+                        "waiting for a remediation slot (%d nodes remediating already)",
+                        cfg.max_concurrent_nodes,
+                    )
+                    skipped = ActionOutcome.SKIPPED
+            if slot is None:
+                try:
+                    self.record.update(lambda s: s, unlock=True)
+                except ApiError as exc:
+                    self.failed("lease", exc)
+            return slot, remedy, skipped
+
+    def give_back(self, slot: str, done: PastAction) -> None:
+        """Unlock the node with the action in its record; free the cluster slot."""
+
+        def add(s: RecordState) -> RecordState:
+            return dataclasses.replace(s, actions=(*s.actions, done))
+
+        with self.budget():
+            try:
+                self.record.update(add, unlock=True)
+            except ApiError as exc:
+                self.failed("lease", exc)
+            try:
+                self.slots.release(slot)
+            except ApiError as exc:
+                self.failed("lease", exc)
+
+
+class Remediator:
+    def __init__(
+        self,
+        reader: ProcReader,
+        observer: Observer,
+        lock: ClusterLock | None,
+        stop: threading.Event,
+        monotonic: Callable[[], float],
+        holder: str,
+        runner: Runner = _run_step,
+        settle: float = SETTLE_SECONDS,
+    ) -> None:
+        """`lock` None: no API (standalone), the host's own agent is the only one."""
+        self.reader, self.observer, self.lock, self.stop = reader, observer, lock, stop
+        self.monotonic, self.holder, self.runner, self.settle = monotonic, holder, runner, settle
+
+    def carry_out(
+        self,
+        now: float,
+        wall: float,
+        step: Step,
+        obs: Observation,
+        before: Assessment,
+        order: int,
+        steps: tuple[Step, ...],
+        remedy: RemedyState,
+        cfg: Config,
+    ) -> Ran:
+        rcfg = cfg.remediation
+        if rcfg.mode == "dry-run":
+            log.info(
+                "dry-run: would run %s",
+                step.name,
+                extra={"action": step.name, "why": step.why, "result": ActionOutcome.DRY_RUN},
+            )
+            ev = EventSpec(
+                EventType.NORMAL,
+                EventReason.REMEDIATION_DRY_RUN,
+                f"Would run {step.name}: {step.why} (remediation.mode dry-run)",
+            )
+            done = after_action(remedy, step, now, ActionOutcome.DRY_RUN, 0, 0)
+            return Ran(ActionOutcome.DRY_RUN, done, (ev,))
+        slot: str | None = None
+        if self.lock is not None:
+            slot, remedy, skipped = self.lock.take(
+                now, wall, step, before, steps, obs, remedy, rcfg
+            )
+            if slot is None:
+                return Ran(skipped, remedy)
+        ran = Ran(ActionOutcome.FAILED, remedy)
+        try:
+            ran = self._run(now, step, obs, before, order, remedy, cfg)
+        finally:
+            if self.lock is not None and slot is not None:
+                assert ran.result is not None
+                self.lock.give_back(slot, PastAction(step.name, wall, ran.result, self.holder))
+        return ran
+
+    def _run(
+        self,
+        now: float,
+        step: Step,
+        obs: Observation,
+        before: Assessment,
+        order: int,
+        remedy: RemedyState,
+        cfg: Config,
+    ) -> Ran:
+        cached_before = (obs.meminfo or {}).get("Cached", 0)
+        # Said before the write: if the kernel stalls the node, the log shows what was running.
+        log.info("remediation starting", extra={"action": step.name, "why": step.why})
+        res = self.runner(step, self.reader, cfg.remediation.action_timeout_seconds)
+        # The write returns when the kernel is done, but kswapd/kcompactd may still be merging
+        # what it set in motion: measure a moment later to count the action's whole effect.
+        self.stop.wait(self.settle)
+        b0 = blocks(before)
+        try:  # one observation after: the blocks, the verdict and the page cache
+            after_obs, after = self.observer.observe(self.monotonic(), cfg, order, urgent=True)
+            b1, recovered = blocks(after), after.verdict != Verdict.FRAGMENTED
+            cached_after = (after_obs.meminfo or {}).get("Cached", 0)
+        except MemfragError:
+            b1, recovered, cached_after = b0, False, cached_before
+        dropped = max(0, cached_before - cached_after) // 1024
+        result = (
+            (ActionOutcome.TIMEOUT if res.timed_out else ActionOutcome.FAILED)
+            if not res.ok
+            else (ActionOutcome.OK if b1 > b0 else ActionOutcome.NO_EFFECT)
+        )
+        detail = (
+            f"{step.name}: order>={order} blocks {b0} -> {b1} in {res.seconds:.1f}s, "
+            f"page cache dropped {dropped} MiB"
+            + (", recovered" if recovered else ", still fragmented")
+            + (f"; {res.error}" if res.error else "")
+        )
+        log.info(
+            "remediation %s",
+            result,
+            extra={
+                "action": step.name,
+                "result": result,
+                "blocks_before": b0,
+                "blocks_after": b1,
+                "seconds": round(res.seconds, 3),
+                "cache_dropped_mib": dropped,
+                "recovered": recovered,
+                "error": res.error,
+            },
+        )
+        reason = {
+            ActionOutcome.OK: EventReason.REMEDIATION_SUCCEEDED,
+            ActionOutcome.NO_EFFECT: EventReason.REMEDIATION_NO_EFFECT,
+        }.get(result, EventReason.REMEDIATION_FAILED)
+        kind = EventType.NORMAL if result == ActionOutcome.OK else EventType.WARNING
+        ev = EventSpec(kind, reason, detail)
+        state = after_action(remedy, step, now, result, b0, b1)
+        return Ran(result, state, (ev,), b0, b1, res.seconds)
+
+    def review_tunables(self, obs: Observation, cfg: RemediationConfig) -> None:
+        """Log what the vm tunables review recommends; apply it when remediation.mode is on and
+        remediation.apply_tunables."""
+        total = (obs.meminfo or {}).get("MemTotal")
+        for r in recommend(obs.sysctl, total):
+            if cfg.apply_tunables and cfg.mode == "on":
+                err = write_tunable(self.reader.proc, r.name, r.recommended)
+                log.info(
+                    "tunable vm.%s %d -> %d: %s",
+                    r.name,
+                    r.current,
+                    r.recommended,
+                    err or "applied",
+                    extra={"why": r.why},
+                )
+            else:
+                log.info("recommend vm.%s=%d (now %d): %s", r.name, r.recommended, r.current, r.why)

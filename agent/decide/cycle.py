@@ -1,0 +1,157 @@
+"""One tick's decision, remediation and report together, as a pure function: what the Node
+should say, whether to climb the remediation ladder, the Events, and whether to delete the stuck
+pods. The daemon gathers the facts first (the findings, the observation and assessment, the
+stuck pods, the node as last seen, whether a slot of the cluster's taint cap is held) and carries
+out the decision after: `decide_report` runs once per tick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
+from agent.config.model import Config, ReportingConfig
+from agent.decide.ladder import Step
+from agent.decide.nodeview import ConditionStatus, NodeView, taint_effects
+from agent.decide.remediation import RemedyState, decide_remediation
+from agent.decide.report import (
+    Decision,
+    EventReason,
+    EventSpec,
+    EventType,
+    Outcome,
+    ReportState,
+    initial_state,
+)
+from agent.decide.report import decide as decide_report
+from agent.kernel.psi import Pressure
+
+STUCK_SHOWN = 5  # pods named in the condition's message; the rest are counted
+
+
+@dataclass(frozen=True)
+class Facts:
+    now: float  # monotonic: every duration
+    wall: float  # UTC: timestamps for the API, the maintenance window
+    assessment: Assessment | None  # None: the node could not be assessed (`error` says why)
+    error: str | None = None
+    pressure: Pressure | None = None
+    steps: tuple[Step, ...] = ()  # the remediation ladder for this assessment
+    stuck: tuple[str, ...] = ()  # namespace/name of the pods stuck in ContainerCreating
+    suppressed: int = 0  # allocation-failure reports the kernel suppressed lately
+    suppressed_window: float = 600.0
+    view: NodeView | None = None  # the Node as last seen; None: no API (standalone) or unknown
+    may_taint: bool = True  # a slot of the cluster's cap on tainted nodes is held
+    owned: frozenset[str] = frozenset()  # taint effects the node's record says are ours
+
+
+@dataclass(frozen=True)
+class TickState:
+    report: ReportState | None = None  # None: not resumed from the Node yet
+    remedy: RemedyState = field(default_factory=RemedyState)
+    said_not_possible: bool = False  # RemediationNotPossible goes out once per episode
+
+
+@dataclass(frozen=True)
+class TickDecision:
+    outcome: Outcome
+    run: Step | None  # the remediation step to run now
+    why: str | None  # why that step, or why none (None: not assessed)
+    report: Decision | None  # None: nothing to report to (no API, or the Node unknown yet)
+    events: tuple[EventSpec, ...]
+    delete_stuck: bool  # the node just recovered and stuck pods are to be recreated
+    state: TickState
+
+
+def wants_taint_slot(
+    now: float,
+    verdict: Verdict,
+    state: ReportState | None,
+    view: NodeView,
+    cfg: ReportingConfig,
+    owned: frozenset[str],
+) -> bool:
+    """Whether the tick must hold a slot of the cluster's cap on tainted nodes, asked before
+    deciding: our taint is on (the slot is renewed), or the verdict has been fragmented for
+    reporting.fragmented_for_seconds (the taint may go on)."""
+    if cfg.taint_effect == "none":
+        return False
+    if taint_effects(view.taints, cfg.taint_key) & (owned | {cfg.taint_effect}):
+        return True
+    since = state.verdict_since if state is not None and state.verdict == verdict else now
+    return verdict == Verdict.FRAGMENTED and now - since >= cfg.fragmented_for_seconds
+
+
+def outcome_of(f: Facts) -> Outcome:
+    """What the node says, in words: the assessment, the stuck pods, the suppressed reports."""
+    a = f.assessment
+    if a is not None:
+        out = Outcome(a.verdict, a.reason, a.message)
+    else:
+        out = Outcome(Verdict.UNKNOWN, Reason.ASSESSMENT_FAILED, f"Cannot assess: {f.error}")
+    if f.stuck:
+        n = len(f.stuck)
+        shown = ", ".join(f.stuck[:STUCK_SHOWN]) + (
+            f" and {n - STUCK_SHOWN} more" if n > STUCK_SHOWN else ""
+        )
+        out = replace(out, message=f"{out.message}; {n} pod(s) stuck in ContainerCreating: {shown}")
+    if f.suppressed:
+        out = replace(
+            out,
+            message=f"{out.message}; the kernel log suppressed {f.suppressed} more "
+            f"allocation-failure report(s) in the last {f.suppressed_window / 60:.0f} min",
+        )
+    return out
+
+
+def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
+    outcome = outcome_of(f)
+    a = f.assessment
+    events: list[EventSpec] = []
+    run: Step | None = None
+    why: str | None = None
+    remedy, said = s.remedy, s.said_not_possible
+    if a is not None:
+        rd = decide_remediation(f.now, a, f.steps, remedy, cfg.remediation, f.pressure, wall=f.wall)
+        remedy, run, why = rd.state, rd.step, rd.why
+        if a.verdict == Verdict.FRAGMENTED and rd.step is None:
+            outcome = replace(outcome, message=f"{outcome.message}. Remediation: {rd.why}")
+            if a.cause.kind == CauseKind.UNMOVABLE and cfg.remediation.mode != "off" and not said:
+                events.append(
+                    EventSpec(EventType.WARNING, EventReason.REMEDIATION_NOT_POSSIBLE, rd.why)
+                )
+                said = True
+        if a.verdict != Verdict.FRAGMENTED:
+            said = False
+    report: Decision | None = None
+    report_state = s.report
+    recovered = False
+    if f.view is not None:
+        if report_state is None:
+            report_state = initial_state(f.view, f.now, wall=f.wall)
+        report = decide_report(
+            f.now,
+            outcome,
+            report_state,
+            f.view,
+            cfg.reporting,
+            f.may_taint,
+            wall=f.wall,
+            owned=f.owned,
+        )
+        report_state = report.state
+        events += report.events
+        was = f.view.condition.status if f.view.condition is not None else None
+        recovered = (
+            was == ConditionStatus.TRUE
+            and report.condition is not None
+            and report.condition.status == ConditionStatus.FALSE
+        )
+    return TickDecision(
+        outcome=outcome,
+        run=run,
+        why=why,
+        report=report,
+        events=tuple(events),
+        delete_stuck=recovered and cfg.remediation.delete_stuck_pods,
+        state=TickState(report_state, remedy, said),
+    )

@@ -1,0 +1,133 @@
+"""agent.decide.cycle: one tick's decision, remediation and report together, pure. Assessments
+come from real captures (tests/fixtures/proc)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from agent.assess.verdict import Assessment, Verdict, assess
+from agent.config.model import Config
+from agent.decide.cycle import Facts, TickState, decide_tick, outcome_of, wants_taint_slot
+from agent.decide.ladder import ladder
+from agent.decide.nodeview import Condition, ConditionStatus, NodeView
+from agent.decide.remediation import ActionOutcome, after_action
+from agent.decide.report import EventReason, ReportState
+from agent.kernel.procfs import ProcReader
+
+PROC = Path(__file__).resolve().parents[2] / "fixtures" / "proc"
+WALL = 1_700_000_000.0
+
+
+def assessed(fixture: str) -> Assessment:
+    return assess(ProcReader(PROC / fixture, "/nonexistent").observe(), Config().assessment)
+
+
+FRAG, HEALTHY, UNMOVABLE = (
+    assessed("seed-incident"),
+    assessed("vm-6.18-x86_64"),
+    assessed("fb-prod-2node-4.0-fragmented"),
+)
+
+
+def cfg(
+    mode: Literal["off", "dry-run", "on"] = "on", delete: bool = True, hold: float = 0.0
+) -> Config:
+    c = Config()
+    return dataclasses.replace(
+        c,
+        remediation=dataclasses.replace(c.remediation, mode=mode, delete_stuck_pods=delete),
+        reporting=dataclasses.replace(
+            c.reporting, fragmented_for_seconds=hold, healthy_for_seconds=0.0
+        ),
+    )
+
+
+def view(status: ConditionStatus | None, taints: tuple[dict[str, str], ...] = ()) -> NodeView:
+    c = None
+    if status is not None:
+        c = Condition(status, FRAG.reason, "m", "2023-11-14T22:00:00Z", "2023-11-14T22:13:00Z")
+    return NodeView("n1", "u", "1", c, taints)
+
+
+def facts(a: Assessment | None, v: NodeView | None, **kw: object) -> Facts:
+    steps = ladder(a, (), True) if a is not None else ()
+    return dataclasses.replace(Facts(100.0, WALL, a, steps=steps, view=v), **kw)  # type: ignore[arg-type]
+
+
+def test_a_fragmented_node_gets_a_step_and_a_true_condition_in_one_decision() -> None:
+    d = decide_tick(facts(FRAG, view(ConditionStatus.FALSE)), TickState(), cfg())
+    assert d.run is not None and d.run.name == "compact"
+    assert d.report is not None and d.report.condition is not None
+    assert d.report.condition.status == ConditionStatus.TRUE
+    assert d.events[0].reason == EventReason.FRAGMENTATION_DETECTED
+    assert not d.delete_stuck and d.state.remedy.in_episode
+
+
+def test_no_step_puts_the_why_into_the_message_and_says_not_possible_once() -> None:
+    c = dataclasses.replace(
+        cfg(), remediation=dataclasses.replace(cfg().remediation, allow_drop_caches=False)
+    )
+    tried = TickState()
+    d = decide_tick(facts(UNMOVABLE, view(ConditionStatus.FALSE)), tried, c)
+    while d.run is not None:  # every step of the ladder ran without recovery
+        remedy = after_action(d.state.remedy, d.run, 100.0, ActionOutcome.NO_EFFECT, 0, 0)
+        d = decide_tick(
+            facts(UNMOVABLE, view(ConditionStatus.TRUE)),
+            dataclasses.replace(d.state, remedy=remedy),
+            c,
+        )
+    assert "Remediation:" in d.outcome.message
+    assert EventReason.REMEDIATION_NOT_POSSIBLE in [e.reason for e in d.events]
+    again = decide_tick(facts(UNMOVABLE, view(ConditionStatus.TRUE)), d.state, c)
+    assert EventReason.REMEDIATION_NOT_POSSIBLE not in [e.reason for e in again.events]
+    healthy = decide_tick(facts(HEALTHY, view(ConditionStatus.TRUE)), again.state, c)
+    assert not healthy.state.said_not_possible
+
+
+def test_delete_stuck_is_a_field_set_on_recovery_only() -> None:
+    """Before: the daemon deleted stuck pods when an Event's reason string was 'Recovered'."""
+    stuck = ("default/web",)
+    rec = decide_tick(facts(HEALTHY, view(ConditionStatus.TRUE), stuck=stuck), TickState(), cfg())
+    assert rec.delete_stuck
+    assert EventReason.RECOVERED in [e.reason for e in rec.events]
+    off = decide_tick(facts(HEALTHY, view(ConditionStatus.TRUE)), TickState(), cfg(delete=False))
+    assert not off.delete_stuck
+    still = decide_tick(facts(FRAG, view(ConditionStatus.TRUE)), TickState(), cfg())
+    assert not still.delete_stuck
+
+
+def test_without_a_node_the_remediation_is_decided_and_nothing_reported() -> None:
+    d = decide_tick(facts(FRAG, None), TickState(), cfg())
+    assert d.report is None and d.run is not None and d.state.report is None
+
+
+def test_a_failed_assessment_is_unknown_with_no_remediation() -> None:
+    d = decide_tick(
+        facts(None, view(ConditionStatus.FALSE), error="buddyinfo: x"), TickState(), cfg()
+    )
+    assert d.outcome.verdict == Verdict.UNKNOWN and "buddyinfo: x" in d.outcome.message
+    assert d.run is None and d.why is None
+    assert d.report is not None and d.report.condition is not None
+    assert d.report.condition.status == ConditionStatus.UNKNOWN
+
+
+def test_the_message_names_stuck_pods_and_suppressed_reports() -> None:
+    pods = tuple(f"default/p{i}" for i in range(7))
+    msg = outcome_of(facts(FRAG, None, stuck=pods, suppressed=12)).message
+    assert "7 pod(s) stuck in ContainerCreating: default/p0" in msg and "and 2 more" in msg
+    assert "suppressed 12 more allocation-failure report(s) in the last 10 min" in msg
+
+
+def test_the_taint_slot_is_wanted_to_put_the_taint_on_or_to_keep_it() -> None:
+    rep = cfg(hold=60.0).reporting
+    ours = ({"key": rep.taint_key, "effect": rep.taint_effect},)
+    held = ReportState(Verdict.FRAGMENTED, verdict_since=0.0)
+    empty = frozenset[str]()
+    assert not wants_taint_slot(30.0, Verdict.FRAGMENTED, held, view(None), rep, empty)
+    assert wants_taint_slot(60.0, Verdict.FRAGMENTED, held, view(None), rep, empty)
+    assert not wants_taint_slot(600.0, Verdict.FRAGMENTED, None, view(None), rep, empty)
+    assert wants_taint_slot(1.0, Verdict.HEALTHY, None, view(None, ours), rep, empty)
+    none = dataclasses.replace(rep, taint_effect="none")
+    assert not wants_taint_slot(600.0, Verdict.FRAGMENTED, held, view(None, ours), none, empty)
