@@ -1270,7 +1270,8 @@ def test_every_variable_and_flag_the_chart_sets_reaches_the_code(
     """The chart's arguments parse as the CLI's own flags, and each environment variable it
     sets is read where it is used (POD_NAMESPACE once never reached the daemon: 403s on its
     Leases outside memfrag-system)."""
-    from agent.cli.main import build_parser, lease_holder, run_identity
+    from agent.cli.main import build_parser
+    from agent.cli.run import lease_holder, run_identity
 
     docs = rendered(renders, "defaults")
     (ds,) = by_kind(docs, "DaemonSet")

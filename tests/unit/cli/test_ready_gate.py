@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from agent.assess.readiness import Gate, Need, gate
 from agent.assess.verdict import assess
 from agent.cli.main import main
-from agent.cli.ready import Gate, Need, gate, preparation, prepare
+from agent.cli.ready import prepare
 from agent.config.model import HIGHEST_ORDER, Config
 from agent.decide.ladder import Step
+from agent.decide.readiness import preparation
 from agent.kernel.actions import ActionKind
 from agent.kernel.procfs import ProcReader
 from agent.kernel.writes import ActionResult
