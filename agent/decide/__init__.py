@@ -1,5 +1,11 @@
 """Decide: pure functions from the assessment, the node as last seen, a small frozen state and
-the clock to what to do: the remediation ladder (what helps which cause), the remediation policy
-(whether and when, never a loop) and the report (condition, taint, Events, with hysteresis).
+the clock to what to do.
 
-May import: agent.base, agent.config, agent.assess, the kernel room's types. No I/O."""
+`ladder` (which remediation steps fit which cause, least disruptive first), `remediation` (the
+policy: whether and when, never a loop, the action outcomes), `report` (condition, taint and
+Events with hysteresis, the Event reasons), `nodeview` (the Node's condition and taints as plain
+data), `cycle` (one tick's single decision: report and remediation together), `readiness` (the
+ladder that prepares a node for a need).
+
+May import: agent.base, agent.config, agent.assess, the kernel room's types. No I/O.
+"""

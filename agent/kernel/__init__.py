@@ -1,7 +1,16 @@
-"""Observe (and, for remediation, write) the kernel: pure parsers of /proc text (buddyinfo,
-zoneinfo, pagetypeinfo, vmstat, meminfo, PSI) and of kernel-log lines, the bounds they share,
-the Observation they make; and the outer parts that touch the machine: the /proc and /sys reader
-(`procfs`), the /dev/kmsg follower thread (`kmsgfollow`) and the remediation writes (`writes`).
-`actions` names what a write does without doing it.
+"""Observe (and, for remediation, write) the kernel.
 
-May import: agent.base. Never assess, decide, kube, daemon or cli."""
+Pure, total parsers of what the kernel prints: `buddyinfo`, `zoneinfo`, `pagetypeinfo`, `vmstat`,
+`meminfo`, `psi`, the kernel-log matcher `kmsg`, the tracepoint lines `trace`, the cgroup files
+`cgroupinfo`, the hugepage pools' types `hugepageinfo`; the bounds they share (`limits`,
+`numbers`, `boundedlines`); the `Observation` they make; `actions`, what a remediation write
+does, without doing it.
+
+The outer parts, the only ones here that touch the machine: `procfs` (the /proc and /sys reader,
+its root a parameter), `hugepages` and `cgroups` (readers under /sys and the cgroup roots),
+`kmsgfollow` (the /dev/kmsg thread), `tracefs` and `tracefollow` (our ftrace instance and its
+reader thread), `writes` (the remediation writes).
+
+May import: agent.base. Never assess, decide, kube, daemon or cli; the pure modules never the
+outer ones (import-linter's `pure` contract).
+"""

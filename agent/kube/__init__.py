@@ -1,6 +1,11 @@
-"""The Kubernetes API, and the only room that imports `kubernetes` (in `client`): raw JSON
-requests with time budgets and retries, the API paths, list-and-watch caches, Events, Lease
-slots and the node's record, the Node edits (condition, taint read-modify-write) and the
-cluster-wide operator commands (status, cleanup).
+"""The Kubernetes API, and the only room that imports `kubernetes` (in `client`).
 
-May import: agent.base, agent.config, agent.decide's types (what to write)."""
+`client` (raw JSON requests with time budgets and retries), `api` (the Protocol the daemon's
+parts depend on, so a fake stands in for it in tests/unit), `errors` (ApiError, free of
+`kubernetes`, so the standalone daemon never loads the client), `paths` (every API path once),
+`informer` (list-and-watch caches), `events` (aggregated Events), `leases` (Lease slots and the
+node's record), `nodes` (the condition write and the one taint read-modify-write), `admin` (the
+cluster-wide `status` and `cleanup`).
+
+May import: agent.base, agent.config, agent.decide's types (what to write).
+"""
