@@ -55,6 +55,8 @@ class Reason(StrEnum):
     CONTIGUOUS_MEMORY_LOW = "ContiguousMemoryLow"
     FREE_MEMORY_FRAGMENTED = "FreeMemoryFragmented"
     FREE_MEMORY_EXHAUSTED = "FreeMemoryExhausted"
+    # the daemon's, while not fragmented: a NUMA node's trend crosses the line within the horizon
+    FRAGMENTATION_PREDICTED = "FragmentationPredicted"
     ASSESSMENT_FAILED = "AssessmentFailed"  # the daemon's, when nothing could be assessed
 
 

@@ -114,6 +114,25 @@ class AssessmentConfig:
         "A zone whose free pages are at or below this watermark is short of memory, not "
         "of contiguity: reported as exhaustion (kubelet's MemoryPressure), never as fragmentation.",
     )
+    prediction_enabled: bool = _key(
+        True,
+        "Predict, per NUMA node, when the free blocks at the target order will cross "
+        "fragmented_below_blocks (a robust trend over prediction_window_seconds). It only "
+        "reports (reason FragmentationPredicted while the condition stays False, an Event, "
+        "memfrag_predicted_seconds_to_fragmented): it never taints and never acts.",
+    )
+    prediction_window_seconds: float = _key(
+        3600.0,
+        "The trend is read over this much of the recent past (after the last upward jump: a "
+        "compaction or freed memory). A trend needs 8 samples spanning 10 minutes (half the "
+        "window, if shorter): keep it well above sources.poll_interval_seconds.",
+        Allowed(minimum=600, maximum=86400),
+    )
+    prediction_horizon_seconds: float = _key(
+        21600.0,
+        "Report a prediction only when the trend crosses the fragmented line within this.",
+        Allowed(minimum=60, maximum=604800),
+    )
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from agent.daemon.httpserver import BoundedHTTPServer
 from agent.daemon.inbox import FINDING_TTL, Digest, Inbox
 from agent.daemon.metrics import Health, Metrics, order_label, serve
 from agent.daemon.observer import Observer
+from agent.daemon.outlook import Outlook
 from agent.daemon.remediator import ClusterLock, Ran, Remediator
 from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
@@ -97,6 +98,7 @@ class Agent:
         self.http: BoundedHTTPServer | None = None
         self.inbox = Inbox(monotonic, on_lost=self.metrics.kmsg_lost.inc)
         self.observer = Observer(reader)
+        self.outlook = Outlook(reader.sys, self.metrics)
         self.state = TickState()
         self.outbox: list[EventSpec] = []
         self._logged: tuple[Verdict, str, str | None] | None = None  # standalone: last said
@@ -266,6 +268,7 @@ class Agent:
             steps = ladder(
                 a, self.observer.numa_nodes_with_compact(), cfg.remediation.allow_drop_caches
             )
+        huge = self.outlook.readiness(now, obs, cfg)
         # 3. the facts the API holds
         facts = Facts(
             now,
@@ -276,6 +279,8 @@ class Agent:
             steps,
             suppressed=digest.suppressed,
             suppressed_window=FINDING_TTL,
+            predictions=self.outlook.predictions(now, a, cfg),
+            hugepages=huge.pools if huge is not None else (),
         )
         stuck: list[str] = []
         if self.stuck is not None:

@@ -185,6 +185,20 @@ class Metrics:
         self.action_seconds = Gauge(
             "memfrag_remediation_last_duration_seconds", "Duration of the last action", registry=r
         )
+        self.predicted_seconds = Gauge(
+            "memfrag_predicted_seconds_to_fragmented",
+            "Seconds until the NUMA node's free blocks at the target order are predicted to "
+            "cross the fragmented line, within the horizon (NaN: no prediction)",
+            ["numa_node"],
+            registry=r,
+        )
+        self.hugepages_allocatable = Gauge(
+            "memfrag_hugepages_allocatable",
+            "Hugepages of this size the NUMA node's free blocks could give now, before reclaim "
+            "or compaction (NaN: a gigantic page, which free block counts cannot foresee)",
+            ["size_kib", "numa_node"],
+            registry=r,
+        )
         self.config_valid.set(1)
         for kind in KINDS:
             for order in (*range(16), None):

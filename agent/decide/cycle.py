@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from agent.assess.hugepages import PoolReadiness
+from agent.assess.predict import Prediction
 from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
 from agent.config.model import Config, ReportingConfig
 from agent.decide.ladder import Step
@@ -42,6 +44,8 @@ class Facts:
     view: NodeView | None = None  # the Node as last seen; None: no API (standalone) or unknown
     may_taint: bool = True  # a slot of the cluster's cap on tainted nodes is held
     owned: frozenset[str] = frozenset()  # taint effects the node's record says are ours
+    predictions: tuple[Prediction, ...] = ()  # NUMA nodes whose trend crosses the line soon
+    hugepages: tuple[PoolReadiness, ...] = ()  # the pools as last read (pagetypeinfo cadence)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class TickState:
     report: ReportState | None = None  # None: not resumed from the Node yet
     remedy: RemedyState = field(default_factory=RemedyState)
     said_not_possible: bool = False  # RemediationNotPossible goes out once per episode
+    predicted_at: float | None = None  # monotonic: the last prediction of this episode
 
 
 @dataclass(frozen=True)
@@ -81,11 +86,42 @@ def wants_taint_slot(
     return verdict == Verdict.FRAGMENTED and now - since >= cfg.fragmented_for_seconds
 
 
+def predicting(f: Facts) -> tuple[Prediction, ...]:
+    """The predictions the condition reports: none once the node is fragmented (it came true)
+    or short of memory rather than contiguity (exhaustion is kubelet's MemoryPressure)."""
+    a = f.assessment
+    if a is None or a.verdict == Verdict.FRAGMENTED or a.exhausted:
+        return ()
+    return f.predictions
+
+
+def prediction_message(predictions: tuple[Prediction, ...]) -> str:
+    return "Fragmentation predicted: " + "; ".join(p.message() for p in predictions)
+
+
+def stuck_pools(pools: tuple[PoolReadiness, ...]) -> tuple[PoolReadiness, ...]:
+    """Pools with a target (nr_overcommit_hugepages headroom, or a count asked for) that the
+    free blocks cannot grow to: a pool nobody asked to grow is no news."""
+    return tuple(
+        p for p in pools if p.can_grow is False and (p.target is not None or (p.overcommit or 0))
+    )
+
+
 def outcome_of(f: Facts) -> Outcome:
-    """What the node says, in words: the assessment, the stuck pods, the suppressed reports."""
+    """What the node says, in words: the assessment (or its prediction), the hugepage pools that
+    cannot grow, the stuck pods, the suppressed reports."""
     a = f.assessment
     if a is not None:
         out = Outcome(a.verdict, a.reason, a.message)
+        predicted = predicting(f)
+        if predicted:
+            out = Outcome(
+                a.verdict,
+                Reason.FRAGMENTATION_PREDICTED,
+                f"{prediction_message(predicted)}. {a.message}",
+            )
+        for pool in stuck_pools(f.hugepages):
+            out = replace(out, message=f"{out.message}; {pool.message}")
     else:
         out = Outcome(Verdict.UNKNOWN, Reason.ASSESSMENT_FAILED, f"Cannot assess: {f.error}")
     if f.stuck:
@@ -110,6 +146,23 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
     run: Step | None = None
     why: str | None = None
     remedy, said = s.remedy, s.said_not_possible
+    predicted_at = s.predicted_at
+    if predicting(f):
+        if predicted_at is None:  # once per prediction episode, not per tick
+            events.append(
+                EventSpec(
+                    EventType.WARNING,
+                    EventReason.FRAGMENTATION_PREDICTED,
+                    prediction_message(predicting(f)),
+                )
+            )
+        predicted_at = f.now
+    elif predicted_at is not None and (
+        (a is not None and a.verdict == Verdict.FRAGMENTED)
+        or f.now - predicted_at >= cfg.assessment.prediction_window_seconds
+    ):
+        # it came true, or a whole window without one: the next prediction is news again
+        predicted_at = None
     if a is not None:
         rd = decide_remediation(f.now, a, f.steps, remedy, cfg.remediation, f.pressure, wall=f.wall)
         remedy, run, why = rd.state, rd.step, rd.why
@@ -153,5 +206,5 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
         report=report,
         events=tuple(events),
         delete_stuck=recovered and cfg.remediation.delete_stuck_pods,
-        state=TickState(report_state, remedy, said),
+        state=TickState(report_state, remedy, said, predicted_at),
     )

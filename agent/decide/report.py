@@ -41,6 +41,7 @@ class EventReason(StrEnum):
     """Every Event the agent writes, by reason: defined once (alerts and runbooks name them)."""
 
     FRAGMENTATION_DETECTED = "FragmentationDetected"
+    FRAGMENTATION_PREDICTED = "FragmentationPredicted"
     RECOVERED = "Recovered"
     ASSESSMENT_FAILED = "AssessmentFailed"
     NODE_TAINTED = "NodeTainted"

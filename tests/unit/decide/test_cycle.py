@@ -7,7 +7,9 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from agent.assess.verdict import Assessment, Verdict, assess
+from agent.assess.hugepages import PoolReadiness
+from agent.assess.predict import Prediction
+from agent.assess.verdict import Assessment, Reason, Verdict, assess
 from agent.config.model import Config
 from agent.decide.cycle import Facts, TickState, decide_tick, outcome_of, wants_taint_slot
 from agent.decide.ladder import ladder
@@ -131,3 +133,95 @@ def test_the_taint_slot_is_wanted_to_put_the_taint_on_or_to_keep_it() -> None:
     assert wants_taint_slot(1.0, Verdict.HEALTHY, None, view(None, ours), rep, empty)
     none = dataclasses.replace(rep, taint_effect="none")
     assert not wants_taint_slot(600.0, Verdict.FRAGMENTED, held, view(None, ours), none, empty)
+
+
+SOON = Prediction(
+    node=0,
+    seconds_to_fragmented=5400.0,
+    slope_per_hour=-300.0,
+    level_now=900.0,
+    threshold=64,
+    samples=30,
+    span_seconds=1800.0,
+    z=-5.0,
+)
+
+
+def test_a_prediction_keeps_the_condition_false_with_its_reason_and_one_event() -> None:
+    d = decide_tick(
+        facts(HEALTHY, view(ConditionStatus.FALSE), predictions=(SOON,)), TickState(), cfg()
+    )
+    assert d.outcome.reason == Reason.FRAGMENTATION_PREDICTED
+    assert d.outcome.verdict == Verdict.HEALTHY and d.run is None
+    assert d.report is not None and d.report.condition is not None
+    assert d.report.condition.status == ConditionStatus.FALSE
+    assert d.report.condition.reason == "FragmentationPredicted"
+    assert (
+        "NUMA node 0" in d.report.condition.message
+        and "in about 1h30m" in d.report.condition.message
+    )
+    assert [e.reason for e in d.events] == [EventReason.FRAGMENTATION_PREDICTED]
+    assert "below 64 in about 1h30m" in d.events[0].message
+    # the next ticks of the episode say it in the condition, not in another Event
+    later = dataclasses.replace(SOON, seconds_to_fragmented=5000.0)
+    again = decide_tick(
+        facts(HEALTHY, view(ConditionStatus.FALSE), predictions=(later,), now=160.0), d.state, cfg()
+    )
+    assert again.outcome.reason == Reason.FRAGMENTATION_PREDICTED and not again.events
+
+
+def test_the_prediction_episode_ends_after_a_quiet_window_or_when_it_came_true() -> None:
+    c = cfg()
+    window = c.assessment.prediction_window_seconds
+    first = decide_tick(facts(HEALTHY, None, predictions=(SOON,)), TickState(), c)
+    assert first.state.predicted_at == 100.0
+    # a prediction that flickers off and on within the window is the same episode
+    off = decide_tick(facts(HEALTHY, None, now=100.0 + window / 2), first.state, c)
+    assert off.outcome.reason == Reason.CONTIGUOUS_MEMORY_AVAILABLE and not off.events
+    on = decide_tick(facts(HEALTHY, None, predictions=(SOON,), now=100.0 + window), off.state, c)
+    assert not on.events
+    quiet = decide_tick(facts(HEALTHY, None, now=100.0 + 2 * window), on.state, c)
+    assert quiet.state.predicted_at is None
+    news = decide_tick(
+        facts(HEALTHY, None, predictions=(SOON,), now=100.0 + 2 * window), quiet.state, c
+    )
+    assert [e.reason for e in news.events] == [EventReason.FRAGMENTATION_PREDICTED]
+    came_true = decide_tick(facts(FRAG, None, now=101.0 + 2 * window), news.state, c)
+    assert came_true.state.predicted_at is None
+
+
+def test_a_fragmented_node_reports_fragmentation_not_its_prediction() -> None:
+    d = decide_tick(
+        facts(FRAG, view(ConditionStatus.FALSE), predictions=(SOON,)), TickState(), cfg()
+    )
+    assert d.outcome.reason == Reason.FREE_MEMORY_FRAGMENTED
+    assert "predicted" not in d.outcome.message
+    assert EventReason.FRAGMENTATION_PREDICTED not in [e.reason for e in d.events]
+    assert d.state.predicted_at is None
+
+
+def pool(target: int | None, overcommit: int | None, can_grow: bool | None) -> PoolReadiness:
+    return PoolReadiness(
+        size_kib=2048,
+        order=9,
+        nr=0,
+        free=0,
+        surplus=0,
+        overcommit=overcommit,
+        target=target,
+        allocatable=3,
+        can_grow=can_grow,
+        message=f"hugepages-2048kB: pool {target} {overcommit} {can_grow}",
+    )
+
+
+def test_the_message_names_the_hugepage_pools_with_a_target_that_cannot_grow() -> None:
+    pools = (
+        pool(None, 512, False),  # overcommit headroom it cannot give
+        pool(8, None, False),  # a target it cannot reach
+        pool(None, 0, False),  # nothing asked: no news
+        pool(None, 512, True),
+    )
+    msg = outcome_of(facts(HEALTHY, None, hugepages=pools)).message
+    assert "pool None 512 False" in msg and "pool 8 None False" in msg
+    assert "pool None 0 False" not in msg and "True" not in msg
