@@ -164,7 +164,7 @@ def test_unknown_key_lists_the_known_ones() -> None:
     err = _error({"sources": {"kmsg": True}})
     assert str(err) == (
         "cfg.yaml: sources.kmsg: unknown key (known: accept_user_facility, kmsg_enabled, "
-        "kmsg_path, pagetypeinfo_interval_seconds, poll_interval_seconds)"
+        "kmsg_path, pagetypeinfo_interval_seconds, poll_interval_seconds, tracing_enabled)"
     )
 
 
