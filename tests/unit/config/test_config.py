@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "sources.kmsg_enabled": True,
     "sources.kmsg_path": "/dev/kmsg",
     "sources.accept_user_facility": False,
+    "sources.tracing_enabled": False,
     "reporting.taint_key": "memfrag.dev/fragmented",
     "reporting.taint_effect": "NoSchedule",
     "reporting.fragmented_for_seconds": 60.0,
@@ -95,7 +96,7 @@ def test_config_docs_cover_every_key() -> None:
     for path, default, doc in rows:
         assert doc.strip(), f"{path} has no description"
         assert default == repr(DEFAULTS[path]), path
-    assert len(rows) == 30
+    assert len(rows) == 31
 
 
 def test_every_field_has_doc_metadata() -> None:
