@@ -313,6 +313,7 @@ class Agent:
             suppressed_window=FINDING_TTL,
         )
         if self.tracing is not None:
+            self.tracing.poll(now)
             zones = {z.start_pfn: z.node for z in (obs.zoneinfo if obs else None) or ()}
             traced = self.tracing.summary(now, {k: v for k, v in zones.items() if k is not None})
             pods = pod_names(self.stuck.pods.items()) if traced and self.stuck else {}

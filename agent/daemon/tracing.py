@@ -2,9 +2,10 @@
 counts every traced failure into memfrag_traced_allocation_failures_total as it arrives, and
 once a tick summarizes the window for the decision. Off, it does not exist: nothing changes.
 
-A source that cannot start (no tracefs, a tracepoint missing, not root) is logged, counted and
-told once in an Event, and the daemon goes on without it; so is a reader that stops later (the
-instance removed under us). The order traced is the one at start (assessment.target_order):
+A source that cannot start (no tracefs, a tracepoint missing, not root, or the instance still
+read by the pod this one replaces in a rollout) is logged, counted and told once in an Event,
+and the daemon goes on without it, trying again every RETRY_SECONDS; so is a reader that stops
+later (the instance removed under us). The order traced is the one at start (assessment.target_order):
 like the kernel log's path, it changes at the next restart.
 """
 
@@ -26,6 +27,7 @@ from agent.kernel.trace import PageAlloc, TraceEvent
 from agent.kernel.tracefollow import TraceSource, TraceWindow
 
 log = logging.getLogger("memfrag.agent")
+RETRY_SECONDS = 60.0  # a source that failed is started again this long after
 
 
 class Source(Protocol):
@@ -72,6 +74,9 @@ class Tracing:
         self.monotonic, self.make = monotonic, make
         self.source: Source | None = None
         self.started_at: float | None = None
+        self.pageblock_order: int | None = None
+        self._retry_at = 0.0
+        self._broken = False  # the reader thread stopped: the source is replaced
         self._error: str | None = None  # from the reader thread: told once by the loop
         self._told = False
         self._lock = threading.Lock()
@@ -92,16 +97,36 @@ class Tracing:
                 self.failures.labels(order_label(order), silent)
 
     def start(self, pageblock_order: int | None) -> None:
-        """Never raises: a source that cannot start is an error told once."""
+        """Never raises: a source that cannot start is an error told once, tried again."""
+        self.pageblock_order = pageblock_order
+        self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            self._broken = False
         try:
-            source = self.make(self.min_order, self.window_seconds, pageblock_order, self._failed)
+            source = self.make(
+                self.min_order, self.window_seconds, self.pageblock_order, self._reader_failed
+            )
             source.window = CountingWindow(source.window, self._count)
             source.start()
         except (MemfragError, OSError) as exc:
+            self._retry_at = self.monotonic() + RETRY_SECONDS
             self._failed(f"cannot start: {exc}")
             return
         self.source, self.started_at = source, self.monotonic()
         log.info("tracing started", extra={"min_order": self.min_order})
+
+    def poll(self, now: float) -> None:
+        """Once a tick, before `summary`: replace a source whose reader stopped, retry one that
+        could not start."""
+        with self._lock:
+            broken, self._broken = self._broken, False
+        if broken:
+            self.stop()
+            self._retry_at = now + RETRY_SECONDS
+        if self.source is None and now >= self._retry_at:
+            self._start()
 
     def stop(self) -> None:
         if self.source is not None:
@@ -115,8 +140,13 @@ class Tracing:
         if isinstance(event, PageAlloc) and event.failed and event.order >= self.min_order:
             self.failures.labels(order_label(event.order), str(event.silent).lower()).inc()
 
+    def _reader_failed(self, message: str) -> None:
+        """From the reader thread: it stopped."""
+        with self._lock:
+            self._broken = True
+        self._failed(message)
+
     def _failed(self, message: str) -> None:
-        """From the loop (start) or the reader thread (read errors)."""
         log.error("tracing: %s", message)
         self.errors.inc()
         with self._lock:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.daemon.loop import Agent
-from agent.daemon.tracing import Source
+from agent.daemon.tracing import RETRY_SECONDS, Source
 from agent.kernel.cgroupinfo import CgroupPaths
 from agent.kernel.tracefollow import TraceWindow
 from agent.kernel.tracefs import TracingError
@@ -174,3 +174,28 @@ def test_a_reader_that_stops_later_is_told_once_too(tmp_path: Path) -> None:
     w.tick(15)
     assert w.events().count("TracingFailed") == 1
     assert sample(w.agent, "memfrag_tracing_errors_total") == 1
+
+
+def test_a_source_that_could_not_start_is_tried_again_a_minute_later(tmp_path: Path) -> None:
+    """The rollout case: the old pod still reads the instance when the new one starts."""
+    tracer = Tracer(fail="instances/memfrag-agent: in use (Device or resource busy)")
+    w = World(tmp_path, tracer)
+    w.start()
+    w.tick(RETRY_SECONDS / 2)
+    assert not tracer.made
+    tracer.fail = None  # the old pod is gone
+    w.tick(RETRY_SECONDS / 2)
+    assert len(tracer.made) == 1 and tracer.made[0].started == 1
+    assert w.agent.tracing is not None and w.agent.tracing.source is tracer.made[0]
+    assert w.events().count("TracingFailed") == 1
+
+
+def test_a_source_whose_reader_stopped_is_replaced(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    tracer.made[0].on_error("trace_pipe: end of file (instance removed?)")
+    w.tick(1)
+    assert tracer.made[0].stopped == 1 and len(tracer.made) == 1
+    w.tick(RETRY_SECONDS)
+    assert len(tracer.made) == 2 and tracer.made[1].started == 1
