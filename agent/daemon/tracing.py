@@ -5,8 +5,8 @@ once a tick summarizes the window for the decision. Off, it does not exist: noth
 A source that cannot start (no tracefs, a tracepoint missing, not root, or the instance still
 read by the pod this one replaces in a rollout) is logged, counted and told once in an Event,
 and the daemon goes on without it, trying again every RETRY_SECONDS; so is a reader that stops
-later (the instance removed under us). The order traced is the one at start (assessment.target_order):
-like the kernel log's path, it changes at the next restart.
+later (the instance removed under us). The order traced is the one at start
+(assessment.target_order): like the kernel log's path, it changes at the next restart.
 """
 
 from __future__ import annotations
