@@ -314,9 +314,12 @@ class Agent:
         )
         if self.tracing is not None:
             self.tracing.poll(now)
-            zones = {z.start_pfn: z.node for z in (obs.zoneinfo if obs else None) or ()}
-            traced = self.tracing.summary(now, {k: v for k, v in zones.items() if k is not None})
-            pods = pod_names(self.stuck.pods.items()) if traced and self.stuck else {}
+            zoneinfo = (obs.zoneinfo if obs is not None else None) or ()
+            zones = {z.start_pfn: z.node for z in zoneinfo if z.start_pfn is not None}
+            traced = self.tracing.summary(now, zones)
+            pods: dict[str, str] = {}
+            if traced is not None and traced.polluters and self.stuck is not None:
+                pods = pod_names(self.stuck.pods.items())  # names for the message
             facts = dataclasses.replace(facts, traced=traced, pods=pods)
         stuck: list[str] = []
         if self.stuck is not None:
