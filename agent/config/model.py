@@ -153,6 +153,12 @@ class SourcesConfig:
         "Also count /dev/kmsg records of non-kernel facilities. Any root process can "
         "write those, so they are ignored by default; turn on only for tests and demos.",
     )
+    tracing_enabled: bool = _key(
+        False,
+        "Count every failed allocation at or above assessment.target_order, pageblock steals "
+        "and compactions from kernel tracepoints (our own ftrace instance; needs tracefs, the "
+        "chart mounts it only when on). Read at start: a change takes a restart.",
+    )
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from agent.daemon.outlook import Outlook
 from agent.daemon.remediator import ClusterLock, Ran, Remediator
 from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
+from agent.daemon.tracing import MakeSource, Tracing, pod_names, trace_source
 from agent.decide.cycle import Facts, TickState, decide_tick, wants_taint_slot
 from agent.decide.ladder import Step, ladder
 from agent.decide.report import EventReason, EventSpec, EventType
@@ -54,7 +55,7 @@ from agent.kube.leases import NodeRecord, Semaphore
 
 log = logging.getLogger("memfrag.agent")
 MIN_CYCLE_GAP = 1.0  # kernel-log findings trigger a cycle at once, but at most once a second
-RESTART_KEYS = ("kmsg_enabled", "kmsg_path", "metrics_port", "metrics_address")
+RESTART_KEYS = ("kmsg_enabled", "kmsg_path", "tracing_enabled", "metrics_port", "metrics_address")
 OUTBOX_MAX = 100  # Events waiting for the API at most (a courtesy; the oldest go first)
 
 
@@ -80,6 +81,7 @@ class Agent:
         holder: str | None = None,
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        make_trace_source: MakeSource = trace_source,
     ) -> None:
         """`kube` None: standalone, no API server. `holder`: this pod's identity in Leases (pod
         name and UID; two pods of one node run at once during a rollout, so never the node
@@ -114,6 +116,17 @@ class Agent:
                 on_suppressed=self._on_suppressed,
             )
             if src.kmsg_enabled
+            else None
+        )
+        self.tracing: Tracing | None = (
+            Tracing(
+                self.metrics.registry,
+                self.cfg.assessment.target_order,
+                FINDING_TTL,
+                monotonic,
+                make_trace_source,
+            )
+            if src.tracing_enabled
             else None
         )
         self.events: EventRecorder | None = None
@@ -167,11 +180,35 @@ class Agent:
             inf.start()
         if self.kmsg is not None:
             self.kmsg.start()
+        if self.tracing is not None:
+            self.tracing.start(self._pageblock_order())
+
+    def _pageblock_order(self) -> int | None:
+        """For the steal filter; None (every steal passes the kernel) when unreadable."""
+        try:
+            pti = self.reader.observe(with_pagetypeinfo=True).pagetype
+        except MemfragError as exc:
+            log.warning("tracing: no pageblock order (%s): every steal is traced", exc)
+            return None
+        return pti.pageblock_order if pti is not None else None
+
+    def stop(self) -> None:
+        """What `run` releases on its way out: the HTTP server and our trace instance."""
+        if self.tracing is not None:
+            self.tracing.stop()
+        if self.http is not None:
+            self.http.shutdown()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
         self.start()
+        try:
+            return self._run()
+        finally:
+            self.stop()
+
+    def _run(self) -> int:
         log.info(
             "started",
             extra={
@@ -205,8 +242,6 @@ class Agent:
             "stopping (signal)"
             + ("" if self.kube is None else "; the node keeps its condition and taint")
         )
-        if self.http is not None:
-            self.http.shutdown()
         return 0
 
     # --- config ----------------------------------------------------------------------------------
@@ -282,6 +317,15 @@ class Agent:
             predictions=self.outlook.predictions(now, a, cfg),
             hugepages=huge.pools if huge is not None else (),
         )
+        if self.tracing is not None:
+            self.tracing.poll(now)
+            zoneinfo = (obs.zoneinfo if obs is not None else None) or ()
+            zones = {z.start_pfn: z.node for z in zoneinfo if z.start_pfn is not None}
+            traced = self.tracing.summary(now, zones)
+            pods: dict[str, str] = {}
+            if traced is not None and traced.polluters and self.stuck is not None:
+                pods = pod_names(self.stuck.pods.items())  # names for the message
+            facts = dataclasses.replace(facts, traced=traced, pods=pods)
         stuck: list[str] = []
         if self.stuck is not None:
             self.stuck.update_watch(now)
@@ -299,6 +343,8 @@ class Agent:
             if self.reporter is None:
                 self._log_outcome(d.outcome.verdict, d.outcome.reason, d.outcome.message, d.why)
             events = [finding_event(f) for f in digest.announce] + list(d.events)
+            if self.tracing is not None:
+                events += self.tracing.events()
             # 5. carry out
             shown: Shown | None = None
             if self.reporter is not None and self.stuck is not None and d.report is not None:

@@ -6,10 +6,12 @@ out the decision after: `decide_report` runs once per tick."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from agent.assess.hugepages import PoolReadiness
 from agent.assess.predict import Prediction
+from agent.assess.tracing import Ranked, TraceSummary, span
 from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
 from agent.config.model import Config, ReportingConfig
 from agent.decide.ladder import Step
@@ -28,6 +30,8 @@ from agent.decide.report import decide as decide_report
 from agent.kernel.psi import Pressure
 
 STUCK_SHOWN = 5  # pods named in the condition's message; the rest are counted
+POLLUTERS_SHOWN = 3  # processes stealing pageblocks named when the cause is unmovable
+WHERE_MAX = 80  # characters of a cgroup path in the message
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class Facts:
     owned: frozenset[str] = frozenset()  # taint effects the node's record says are ours
     predictions: tuple[Prediction, ...] = ()  # NUMA nodes whose trend crosses the line soon
     hugepages: tuple[PoolReadiness, ...] = ()  # the pools as last read (pagetypeinfo cadence)
+    traced: TraceSummary | None = None  # the tracing source's window; None: tracing off
+    pods: Mapping[str, str] = field(default_factory=dict)  # pod UID -> namespace/name
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class TickState:
     remedy: RemedyState = field(default_factory=RemedyState)
     said_not_possible: bool = False  # RemediationNotPossible goes out once per episode
     predicted_at: float | None = None  # monotonic: the last prediction of this episode
+    said_traced: bool = False  # traced failures told in an Event, until the window is clear
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,31 @@ def outcome_of(f: Facts) -> Outcome:
             message=f"{out.message}; the kernel log suppressed {f.suppressed} more "
             f"allocation-failure report(s) in the last {f.suppressed_window / 60:.0f} min",
         )
+    t = f.traced
+    if t is not None and t.failed:
+        out = replace(out, message=f"{out.message}; {t.sentence()}")
+    if t is not None and t.polluters and a is not None and a.cause.kind == CauseKind.UNMOVABLE:
+        out = replace(out, message=f"{out.message}; {polluters(t, f.pods)}")
     return out
+
+
+def _where(r: Ranked, pods: Mapping[str, str]) -> str:
+    uid = r.who.pod_uid
+    if uid is not None:
+        return f"pod {pods.get(uid, uid)}"
+    path = r.who.cgroup or "cgroup unknown"
+    return path if len(path) <= WHERE_MAX else path[: WHERE_MAX - 3] + "..."
+
+
+def polluters(t: TraceSummary, pods: Mapping[str, str]) -> str:
+    """Who stole pageblocks in the window, the top few by name (their pod where they run in
+    one), the rest counted."""
+    shown = t.polluters[:POLLUTERS_SHOWN]
+    rest = t.polluters_other + sum(r.count for r in t.polluters[POLLUTERS_SHOWN:])
+    names = ", ".join(f"{r.who.comm[:16]} ({_where(r, pods)}): {r.count}" for r in shown)
+    return f"pageblock steals in the last {span(t.seconds)} by {names}" + (
+        f" and {rest} by others" if rest else ""
+    )
 
 
 def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
@@ -175,6 +206,17 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
                 said = True
         if a.verdict != Verdict.FRAGMENTED:
             said = False
+    said_traced = s.said_traced
+    if f.traced is not None:
+        if f.traced.failed and not said_traced:
+            events.append(
+                EventSpec(
+                    EventType.WARNING,
+                    EventReason.HIGH_ORDER_ALLOCATION_FAILED,
+                    f"traced: {f.traced.sentence()}",
+                )
+            )
+        said_traced = f.traced.failed > 0
     report: Decision | None = None
     report_state = s.report
     recovered = False
@@ -206,5 +248,5 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
         report=report,
         events=tuple(events),
         delete_stuck=recovered and cfg.remediation.delete_stuck_pods,
-        state=TickState(report_state, remedy, said, predicted_at),
+        state=TickState(report_state, remedy, said, predicted_at, said_traced),
     )

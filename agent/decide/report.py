@@ -56,6 +56,7 @@ class EventReason(StrEnum):
     REMEDIATION_FAILED = "RemediationFailed"
     STUCK_POD_DELETED = "StuckPodDeleted"
     CONFIG_INVALID = "ConfigInvalid"
+    TRACING_FAILED = "TracingFailed"
 
 
 @dataclass(frozen=True)

@@ -320,6 +320,16 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     else:
         assert "/dev/kmsg" not in mounts
         assert not [v for v in volumes.values() if "kmsg" in json.dumps(v)]
+    # The host's tracefs only when the tracing source is on.
+    if cfg["sources"].get("tracing_enabled"):
+        assert volumes[mounts["/sys/kernel/tracing"]["name"]]["hostPath"] == {
+            "path": "/sys/kernel/tracing",
+            "type": "Directory",
+        }
+        assert not mounts["/sys/kernel/tracing"].get("readOnly")
+    else:
+        assert "/sys/kernel/tracing" not in mounts
+        assert not [v for v in volumes.values() if "tracing" in json.dumps(v)]
     config_volume = volumes[mounts["/etc/memfrag-agent"]["name"]]
     assert config_volume["configMap"]["name"] == name
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
@@ -532,6 +542,7 @@ def test_config_changes_roll_pods_only_for_keys_read_at_start() -> None:
     for key, value in (
         ("sources.kmsg_enabled", "false"),
         ("sources.kmsg_path", "/dev/other"),
+        ("sources.tracing_enabled", "true"),
         ("reporting.metrics_address", "127.0.0.1"),
         ("reporting.metrics_port", "9900"),
     ):

@@ -22,11 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent.assess.tracing import summarize
 from agent.kernel.procfs import ProcReader
 from agent.kernel.tracefollow import TraceSource
 from agent.kernel.tracefs import INSTANCE, TraceInstance, find_tracefs
+from tests.chart_tools import AGENT_BIN
+from tests.cluster.plane import free_port
+from tests.cluster.scrape import scrape
+from tests.cluster.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACEFS = Path("/sys/kernel/tracing")
@@ -242,3 +247,65 @@ def test_instance_gone_after_stop_and_after_kill9_and_the_global_tracer_untouche
         assert _global_state(tracefs) == before
     finally:
         other.rmdir()
+
+
+def test_the_daemon_with_tracing_on_counts_the_silent_failures_the_log_never_shows(
+    tracefs: Path, thp_without_defrag: None, tmp_path: Path
+) -> None:
+    """`memfrag-agent run --standalone` with sources.tracing_enabled: the provoked order-9
+    failures in memfrag_traced_allocation_failures_total{silent="true"} and the tick's Event,
+    none of them in the kernel log; the instance gone after SIGTERM."""
+    port = free_port()
+    config = {
+        "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
+        "reporting": {"metrics_port": port, "metrics_address": "127.0.0.1"},
+        "remediation": {"mode": "off"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    log = tmp_path / "agent.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODE_NAME")}
+    agent = subprocess.Popen(
+        [str(AGENT_BIN), "run", "--standalone", "--config", str(tmp_path / "config.yaml")],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    silent9 = 'memfrag_traced_allocation_failures_total{order="9",silent="true"}'
+    try:
+        wait_for(lambda: "tracing started" in log.read_text(errors="replace"), "tracing", 60)
+        before = wait_for(lambda: _scraped(url), "the agent's /metrics", 30)
+        assert before[silent9] == 0  # created at 0
+        assert before['memfrag_traced_allocation_failures_total{order="4",silent="false"}'] == 0
+        child = subprocess.run(
+            [sys.executable, "-c", EXHAUST, "5"], capture_output=True, text=True, check=True
+        )
+        after = wait_for(lambda: _scraped(url, silent9, 100), "traced failures", 60)
+        told = wait_for(
+            lambda: [x for x in log.read_text(errors="replace").splitlines() if "traced: " in x],
+            "the HighOrderAllocationFailed Event (a log line standalone)",
+            30,
+        )
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+    logged = sum(
+        v
+        for k, v in after.items()
+        if k.startswith("memfrag_kernel_log_findings_total") and "page_allocation_failure" in k
+    )
+    print(f"THP attempts {child.stdout.strip()}, traced {after[silent9]}, log findings {logged}")
+    assert logged < after[silent9]  # GFP_TRANSHUGE_LIGHT holds __GFP_NOWARN: never printed
+    assert len(told) == 1 and "of them silent" in told[0] and "HighOrderAllocationFailed" in told[0]
+    assert after["memfrag_tracing_errors_total"] == 0
+    assert agent.returncode == 0
+    assert not (tracefs / "instances" / INSTANCE).exists()
+
+
+def _scraped(url: str, sample: str = "", at_least: float = 0) -> dict[str, float] | None:
+    """The agent's samples once it answers (and once `sample` reached `at_least`)."""
+    try:
+        m = scrape(url)
+    except OSError:
+        return None
+    return m if not sample or m.get(sample, 0) >= at_least else None

@@ -168,5 +168,5 @@ true
 {{- define "memfrag-agent.restartConfig" -}}
 {{- $s := .Values.config.sources -}}
 {{- $r := .Values.config.reporting -}}
-{{- printf "kmsg_enabled=%v kmsg_path=%v metrics_address=%v metrics_port=%v" $s.kmsg_enabled $s.kmsg_path $r.metrics_address $r.metrics_port -}}
+{{- printf "kmsg_enabled=%v kmsg_path=%v tracing_enabled=%v metrics_address=%v metrics_port=%v" $s.kmsg_enabled $s.kmsg_path (default false $s.tracing_enabled) $r.metrics_address $r.metrics_port -}}
 {{- end -}}

@@ -9,14 +9,26 @@ from typing import Literal
 
 from agent.assess.hugepages import PoolReadiness
 from agent.assess.predict import Prediction
+from agent.assess.tracing import TraceSummary, summarize
 from agent.assess.verdict import Assessment, Reason, Verdict, assess
 from agent.config.model import Config
-from agent.decide.cycle import Facts, TickState, decide_tick, outcome_of, wants_taint_slot
+from agent.decide.cycle import (
+    POLLUTERS_SHOWN,
+    WHERE_MAX,
+    Facts,
+    TickState,
+    decide_tick,
+    outcome_of,
+    polluters,
+    wants_taint_slot,
+)
 from agent.decide.ladder import ladder
 from agent.decide.nodeview import Condition, ConditionStatus, NodeView
 from agent.decide.remediation import ActionOutcome, after_action
 from agent.decide.report import EventReason, ReportState
+from agent.kernel.cgroupinfo import CgroupPaths
 from agent.kernel.procfs import ProcReader
+from tests.trace_fixtures import POLLUTER_PID, ZONES, recorded
 
 PROC = Path(__file__).resolve().parents[2] / "fixtures" / "proc"
 WALL = 1_700_000_000.0
@@ -225,3 +237,69 @@ def test_the_message_names_the_hugepage_pools_with_a_target_that_cannot_grow() -
     msg = outcome_of(facts(HEALTHY, None, hugepages=pools)).message
     assert "pool None 512 False" in msg and "pool 8 None False" in msg
     assert "pool None 0 False" not in msg and "True" not in msg
+
+
+# --- the tracing source's window (sources.tracing_enabled) --------------------------------------
+
+POD_UID = "0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
+
+
+def traced(*names: str, cgroup: str = f"/kubepods/burstable/pod{POD_UID}/c1") -> TraceSummary:
+    """A window of recorded events, the pipe-filling polluter in `cgroup`."""
+    events = [e for n in names for e in recorded(n)]
+    cgroups = {POLLUTER_PID: CgroupPaths(cgroup, "/")}
+    return summarize(events, 600.0, 4, cgroups, ZONES)
+
+
+def test_traced_failures_are_a_sentence_of_the_message_and_an_event_once_per_episode() -> None:
+    t = traced("hugetlb-exhausted-thp.trace")
+    assert t.failed == t.silent == 300
+    sentence = "300 high-order allocations failed in the last 10 minutes, 300 of them silent"
+    d = decide_tick(facts(HEALTHY, view(ConditionStatus.FALSE), traced=t), TickState(), cfg())
+    assert sentence in d.outcome.message
+    told = [e for e in d.events if e.reason == EventReason.HIGH_ORDER_ALLOCATION_FAILED]
+    assert [e.message for e in told] == [f"traced: {sentence}"]
+    again = decide_tick(facts(HEALTHY, view(ConditionStatus.FALSE), traced=t), d.state, cfg())
+    assert EventReason.HIGH_ORDER_ALLOCATION_FAILED not in [e.reason for e in again.events]
+    clear = traced("anon-fragmented.trace")  # steals and compactions, no failure
+    quiet = decide_tick(
+        facts(HEALTHY, view(ConditionStatus.FALSE), traced=clear), again.state, cfg()
+    )
+    assert "allocations failed" not in quiet.outcome.message and not quiet.state.said_traced
+    anew = decide_tick(facts(HEALTHY, view(ConditionStatus.FALSE), traced=t), quiet.state, cfg())
+    assert EventReason.HIGH_ORDER_ALLOCATION_FAILED in [e.reason for e in anew.events]
+
+
+def test_without_tracing_the_message_and_events_are_as_before() -> None:
+    f = facts(FRAG, view(ConditionStatus.FALSE))
+    with_empty = dataclasses.replace(f, traced=traced("anon-fragmented.trace"))
+    assert outcome_of(f) == outcome_of(with_empty)  # FRAG's cause is not unmovable
+    assert (
+        decide_tick(f, TickState(), cfg()).events
+        == decide_tick(with_empty, TickState(), cfg()).events
+    )
+
+
+def test_an_unmovable_cause_names_the_polluters_and_their_pod() -> None:
+    t = traced("pipes-and-compact-memory.trace")
+    pods = {POD_UID: "shop/cart-7d9f"}
+    msg = outcome_of(facts(UNMOVABLE, None, traced=t, pods=pods)).message
+    n = t.polluters[0].count
+    assert f"pageblock steals in the last 10 minutes by python (pod shop/cart-7d9f): {n}" in msg
+    unnamed = outcome_of(facts(UNMOVABLE, None, traced=t)).message
+    assert f"python (pod {POD_UID})" in unnamed  # the informer does not know it (yet)
+    assert "pageblock steals" not in outcome_of(facts(FRAG, None, traced=t)).message
+
+
+def test_the_polluters_named_are_bounded() -> None:
+    """Five ranked processes and more: three named, the rest counted; a long cgroup path cut."""
+    long = "/" + "x" * 5000
+    t = traced("pipes-and-compact-memory.trace", "anon-fragmented.trace", cgroup=long)
+    t = dataclasses.replace(t, polluters=t.polluters * 3, polluters_other=7)
+    text = polluters(t, {})
+    assert len(text) < 600
+    shown = t.polluters[:POLLUTERS_SHOWN]
+    rest = 7 + sum(r.count for r in t.polluters[POLLUTERS_SHOWN:])
+    assert text.endswith(f" and {rest} by others")
+    assert "x" * WHERE_MAX not in text and "..." in text
+    assert text.count("): ") == len(shown)

@@ -1,0 +1,185 @@
+"""The daemon's tracing part (sources.tracing_enabled): starts the kernel room's TraceSource,
+counts every traced failure into memfrag_traced_allocation_failures_total as it arrives, and
+once a tick summarizes the window for the decision. Off, it does not exist: nothing changes.
+
+A source that cannot start (no tracefs, a tracepoint missing, not root, or the instance still
+read by the pod this one replaces in a rollout) is logged, counted and told once in an Event,
+and the daemon goes on without it, trying again every RETRY_SECONDS; so is a reader that stops
+later (the instance removed under us). The order traced is the one at start
+(assessment.target_order): like the kernel log's path, it changes at the next restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter
+
+from agent.assess.tracing import TraceSummary, summarize
+from agent.base.errors import MemfragError
+from agent.config.model import HIGHEST_ORDER
+from agent.daemon.metrics import order_label
+from agent.decide.report import EventReason, EventSpec, EventType
+from agent.kernel.trace import PageAlloc, TraceEvent
+from agent.kernel.tracefollow import TraceSource, TraceWindow
+
+log = logging.getLogger("memfrag.agent")
+RETRY_SECONDS = 60.0  # a source that failed is started again this long after
+
+
+class Source(Protocol):
+    """What the part needs of a TraceSource (tests pass a fake)."""
+
+    window: TraceWindow
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+MakeSource = Callable[[int, float, int | None, Callable[[str], None]], Source]
+
+
+def trace_source(
+    min_order: int, seconds: float, pageblock_order: int | None, on_error: Callable[[str], None]
+) -> Source:
+    return TraceSource(min_order, seconds, pageblock_order, on_error=on_error)
+
+
+class CountingWindow(TraceWindow):
+    """The source's window that also hands each event to `on_event` (the reader's thread)."""
+
+    def __init__(self, like: TraceWindow, on_event: Callable[[TraceEvent], None]) -> None:
+        super().__init__(like.seconds, like.resolve, like.events.maxlen or 1, like.clock)
+        self.on_event = on_event
+
+    def add(self, event: TraceEvent) -> None:
+        super().add(event)
+        self.on_event(event)
+
+
+class Tracing:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        min_order: int,
+        window_seconds: float,
+        monotonic: Callable[[], float],
+        make: MakeSource = trace_source,
+    ) -> None:
+        self.min_order, self.window_seconds = min_order, window_seconds
+        self.monotonic, self.make = monotonic, make
+        self.source: Source | None = None
+        self.started_at: float | None = None
+        self.pageblock_order: int | None = None
+        self._retry_at = 0.0
+        self._broken = False  # the reader thread stopped: the source is replaced
+        self._error: str | None = None  # from the reader thread: told once by the loop
+        self._told = False
+        self._lock = threading.Lock()
+        self.failures = Counter(
+            "memfrag_traced_allocation_failures",
+            "Failed allocations at or above the traced order, from the kmem:mm_page_alloc "
+            "tracepoint (silent: made with __GFP_NOWARN, never in the kernel log)",
+            ["order", "silent"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "memfrag_tracing_errors",
+            "The tracing source could not start or its reader stopped",
+            registry=registry,
+        )
+        for order in range(min_order, HIGHEST_ORDER + 1):
+            for silent in ("true", "false"):
+                self.failures.labels(order_label(order), silent)
+
+    def start(self, pageblock_order: int | None) -> None:
+        """Never raises: a source that cannot start is an error told once, tried again."""
+        self.pageblock_order = pageblock_order
+        self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            self._broken = False
+        try:
+            source = self.make(
+                self.min_order, self.window_seconds, self.pageblock_order, self._reader_failed
+            )
+            source.window = CountingWindow(source.window, self._count)
+            source.start()
+        except (MemfragError, OSError) as exc:
+            self._retry_at = self.monotonic() + RETRY_SECONDS
+            self._failed(f"cannot start: {exc}")
+            return
+        self.source, self.started_at = source, self.monotonic()
+        log.info("tracing started", extra={"min_order": self.min_order})
+
+    def poll(self, now: float) -> None:
+        """Once a tick, before `summary`: replace a source whose reader stopped, retry one that
+        could not start."""
+        with self._lock:
+            broken, self._broken = self._broken, False
+        if broken:
+            self.stop()
+            self._retry_at = now + RETRY_SECONDS
+        if self.source is None and now >= self._retry_at:
+            self._start()
+
+    def stop(self) -> None:
+        if self.source is not None:
+            try:
+                self.source.stop()
+            except (MemfragError, OSError) as exc:
+                log.error("tracing: cannot remove the instance: %s", exc)
+            self.source = None
+
+    def _count(self, event: TraceEvent) -> None:
+        if isinstance(event, PageAlloc) and event.failed and event.order >= self.min_order:
+            self.failures.labels(order_label(event.order), str(event.silent).lower()).inc()
+
+    def _reader_failed(self, message: str) -> None:
+        """From the reader thread: it stopped."""
+        with self._lock:
+            self._broken = True
+        self._failed(message)
+
+    def _failed(self, message: str) -> None:
+        log.error("tracing: %s", message)
+        self.errors.inc()
+        with self._lock:
+            self._error = self._error or message
+
+    def events(self) -> list[EventSpec]:
+        """The tracing error's Event, once per run."""
+        with self._lock:
+            if self._told or self._error is None:
+                return []
+            self._told, error = True, self._error
+        return [
+            EventSpec(
+                EventType.WARNING,
+                EventReason.TRACING_FAILED,
+                f"tracing (sources.tracing_enabled) {error}; going on without it",
+            )
+        ]
+
+    def summary(self, now: float, zone_nodes: Mapping[int, int]) -> TraceSummary | None:
+        """The window so far (shorter while the source is young); None when not running."""
+        if self.source is None or self.started_at is None:
+            return None
+        events, pids, dropped = self.source.window.snapshot()
+        seconds = min(self.window_seconds, max(1.0, now - self.started_at))
+        return summarize(events, seconds, self.min_order, pids, zone_nodes, dropped=dropped)
+
+
+def pod_names(pods: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """namespace/name by pod UID, from the pod informer's objects."""
+    out = {}
+    for p in pods:
+        meta = p.get("metadata") or {}
+        if meta.get("uid") and meta.get("name"):
+            out[str(meta["uid"])] = f"{meta.get('namespace', '')}/{meta['name']}"
+    return out

@@ -1,0 +1,201 @@
+"""The daemon's tracing part (sources.tracing_enabled) in the Agent, over the in-memory API, a
+fake clock and a fake source fed with recorded trace_pipe events: counters from 0, the window's
+sentence in the condition, one Event per episode, a source that cannot start told once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.daemon.loop import Agent
+from agent.daemon.tracing import RETRY_SECONDS, Source
+from agent.kernel.cgroupinfo import CgroupPaths
+from agent.kernel.tracefollow import TraceWindow
+from agent.kernel.tracefs import TracingError
+from agent.kube import paths
+from tests.trace_fixtures import POLLUTER_PID, recorded
+from tests.unit.daemon.parts import HEALTHY, UNMOVABLE, CountingReader, Host, config_file
+from tests.unit.daemon.test_daemon_loop import FAST, sample
+from tests.unit.kube.fakekube import Clock, FakeKube
+
+POD_UID = "0f1e2d3c-aaaa-bbbb-cccc-0123456789ab"
+FAILURES = "memfrag_traced_allocation_failures_total"
+
+
+class FakeSource:
+    """A TraceSource without a kernel: the test adds events to its window."""
+
+    def __init__(self, min_order: int, seconds: float, pageblock: int | None, on_error: Any):
+        self.args = (min_order, seconds, pageblock)
+        self.on_error: Callable[[str], None] = on_error
+        cgroups = {POLLUTER_PID: CgroupPaths(f"/kubepods/pod{POD_UID}/c1", "/")}
+        # the window's clock on the recorded trace clock: nothing is pruned
+        self.window = TraceWindow(seconds, cgroups.get, clock=lambda: 11000.0)
+        self.started = self.stopped = 0
+
+    def start(self) -> None:
+        self.started += 1
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+class Tracer:
+    def __init__(self, fail: str | None = None) -> None:
+        self.fail = fail
+        self.made: list[FakeSource] = []
+
+    def __call__(self, order: int, seconds: float, pb: int | None, on_error: Any) -> Source:
+        if self.fail is not None:
+            raise TracingError(self.fail)
+        self.made.append(FakeSource(order, seconds, pb, on_error))
+        return self.made[-1]
+
+
+class World:
+    def __init__(self, tmp: Path, tracer: Tracer, enabled: bool = True) -> None:
+        self.kube = FakeKube()
+        self.kube.add_node("n1")
+        self.host = Host(tmp, HEALTHY)
+        self.clock = Clock()
+        values = {k: dict(v) for k, v in FAST.items()}
+        values["sources"]["tracing_enabled"] = enabled
+        self.agent = Agent(
+            "n1",
+            self.kube,
+            config_file(tmp, values),
+            CountingReader(self.host),
+            "ns",
+            "pod-a",
+            monotonic=self.clock,
+            make_trace_source=tracer,
+        )
+        assert self.agent.reporter is not None
+        self.agent.reporter.node_inf.offer(self.kube.objects[paths.node("n1")])
+
+    def start(self) -> None:
+        """Agent.start without the HTTP server and the watches: the tracing part only."""
+        assert self.agent.tracing is not None
+        self.agent.tracing.start(self.agent._pageblock_order())
+
+    def tick(self, dt: float = 0.0) -> None:
+        self.clock.t += dt
+        self.agent.cycle([])
+
+    def message(self) -> str:
+        conds = self.kube.objects[paths.node("n1")]["status"].get("conditions") or []
+        return str(conds[0]["message"]) if conds else ""
+
+    def events(self) -> list[str]:
+        return [o["reason"] for k, o in self.kube.objects.items() if "/events/" in k]
+
+
+def test_off_by_default_there_is_no_tracing_part_and_no_series(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer, enabled=False)
+    assert w.agent.tracing is None and not tracer.made
+    w.tick()
+    assert (
+        w.agent.metrics.registry.get_sample_value(FAILURES, {"order": "4", "silent": "true"})
+        is None
+    )
+    assert "allocations failed" not in w.message()
+
+
+def test_traced_failures_are_counted_from_zero_said_in_the_condition_and_once_as_event(
+    tmp_path: Path,
+) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    for order in range(4, 14):
+        for silent in ("true", "false"):
+            assert (
+                w.agent.metrics.registry.get_sample_value(
+                    FAILURES, {"order": str(order), "silent": silent}
+                )
+                == 0
+            ), (order, silent)
+    w.start()
+    (src,) = tracer.made
+    assert src.started == 1 and src.args[:2] == (4, 600.0)
+    for e in recorded("hugetlb-exhausted-thp.trace"):
+        src.window.add(e)  # the reader's thread, as TraceFollower calls it
+    assert sample(w.agent, FAILURES, {"order": "9", "silent": "true"}) == 300
+    assert sample(w.agent, FAILURES, {"order": "9", "silent": "false"}) == 0
+    w.tick(120)
+    assert "300 high-order allocations failed in the last 2 minutes, 300 of them silent" in (
+        w.message()
+    )
+    w.tick(15)
+    assert w.events().count("HighOrderAllocationFailed") == 1
+    w.agent.stop()
+    assert src.stopped == 1
+
+
+def test_an_unmovable_cause_names_the_polluting_pod_from_the_informer(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    assert w.agent.stuck is not None
+    w.agent.stuck.pods.offer(
+        {
+            "metadata": {"name": "cart", "namespace": "shop", "uid": POD_UID},
+            "spec": {"nodeName": "n1"},
+        }
+    )
+    for e in recorded("pipes-and-compact-memory.trace"):
+        tracer.made[0].window.add(e)
+    w.host.be(UNMOVABLE)
+    w.tick(60)
+    assert "pageblock steals in the last 60 seconds by python (pod shop/cart): 475" in w.message()
+
+
+def test_a_source_that_cannot_start_is_logged_counted_told_once_and_the_daemon_goes_on(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path, Tracer(fail="/sys/kernel/tracing: not mounted"))
+    w.start()
+    assert w.agent.tracing is not None and w.agent.tracing.source is None
+    assert sample(w.agent, "memfrag_tracing_errors_total") == 1
+    w.tick()
+    w.tick(15)
+    assert w.events().count("TracingFailed") == 1
+    assert sample(w.agent, "memfrag_condition_true") == 0 and w.message()  # assessed, reported
+    w.agent.stop()  # nothing to stop: no error
+
+
+def test_a_reader_that_stops_later_is_told_once_too(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    tracer.made[0].on_error("trace_pipe: end of file (instance removed?)")
+    w.tick()
+    w.tick(15)
+    assert w.events().count("TracingFailed") == 1
+    assert sample(w.agent, "memfrag_tracing_errors_total") == 1
+
+
+def test_a_source_that_could_not_start_is_tried_again_a_minute_later(tmp_path: Path) -> None:
+    """The rollout case: the old pod still reads the instance when the new one starts."""
+    tracer = Tracer(fail="instances/memfrag-agent: in use (Device or resource busy)")
+    w = World(tmp_path, tracer)
+    w.start()
+    w.tick(RETRY_SECONDS / 2)
+    assert not tracer.made
+    tracer.fail = None  # the old pod is gone
+    w.tick(RETRY_SECONDS / 2)
+    assert len(tracer.made) == 1 and tracer.made[0].started == 1
+    assert w.agent.tracing is not None and w.agent.tracing.source is tracer.made[0]
+    assert w.events().count("TracingFailed") == 1
+
+
+def test_a_source_whose_reader_stopped_is_replaced(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    tracer.made[0].on_error("trace_pipe: end of file (instance removed?)")
+    w.tick(1)
+    assert tracer.made[0].stopped == 1 and len(tracer.made) == 1
+    w.tick(RETRY_SECONDS)
+    assert len(tracer.made) == 2 and tracer.made[1].started == 1
