@@ -1202,14 +1202,15 @@ def ci_cluster(control_plane: ControlPlane) -> Iterator[Kube]:
                             "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}],
                 },
             })  # fmt: skip
+
+    def established(name: str) -> bool:
+        # a CRD just created has "conditions": null until the API server has looked at it
+        status = admin.request("GET", f"{CRDS}/{name}").get("status") or {}
+        conditions = status.get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
     for name in names:
-        wait_for(
-            lambda n=name: any(  # type: ignore[misc]
-                c["type"] == "Established" and c["status"] == "True"
-                for c in admin.request("GET", f"{CRDS}/{n}").get("status", {}).get("conditions", [])
-            ),
-            f"CRD {name} established",
-        )
+        wait_for(lambda n=name: established(n), f"CRD {name} established")  # type: ignore[misc]
     for ns in CI_NAMESPACES:
         if not exists(admin, f"/api/v1/namespaces/{ns}"):
             admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": ns}})
