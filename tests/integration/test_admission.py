@@ -793,6 +793,9 @@ def _pod(scope: Scope, case: PodCase, index: int) -> str:
         spec["containers"] = [{"name": "main", "image": "registry.example/app:1"}]
     if case.node:
         spec["nodeName"] = case.node
+    else:
+        # A scheduler another test started (the control plane is the session's) would bind it.
+        spec["schedulerName"] = "no-scheduler-runs-this"
     path = "/api/v1/namespaces/default/pods"
     _gone(scope.admin, f"{path}/{name}")
     wait_for(
