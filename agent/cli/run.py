@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (MemfragError, OSError) as exc:
         # One line in the log's own format (JSON with --log-format json), on stderr like every
         # log line: a collector parses it as it parses the rest.
-        logs.fatal("cannot start", exc)
+        logs.fatal(exc)
         return EXIT_UNKNOWN
     return int(agent.run())
 

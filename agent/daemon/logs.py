@@ -52,6 +52,6 @@ def setup(fmt: str = "json", level: str = "INFO") -> None:
     root.setLevel(level)
 
 
-def fatal(msg: str, exc: BaseException) -> None:
+def fatal(exc: BaseException) -> None:
     """A start-up failure: one line in the configured format, the error as a field."""
-    log.error(msg, extra={"error": str(exc) or type(exc).__name__})
+    log.error("cannot start", extra={"error": str(exc) or type(exc).__name__})

@@ -242,7 +242,8 @@ class Agent:
             next_poll = last_cycle + self.cfg.sources.poll_interval_seconds
         log.info(
             "stopping (signal)"
-            + ("" if self.kube is None else "; the node keeps its condition and taint")
+            if self.kube is None
+            else "stopping (signal); the node keeps its condition and taint"
         )
         return 0
 
