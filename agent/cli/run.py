@@ -50,12 +50,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.daemon import logs
 
     logs.setup(args.log_format, args.log_level)
+    agent = None
     try:
         agent = build_agent(args)
+        agent.start()  # the metrics port, the watches, the kernel log
     except (MemfragError, OSError) as exc:
         # One line in the log's own format (JSON with --log-format json), on stderr like every
         # log line: a collector parses it as it parses the rest.
         logs.fatal(exc)
+        if agent is not None:
+            agent.stop()
         return EXIT_UNKNOWN
     return int(agent.run())
 

@@ -204,7 +204,8 @@ class Agent:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
-        self.start()
+        if self.http is None:  # `run` starts it first, to tell a start-up failure as such
+            self.start()
         try:
             return self._run()
         finally:

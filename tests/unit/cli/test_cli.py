@@ -393,6 +393,9 @@ class _CapturedAgent:
     def __init__(self, node: str, kube: object, config: object, reader: object, **kw: Any) -> None:
         type(self).seen = {"node": node, **kw}
 
+    def start(self) -> None:
+        pass
+
     def run(self) -> int:
         return 0
 

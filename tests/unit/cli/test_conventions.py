@@ -253,3 +253,30 @@ def test_run_without_a_node_name_in_text_says_it_too(
     assert main(["run", "--log-format", "text"]) == 3
     (line,) = capsys.readouterr().err.splitlines()
     assert "cannot start" in line and 'error="no node name' in line
+
+
+def test_run_says_a_taken_metrics_port_in_one_json_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The metrics port is taken when the listener starts, after the checks: still one line."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "sources: {kmsg_enabled: false}\n"
+        f"reporting: {{metrics_port: {port}, metrics_address: 127.0.0.1}}\n"
+    )
+    try:
+        argv = ["run", "--standalone", "--config", str(cfg), "--proc-root", VM]
+        code = main([*argv, "--sys-root", NOSYS, "--log-format", "json"])
+    finally:
+        taken.close()
+    out, err = capsys.readouterr()
+    assert (code, out) == (3, "")
+    (line,) = err.splitlines()
+    doc = json.loads(line)
+    assert doc["msg"] == "cannot start" and f"127.0.0.1:{port}" in doc["error"]
