@@ -192,7 +192,9 @@ def escalation(a: Assessment | None, rd: RemedyDecision | None, cfg: Config) -> 
         if a.verdict != Verdict.FRAGMENTED
         else f"remediation is {cfg.remediation.mode}: the agent does not act"
         if cfg.remediation.mode != "on"
-        else f"the agent's remediation may still help ({rd.why})"
+        # the why of each step (cooling down, outside the window) is MemoryFragmented's message:
+        # said there, it would rewrite this condition at every turn of the ladder
+        else "a remediation step is still to come (MemoryFragmented's message says which)"
     )
     return Escalation(
         ConditionStatus.FALSE, Reason.REMEDIATION_NOT_EXHAUSTED, why[:1].upper() + why[1:]
