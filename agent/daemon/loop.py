@@ -383,7 +383,7 @@ class Agent:
             return
         self._logged = key
         log.info(
-            "assessment",
+            "assessment changed",
             extra={"verdict": verdict, "reason": reason, "text": message, "remediation": why},
         )
 

@@ -258,7 +258,7 @@ def test_standalone_observes_assesses_remediates_and_logs_its_events(
     reasons = [r.__dict__["event"]["reason"] for r in caplog.records if "event" in r.__dict__]
     assert reasons == ["RemediationSucceeded"]
     # The log is the condition: a line when the verdict or the why changes, not every tick.
-    said = [r.__dict__ for r in caplog.records if r.getMessage() == "assessment"]
+    said = [r.__dict__ for r in caplog.records if r.getMessage() == "assessment changed"]
     assert [(x["verdict"], x["remediation"]) for x in said] == [
         ("fragmented", "migrate movable pages to merge free blocks"),
         ("healthy", "not fragmented"),
