@@ -111,9 +111,14 @@ def read_fleet(kube: Api, namespace: str, node: str | None = None) -> Fleet:
         views = [node_view(kube.request("GET", paths.node(node)))]
     fleet = Fleet(views)
     try:
-        fleet.records = node_records(kube, namespace)[1]
+        if node is None:
+            fleet.records = node_records(kube, namespace)[1]
+        else:  # one node: its record only
+            lease = kube.request("GET", paths.lease(namespace, node_record_name(node)))
+            fleet.records = {node: parse_node_state(lease)}
     except ApiError as exc:
-        fleet.notes.append(f"node records in namespace {namespace} not read: {exc}")
+        if exc.status != 404:  # no record: the agent never acted there
+            fleet.notes.append(f"node records in namespace {namespace} not read: {exc}")
     selector = f"source={COMPONENT}" + (f",involvedObject.name={node}" if node else "")
     try:
         fleet.events = list_all(kube, paths.EVENTS, {"fieldSelector": selector})

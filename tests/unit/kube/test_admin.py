@@ -113,7 +113,9 @@ def test_unreadable_records_and_events_are_notes_the_nodes_still_listed() -> Non
 
 
 def test_describe_names_both_conditions_the_taint_the_actions_and_recent_events() -> None:
-    d = describe(read_fleet(cluster(), "ns", node="n2"), KEY)
+    fleet = read_fleet(cluster(), "ns", node="n2")
+    d = describe(fleet, KEY)
+    assert fleet.notes == []  # no record on n2 (the agent never acted there): nothing to tell
     assert d["node"] == "n2" and d["condition"]["reason"] == "FreeMemoryFragmented"
     assert d["unremediable"] is None and d["taints"] == []
     assert [e["reason"] for e in d["events"]] == ["FragmentationDetected", "RemediationSucceeded"]
