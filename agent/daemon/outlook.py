@@ -106,7 +106,7 @@ class Outlook:
         try:
             pools = read_hugepages(self.sys_root)
         except MemfragError as exc:
-            log.error("cannot read the hugepage pools: %s", exc)
+            log.error("cannot read the hugepage pools", extra={"error": str(exc)})
             self.hugepages = None
             return None
         self.hugepages = readiness(obs.buddy, obs.zoneinfo, pools, obs.page_size)

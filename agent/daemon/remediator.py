@@ -107,7 +107,10 @@ class ClusterLock:
             slot: str | None = None
             skipped: ActionOutcome | None = None
             if rd.step != step:
-                log.info("not running %s: %s (the node's record)", step.name, rd.why)
+                log.info(
+                    "not running the step: the node's record says otherwise",
+                    extra={"action": step.name, "why": rd.why},
+                )
             else:
                 try:
                     slot = self.slots.acquire(cfg.max_concurrent_nodes, cfg.lease_seconds)
@@ -115,8 +118,11 @@ class ClusterLock:
                     self.failed("lease", exc)
                 if slot is None:
                     log.info(
-                        "waiting for a remediation slot (%d nodes remediating already)",
-                        cfg.max_concurrent_nodes,
+                        "waiting for a remediation slot (as many nodes remediate already)",
+                        extra={
+                            "action": step.name,
+                            "max_concurrent_nodes": cfg.max_concurrent_nodes,
+                        },
                     )
                     skipped = ActionOutcome.SKIPPED
             if slot is None:
@@ -174,8 +180,7 @@ class Remediator:
         rcfg = cfg.remediation
         if rcfg.mode == "dry-run":
             log.info(
-                "dry-run: would run %s",
-                step.name,
+                "dry-run: would run",
                 extra={"action": step.name, "why": step.why, "result": ActionOutcome.DRY_RUN},
             )
             ev = EventSpec(
@@ -238,8 +243,7 @@ class Remediator:
             + (f"; {res.error}" if res.error else "")
         )
         log.info(
-            "remediation %s",
-            result,
+            "remediation done",
             extra={
                 "action": step.name,
                 "result": result,
@@ -268,12 +272,22 @@ class Remediator:
             if cfg.apply_tunables and cfg.mode == "on":
                 err = write_tunable(self.reader.proc, r.name, r.recommended)
                 log.info(
-                    "tunable vm.%s %d -> %d: %s",
-                    r.name,
-                    r.current,
-                    r.recommended,
-                    err or "applied",
-                    extra={"why": r.why},
+                    "tunable not applied" if err else "tunable applied",
+                    extra={
+                        "tunable": f"vm.{r.name}",
+                        "current": r.current,
+                        "recommended": r.recommended,
+                        "error": err,
+                        "why": r.why,
+                    },
                 )
             else:
-                log.info("recommend vm.%s=%d (now %d): %s", r.name, r.recommended, r.current, r.why)
+                log.info(
+                    "tunable recommended",
+                    extra={
+                        "tunable": f"vm.{r.name}",
+                        "current": r.current,
+                        "recommended": r.recommended,
+                        "why": r.why,
+                    },
+                )

@@ -116,7 +116,10 @@ class Reporter:
         state = d.state
         if d.condition is not None:
             try:
-                self.node_inf.offer(write_condition(self.kube, self.node, d.condition))
+                more = () if d.unremediable is None else (d.unremediable,)
+                self.node_inf.offer(
+                    write_condition(self.kube, self.node, d.condition, *more, summary=d.summary)
+                )
                 state = dataclasses.replace(state, written_at=now)
             except ApiError as exc:
                 self.failed("condition", exc)
@@ -157,7 +160,10 @@ class Reporter:
             return False
         if w.changed:
             self.node_inf.offer(w.node)
-            log.info("taint %s %s:%s", "set" if present else "removed", cfg.taint_key, effect)
+            log.info(
+                "taint set" if present else "taint removed",
+                extra={"taint_key": cfg.taint_key, "effect": effect},
+            )
         self._record_effects({effect} if present else set())
         return True
 

@@ -160,7 +160,7 @@ class Semaphore:
                     continue
                 raise
             if holder and not ours:
-                log.info("took over expired slot %s from %s", name, holder)
+                log.info("took over an expired slot", extra={"slot": name, "holder": holder})
             return name
         return None
 

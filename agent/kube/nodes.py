@@ -9,10 +9,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from agent.decide.nodeview import (
-    CONDITION_TYPE,
     Condition,
     condition_patch,
     node_view,
+    removal_patch,
     taint_effects,
     taint_patch,
     with_taint,
@@ -80,22 +80,21 @@ def write_taint(
     raise last
 
 
-def write_condition(api: Api, name: str, cond: Condition) -> JSON:
-    """Our condition only (status.conditions merges by type), with a few retries."""
+def write_condition(
+    api: Api, name: str, cond: Condition, *more: Condition, summary: str | None = None
+) -> JSON:
+    """Our conditions only (status.conditions merges by type) and the summary annotation, one
+    PATCH, with a few retries."""
     return api.with_retries(
         api.request,
         "PATCH",
         paths.node_status(name),
-        body=condition_patch(cond),
+        body=condition_patch(cond, *more, summary=summary),
         content_type=SMP,
         attempts=3,
     )
 
 
 def delete_condition(api: Api, name: str) -> JSON:
-    return api.request(
-        "PATCH",
-        paths.node_status(name),
-        body={"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}},
-        content_type=SMP,
-    )
+    """Our conditions and the summary annotation off the Node (`cleanup`)."""
+    return api.request("PATCH", paths.node_status(name), body=removal_patch(), content_type=SMP)
