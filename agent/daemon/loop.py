@@ -40,6 +40,7 @@ from agent.daemon.remediator import ClusterLock, Ran, Remediator
 from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
 from agent.daemon.tracing import MakeSource, Tracing, pod_names, trace_source
+from agent.daemon.vmrates import VmRates
 from agent.decide.cycle import Facts, TickState, decide_tick, wants_taint_slot
 from agent.decide.ladder import Step, ladder
 from agent.decide.report import EventReason, EventSpec, EventType
@@ -101,6 +102,7 @@ class Agent:
         self.inbox = Inbox(monotonic, on_lost=self.metrics.kmsg_lost.inc)
         self.observer = Observer(reader)
         self.outlook = Outlook(reader.sys, self.metrics)
+        self.vmrates = VmRates(self.metrics.registry)
         self.state = TickState()
         self.outbox: list[EventSpec] = []
         self._logged: tuple[Verdict, str, str | None] | None = None  # standalone: last said
@@ -259,6 +261,8 @@ class Agent:
         self.health.max_age = 3 * self.cfg.sources.poll_interval_seconds + 30
         if self.kmsg is not None:
             self.kmsg.accept_user_facility = self.cfg.sources.accept_user_facility
+        if self.tracing is not None:
+            self.tracing.retarget(self.cfg.assessment.target_order)
         for section in ("sources", "reporting"):
             for key in RESTART_KEYS:
                 a, b = getattr(old, section), getattr(self.cfg, section)
@@ -316,6 +320,9 @@ class Agent:
             suppressed_window=FINDING_TTL,
             predictions=self.outlook.predictions(now, a, cfg),
             hugepages=huge.pools if huge is not None else (),
+            vmstat=self.vmrates.update(
+                now, obs.vmstat if obs is not None else None, cfg.assessment.vmstat_window_seconds
+            ),
         )
         if self.tracing is not None:
             self.tracing.poll(now)

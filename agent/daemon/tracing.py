@@ -5,8 +5,9 @@ once a tick summarizes the window for the decision. Off, it does not exist: noth
 A source that cannot start (no tracefs, a tracepoint missing, not root, or the instance still
 read by the pod this one replaces in a rollout) is logged, counted and told once in an Event,
 and the daemon goes on without it, trying again every RETRY_SECONDS; so is a reader that stops
-later (the instance removed under us). The order traced is the one at start
-(assessment.target_order): like the kernel log's path, it changes at the next restart.
+later (the instance removed under us). The order traced is assessment.target_order: a reload
+that changes it restarts the instance with the new in-kernel filter (`retarget`), so the window
+starts again; the counters go on.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Tracing:
         self.started_at: float | None = None
         self.pageblock_order: int | None = None
         self._retry_at = 0.0
+        self._begun = False  # `start` was called (the daemon's start, not a reload)
         self._broken = False  # the reader thread stopped: the source is replaced
         self._error: str | None = None  # from the reader thread: told once by the loop
         self._told = False
@@ -92,13 +94,16 @@ class Tracing:
             "The tracing source could not start or its reader stopped",
             registry=registry,
         )
+        self._zero_orders(min_order)
+
+    def _zero_orders(self, min_order: int) -> None:
         for order in range(min_order, HIGHEST_ORDER + 1):
             for silent in ("true", "false"):
                 self.failures.labels(order_label(order), silent)
 
     def start(self, pageblock_order: int | None) -> None:
         """Never raises: a source that cannot start is an error told once, tried again."""
-        self.pageblock_order = pageblock_order
+        self.pageblock_order, self._begun = pageblock_order, True
         self._start()
 
     def _start(self) -> None:
@@ -116,6 +121,19 @@ class Tracing:
             return
         self.source, self.started_at = source, self.monotonic()
         log.info("tracing started", extra={"min_order": self.min_order})
+
+    def retarget(self, min_order: int) -> None:
+        """A reload changed assessment.target_order: the in-kernel filter is set at start, so
+        the instance is started again with the new one (a new window). A source that could not
+        start is retried at once with it."""
+        if min_order == self.min_order:
+            return
+        log.info("tracing: traced order %d -> %d, instance restarted", self.min_order, min_order)
+        self.min_order = min_order
+        self._zero_orders(min_order)
+        if self._begun:
+            self.stop()
+            self._start()
 
     def poll(self, now: float) -> None:
         """Once a tick, before `summary`: replace a source whose reader stopped, retry one that

@@ -13,6 +13,7 @@ from agent.assess.hugepages import PoolReadiness
 from agent.assess.predict import Prediction
 from agent.assess.tracing import Ranked, TraceSummary, span
 from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
+from agent.assess.vmrates import VmstatRates
 from agent.config.model import Config, ReportingConfig
 from agent.decide.ladder import Step
 from agent.decide.nodeview import ConditionStatus, NodeView, taint_effects
@@ -52,6 +53,7 @@ class Facts:
     hugepages: tuple[PoolReadiness, ...] = ()  # the pools as last read (pagetypeinfo cadence)
     traced: TraceSummary | None = None  # the tracing source's window; None: tracing off
     pods: Mapping[str, str] = field(default_factory=dict)  # pod UID -> namespace/name
+    vmstat: VmstatRates | None = None  # /proc/vmstat rates; None: fewer than two samples
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,11 @@ def outcome_of(f: Facts) -> Outcome:
             out,
             message=f"{out.message}; the kernel log suppressed {f.suppressed} more "
             f"allocation-failure report(s) in the last {f.suppressed_window / 60:.0f} min",
+        )
+    v = f.vmstat
+    if v is not None and a is not None and a.verdict != Verdict.HEALTHY and v.words():
+        out = replace(
+            out, message=f"{out.message}; per minute over the last {span(v.window)}: {v.words()}"
         )
     t = f.traced
     if t is not None and t.failed:

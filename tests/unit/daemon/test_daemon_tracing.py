@@ -15,7 +15,7 @@ from agent.kernel.tracefollow import TraceWindow
 from agent.kernel.tracefs import TracingError
 from agent.kube import paths
 from tests.trace_fixtures import POLLUTER_PID, recorded
-from tests.unit.daemon.parts import HEALTHY, UNMOVABLE, CountingReader, Host, config_file
+from tests.unit.daemon.parts import HEALTHY, UNMOVABLE, CountingReader, Host, config_file, rewrite
 from tests.unit.daemon.test_daemon_loop import FAST, sample
 from tests.unit.kube.fakekube import Clock, FakeKube
 
@@ -199,3 +199,66 @@ def test_a_source_whose_reader_stopped_is_replaced(tmp_path: Path) -> None:
     assert tracer.made[0].stopped == 1 and len(tracer.made) == 1
     w.tick(RETRY_SECONDS)
     assert len(tracer.made) == 2 and tracer.made[1].started == 1
+
+
+def test_a_reload_that_changes_the_target_order_restarts_the_instance_with_its_filter(
+    tmp_path: Path,
+) -> None:
+    """Before: the filter kept the order of the start until the pod restarted."""
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    assert tracer.made[0].args[0] == 4
+    rewrite(
+        w.agent.config_file, "assessment:\n  target_order: 2\nsources:\n  tracing_enabled: true\n"
+    )
+    w.agent.reload_config()
+    assert tracer.made[0].stopped == 1
+    assert len(tracer.made) == 2 and tracer.made[1].args[0] == 2 and tracer.made[1].started == 1
+    assert sample(w.agent, FAILURES, {"order": "2", "silent": "true"}) == 0  # new labels at 0
+    for e in recorded("hugetlb-exhausted-thp.trace"):
+        tracer.made[1].window.add(e)
+    assert sample(w.agent, FAILURES, {"order": "9", "silent": "true"}) == 300
+    rewrite(
+        w.agent.config_file, "assessment:\n  target_order: 2\nreporting:\n  heartbeat_seconds: 60\n"
+    )
+    w.agent.reload_config()  # the order unchanged: the instance stays
+    assert len(tracer.made) == 2 and tracer.made[1].stopped == 0
+
+
+def test_a_reload_before_start_only_sets_the_order(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    rewrite(
+        w.agent.config_file, "assessment:\n  target_order: 6\nsources:\n  tracing_enabled: true\n"
+    )
+    w.agent.reload_config()
+    assert not tracer.made
+    w.start()
+    assert tracer.made[0].args[0] == 6
+
+
+def test_vmstat_rates_per_minute_are_a_gauge_and_in_the_message_while_not_healthy(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path, Tracer(), enabled=False)
+    vmstat = w.host.root / "vmstat"
+    lines = vmstat.read_text().splitlines()
+
+    def stall(n: int) -> None:
+        vmstat.write_text(
+            "\n".join(f"compact_stall {n}" if x.startswith("compact_stall ") else x for x in lines)
+            + "\n"
+        )
+
+    stall(100)
+    w.tick()
+    rate = "memfrag_vmstat_rate_per_minute"
+    assert w.agent.metrics.registry.get_sample_value(rate, {"counter": "compact_stall"}) is None
+    stall(130)
+    w.tick(60)
+    assert sample(w.agent, rate, {"counter": "compact_stall"}) == 30.0
+    assert "per minute" not in w.message()  # healthy: no news
+    w.host.be(UNMOVABLE)  # its vmstat: counters from another boot, a reset
+    w.tick(60)
+    assert "per minute over the last 10 minutes: compact_stall" in w.message()
