@@ -60,6 +60,11 @@ RESTART_KEYS = ("kmsg_enabled", "kmsg_path", "tracing_enabled", "metrics_port", 
 OUTBOX_MAX = 100  # Events waiting for the API at most (a courtesy; the oldest go first)
 
 
+def zone_nodes(obs: Observation) -> dict[int, int]:
+    """Each zone's start pfn -> its NUMA node (/proc/zoneinfo), how compaction events name one."""
+    return {z.start_pfn: z.node for z in obs.zoneinfo or () if z.start_pfn is not None}
+
+
 def finding_event(f: Finding) -> EventSpec:
     return EventSpec(
         EventType.WARNING,
@@ -159,7 +164,13 @@ class Agent:
             self.stuck = StuckPods(kube, node_name, self._api_failed)
             lock = ClusterLock(record, remedy_sem, self.holder, self._api_failed, self._budget)
         self.remediator = Remediator(
-            reader, self.observer, lock, self.stop_event, monotonic, self.holder
+            reader,
+            self.observer,
+            lock,
+            self.stop_event,
+            monotonic,
+            self.holder,
+            compaction=self.tracing.compaction_during if self.tracing is not None else None,
         )
 
     # --- threads -------------------------------------------------------------------------------
@@ -183,16 +194,18 @@ class Agent:
         if self.kmsg is not None:
             self.kmsg.start()
         if self.tracing is not None:
-            self.tracing.start(self._pageblock_order())
+            self.tracing.start(*self._trace_layout())
 
-    def _pageblock_order(self) -> int | None:
-        """For the steal filter; None (every steal passes the kernel) when unreadable."""
+    def _trace_layout(self) -> tuple[int | None, dict[int, int]]:
+        """The pageblock order for the steal filter (None: unreadable, every steal passes the
+        kernel) and each zone's NUMA node for the compaction series."""
         try:
-            pti = self.reader.observe(with_pagetypeinfo=True).pagetype
+            obs = self.reader.observe(with_pagetypeinfo=True)
         except MemfragError as exc:
             log.warning("tracing: no pageblock order (%s): every steal is traced", exc)
-            return None
-        return pti.pageblock_order if pti is not None else None
+            return None, {}
+        pti = obs.pagetype
+        return (pti.pageblock_order if pti is not None else None), zone_nodes(obs)
 
     def stop(self) -> None:
         """What `run` releases on its way out: the HTTP server and our trace instance."""
@@ -326,9 +339,7 @@ class Agent:
         )
         if self.tracing is not None:
             self.tracing.poll(now)
-            zoneinfo = (obs.zoneinfo if obs is not None else None) or ()
-            zones = {z.start_pfn: z.node for z in zoneinfo if z.start_pfn is not None}
-            traced = self.tracing.summary(now, zones)
+            traced = self.tracing.summary(now, zone_nodes(obs) if obs is not None else {})
             pods: dict[str, str] = {}
             if traced is not None and traced.polluters and self.stuck is not None:
                 pods = pod_names(self.stuck.pods.items())  # names for the message
@@ -437,6 +448,8 @@ class Agent:
             if ran.seconds is not None:
                 m.action_blocks_gained.set(ran.blocks_after - ran.blocks_before)
                 m.action_seconds.set(ran.seconds)
+            if ran.compaction is not None and self.tracing is not None:
+                self.tracing.record_action(ran.compaction)
 
     # --- Events ----------------------------------------------------------------------------------
     def _emit(self, ev: EventSpec) -> None:
