@@ -320,16 +320,19 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     else:
         assert "/dev/kmsg" not in mounts
         assert not [v for v in volumes.values() if "kmsg" in json.dumps(v)]
-    # The host's tracefs only when the tracing source is on.
+    # The host's tracefs only when the tracing source is on; its debugfs instead only when
+    # asked (a host whose tracefs is only under debugfs).
+    debugfs = values["tracing"]["debugfs"]
+    traced = "/sys/kernel/debug" if debugfs else "/sys/kernel/tracing"
     if cfg["sources"].get("tracing_enabled"):
-        assert volumes[mounts["/sys/kernel/tracing"]["name"]]["hostPath"] == {
-            "path": "/sys/kernel/tracing",
-            "type": "Directory",
-        }
-        assert not mounts["/sys/kernel/tracing"].get("readOnly")
+        assert volumes[mounts[traced]["name"]]["hostPath"] == {"path": traced, "type": "Directory"}
+        assert not mounts[traced].get("readOnly")
+        other = "/sys/kernel/tracing" if debugfs else "/sys/kernel/debug"
+        assert other not in mounts
+        assert not [v for v in volumes.values() if other in json.dumps(v)]
     else:
-        assert "/sys/kernel/tracing" not in mounts
-        assert not [v for v in volumes.values() if "tracing" in json.dumps(v)]
+        assert "/sys/kernel/tracing" not in mounts and "/sys/kernel/debug" not in mounts
+        assert not [v for v in volumes.values() if "/sys/kernel" in json.dumps(v)]
     config_volume = volumes[mounts["/etc/memfrag-agent"]["name"]]
     assert config_volume["configMap"]["name"] == name
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
