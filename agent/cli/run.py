@@ -59,7 +59,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         kube = Kube.from_environment(args.kubeconfig)
     reader = ProcReader(args.proc_root, args.sys_root)
-    return Agent(node, kube, config, reader, namespace=namespace, holder=holder).run()
+    agent = Agent(
+        node, kube, config, reader, namespace=namespace, holder=holder, cgroup_root=args.cgroup_root
+    )
+    return agent.run()
 
 
 def add_parser(sub: Any) -> None:
@@ -74,6 +77,11 @@ def add_parser(sub: Any) -> None:
     r.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG")
     r.add_argument("--proc-root", default="/proc")
     r.add_argument("--sys-root", default="/sys")
+    r.add_argument(
+        "--cgroup-root",
+        default="/sys/fs/cgroup",
+        help="the host's cgroup hierarchy, for the pods' kernel memory (the chart mounts it)",
+    )
     r.add_argument(
         "--namespace", help=f"for Lease slots; default: $POD_NAMESPACE, else {DEFAULT_NAMESPACE}"
     )

@@ -210,6 +210,15 @@ class ReportingConfig:
         "agent; report instead.",
         Allowed(minimum=0, maximum=100),
     )
+    kernel_memory_pods: int = _key(
+        3,
+        "When the cause is unmovable kernel memory, name this many pods holding the most of it "
+        "(cgroup v2 memory.stat slab_unreclaimable, kernel_stack, pagetables, sock, percpu; v1 "
+        "memory.kmem and memory.kmem.tcp) in the condition's message, and give each an "
+        "UnmovableKernelMemory Event in its namespace once per episode. 0: off (the chart "
+        "then grants no Event writes outside default).",
+        Allowed(minimum=0, maximum=20),
+    )
     metrics_port: int = _key(
         9808,
         "Port of /metrics and /healthz; 0 takes a free port (tests).",

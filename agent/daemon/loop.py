@@ -33,6 +33,7 @@ from agent.config.model import Config
 from agent.config.reload import ConfigFile
 from agent.daemon.httpserver import BoundedHTTPServer
 from agent.daemon.inbox import FINDING_TTL, Digest, Inbox
+from agent.daemon.kernelmem import KernelMemoryPods
 from agent.daemon.metrics import Health, Metrics, order_label, serve
 from agent.daemon.observer import Observer
 from agent.daemon.outlook import Outlook
@@ -44,6 +45,7 @@ from agent.daemon.vmrates import VmRates
 from agent.decide.cycle import Facts, TickState, decide_tick, wants_taint_slot
 from agent.decide.ladder import Step, ladder
 from agent.decide.report import EventReason, EventSpec, EventType
+from agent.kernel.cgroups import CgroupReader
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
 from agent.kernel.observation import Observation
@@ -88,6 +90,7 @@ class Agent:
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         make_trace_source: MakeSource = trace_source,
+        cgroup_root: str = "/sys/fs/cgroup",
     ) -> None:
         """`kube` None: standalone, no API server. `holder`: this pod's identity in Leases (pod
         name and UID; two pods of one node run at once during a rollout, so never the node
@@ -108,6 +111,7 @@ class Agent:
         self.observer = Observer(reader)
         self.outlook = Outlook(reader.sys, self.metrics)
         self.vmrates = VmRates(self.metrics.registry)
+        self.kernel_memory = KernelMemoryPods(CgroupReader(cgroup_root, reader.proc))
         self.state = TickState()
         self.outbox: list[EventSpec] = []
         self._logged: tuple[Verdict, str, str | None] | None = None  # standalone: last said
@@ -337,13 +341,16 @@ class Agent:
                 now, obs.vmstat if obs is not None else None, cfg.assessment.vmstat_window_seconds
             ),
         )
+        kernel_pods = self.kernel_memory.top(now, a, cfg.reporting.kernel_memory_pods)
+        facts = dataclasses.replace(facts, kernel_pods=kernel_pods)
         if self.tracing is not None:
             self.tracing.poll(now)
             traced = self.tracing.summary(now, zone_nodes(obs) if obs is not None else {})
-            pods: dict[str, str] = {}
-            if traced is not None and traced.polluters and self.stuck is not None:
-                pods = pod_names(self.stuck.pods.items())  # names for the message
-            facts = dataclasses.replace(facts, traced=traced, pods=pods)
+            facts = dataclasses.replace(facts, traced=traced)
+        if (kernel_pods or (facts.traced is not None and facts.traced.polluters)) and (
+            self.stuck is not None
+        ):
+            facts = dataclasses.replace(facts, pods=pod_names(self.stuck.pods.items()))
         stuck: list[str] = []
         if self.stuck is not None:
             self.stuck.update_watch(now)

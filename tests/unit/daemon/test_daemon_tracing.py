@@ -91,6 +91,7 @@ class World:
             "pod-a",
             monotonic=self.clock,
             make_trace_source=tracer,
+            cgroup_root=str(tmp / "cgroup"),
         )
         assert self.agent.reporter is not None
         self.agent.reporter.node_inf.offer(self.kube.objects[paths.node("n1")])
@@ -338,3 +339,43 @@ def test_a_remediation_records_how_long_the_node_compacted_while_it_ran(tmp_path
     w.tick(1)
     messages = [o["message"] for k, o in w.kube.objects.items() if "/events/" in k]
     assert any("the node compacted 0.250s meanwhile (traced: manual 0.250s)" in m for m in messages)
+
+
+def test_an_unmovable_cause_names_the_pods_by_kernel_memory_and_gives_each_an_event(
+    tmp_path: Path,
+) -> None:
+    """From the cgroup files (v1 here, as on this machine), names from the pod informer, the
+    Event in the pod's namespace about the pod; once per episode; tracing not needed."""
+    w = World(tmp_path, Tracer(), enabled=False)
+    pod = tmp_path / "cgroup" / "memory" / "kubepods" / "burstable" / f"pod{POD_UID}"
+    pod.mkdir(parents=True)
+    (pod / "memory.kmem.usage_in_bytes").write_text(f"{200 << 20}\n")
+    (pod / "memory.kmem.tcp.usage_in_bytes").write_text(f"{56 << 20}\n")
+    assert w.agent.stuck is not None
+    w.agent.stuck.pods.offer(
+        {
+            "metadata": {"name": "cart", "namespace": "shop", "uid": POD_UID},
+            "spec": {"nodeName": "n1"},
+        }
+    )
+    w.tick()
+    assert w.agent.kernel_memory.reads == 0  # healthy: the cgroups are not walked
+    w.host.be(UNMOVABLE)
+    w.tick(15)  # pagetypeinfo is read again within 30 s of a verdict not healthy
+    w.tick(30)
+    assert "unmovable kernel memory by pod: shop/cart 256.0 MiB" in w.message()
+    w.tick(15)
+    w.tick(15)
+    on_pods = [o for k, o in w.kube.objects.items() if "/namespaces/shop/events/" in k]
+    assert len(on_pods) == 1
+    (ev,) = on_pods
+    assert ev["reason"] == "UnmovableKernelMemory" and ev["type"] == "Warning"
+    assert ev["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "namespace": "shop",
+        "name": "cart",
+        "uid": POD_UID,
+    }
+    assert ev["reportingInstance"] == "n1" and "kmem 200.0 MiB, kmem_tcp 56.0 MiB" in ev["message"]
+    assert w.agent.kernel_memory.reads == 1  # at most once a minute
