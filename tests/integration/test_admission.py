@@ -640,13 +640,6 @@ EVENT_ATTACKS = [
         "UnmovableKernelMemory Events about a pod in its namespace",
     ),
     EventAttack(
-        "a pod Event about a pod of another namespace",
-        "POST",
-        "new",
-        _pod_event(NODE_A, involvedObject={"namespace": "kube-system"}),
-        "about a pod in its namespace",
-    ),
-    EventAttack(
         "a pod Event from another node",
         "POST",
         "new",
