@@ -50,13 +50,25 @@ def touch(mib: int, huge: bool) -> float:
 
 @dataclass(frozen=True)
 class Rounds:
+    """The workload's seconds per round, off[i] and on[i] run back to back (pair i)."""
+
     off: tuple[float, ...]
     on: tuple[float, ...]
 
     @property
+    def pair_ratios(self) -> tuple[float, ...]:
+        return tuple(b / a for a, b in zip(self.off, self.on, strict=True))
+
+    @property
     def ratio(self) -> float:
-        """Median time on over median time off: 1.0 is no slowdown."""
-        return statistics.median(self.on) / statistics.median(self.off)
+        """The median of the pairs' on/off ratios: 1.0 is no slowdown. Each pair runs back to
+        back, so a burst of the shared machine's load spoils one pair, not one side."""
+        return statistics.median(self.pair_ratios)
+
+    @property
+    def ratio_of_minimums(self) -> float:
+        """Each side's least-disturbed round: the other estimate, robust to one-sided noise."""
+        return min(self.on) / min(self.off)
 
 
 def interleaved(work: Callable[[], float], tracing: Callable[[bool], None], pairs: int) -> Rounds:

@@ -282,10 +282,14 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     (c,) = spec["containers"]
     assert c["name"] == "agent"
     assert "command" not in c  # the image's ENTRYPOINT, memfrag-agent
+    # the host's cgroup hierarchy for the pods' kernel memory (reporting.kernel_memory_pods)
+    cgroups = (
+        ["--cgroup-root", "/host/sys/fs/cgroup"] if cfg["reporting"]["kernel_memory_pods"] else []
+    )
     assert c["args"] == [
         "run", "--config", CONFIG_PATH,
         "--log-format", values["logFormat"], "--log-level", values["logLevel"],
-        *values["extraArgs"],
+        *cgroups, *values["extraArgs"],
     ]  # fmt: skip
     assert c["securityContext"] == values["containerSecurityContext"]
     assert spec.get("securityContext", {}) == values["podSecurityContext"]
