@@ -7,7 +7,10 @@ The workload faults in anonymous memory page by page (MADV_NOHUGEPAGE: one order
 allocation, so one kmem:mm_page_alloc hit and one in-kernel filter check, per 4 KiB page) and
 unmaps it: the tracepoint's worst case per byte. A THP variant (MADV_HUGEPAGE, order-9 faults)
 is measured the same way, in details only. The touching is one ctypes.memset per mapping, so the
-time is the kernel's, not Python's.
+time is the kernel's, not Python's. Each round is timed twice: wall time, and the thread's CPU
+time (CLOCK_THREAD_CPUTIME_ID: user + system, the page faults and the tracepoint's filter
+included), which a shared, oversubscribed machine does not inflate with time spent waiting for a
+CPU: the ratio is taken on CPU time.
 """
 
 from __future__ import annotations
@@ -31,10 +34,16 @@ PAGE = mmap.PAGESIZE
 HUGE = 2 << 20
 
 
-def touch(mib: int, huge: bool) -> float:
+@dataclass(frozen=True)
+class Sample:
+    wall: float
+    cpu: float  # this thread's CPU seconds
+
+
+def touch(mib: int, huge: bool) -> Sample:
     """Seconds to map `mib` MiB, fault every page in (one memset) and unmap it."""
     size = mib << 20
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.thread_time()
     m = mmap.mmap(-1, size + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         m.madvise(mmap.MADV_HUGEPAGE if huge else mmap.MADV_NOHUGEPAGE)
@@ -45,7 +54,7 @@ def touch(mib: int, huge: bool) -> float:
         del buf
     finally:
         m.close()
-    return time.perf_counter() - t
+    return Sample(time.perf_counter() - t, time.thread_time() - c)
 
 
 @dataclass(frozen=True)
@@ -71,18 +80,21 @@ class Rounds:
         return min(self.on) / min(self.off)
 
 
-def interleaved(work: Callable[[], float], tracing: Callable[[bool], None], pairs: int) -> Rounds:
+def interleaved(
+    work: Callable[[], Sample], tracing: Callable[[bool], None], pairs: int
+) -> tuple[Rounds, Rounds]:
     """`pairs` rounds each way, alternating which goes first, so a drift of the shared
-    machine's load falls on both."""
-    off: list[float] = []
-    on: list[float] = []
+    machine's load falls on both: (CPU time, wall time)."""
+    off: list[Sample] = []
+    on: list[Sample] = []
     work()  # warm-up: the first mapping of a process pays for its page tables
     for i in range(pairs):
         for state in (False, True) if i % 2 == 0 else (True, False):
             tracing(state)
             (on if state else off).append(work())
     tracing(False)
-    return Rounds(tuple(off), tuple(on))
+    cpu = Rounds(tuple(x.cpu for x in off), tuple(x.cpu for x in on))
+    return cpu, Rounds(tuple(x.wall for x in off), tuple(x.wall for x in on))
 
 
 @contextlib.contextmanager
