@@ -309,3 +309,53 @@ def _scraped(url: str, sample: str = "", at_least: float = 0) -> dict[str, float
     except OSError:
         return None
     return m if not sample or m.get(sample, 0) >= at_least else None
+
+
+def test_the_daemon_counts_a_manual_compaction_by_node_kind_and_result(
+    tracefs: Path, tmp_path: Path
+) -> None:
+    """`echo 1 > compact_memory` while the standalone daemon traces: every zone's compaction in
+    memfrag_compactions_total{kind="manual"} and the duration histogram (the series were at 0
+    before), on the NUMA node /proc/zoneinfo gives the zone."""
+    port = free_port()
+    config = {
+        "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
+        "reporting": {"metrics_port": port, "metrics_address": "127.0.0.1"},
+        "remediation": {"mode": "off"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    log = tmp_path / "agent.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODE_NAME")}
+    agent = subprocess.Popen(
+        [str(AGENT_BIN), "run", "--standalone", "--config", str(tmp_path / "config.yaml")],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    runs = 'memfrag_compaction_duration_seconds_count{kind="manual",numa_node="0"}'
+
+    def manual(m: dict[str, float]) -> float:
+        return sum(
+            v
+            for k, v in m.items()
+            if k.startswith("memfrag_compactions_total{") and 'kind="manual"' in k
+        )
+
+    try:
+        wait_for(lambda: "tracing started" in log.read_text(errors="replace"), "tracing", 60)
+        before = wait_for(lambda: _scraped(url), "the agent's /metrics", 30)
+        assert before[runs] == 0 and manual(before) == 0  # created at 0
+        Path("/proc/sys/vm/compact_memory").write_text("1\n")
+        after = wait_for(lambda: _scraped(url, runs, 1), "the traced compaction", 30)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+    zones = sum(1 for z in ProcReader().observe(with_pagetypeinfo=False).zoneinfo or ())
+    print(f"manual compactions traced {manual(after)} of {zones} zones, {after[runs]} on node 0")
+    assert 1 <= manual(after) <= zones  # one per populated zone at most
+    assert manual(after) == sum(
+        v for k, v in after.items() if k.startswith("memfrag_compaction_duration_seconds_count")
+    )
+    assert after["memfrag_tracing_errors_total"] == 0
+    assert agent.returncode == 0
