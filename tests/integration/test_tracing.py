@@ -359,3 +359,51 @@ def test_the_daemon_counts_a_manual_compaction_by_node_kind_and_result(
     )
     assert after["memfrag_tracing_errors_total"] == 0
     assert agent.returncode == 0
+
+
+def test_a_reload_that_changes_the_target_order_refilters_the_live_instance(
+    tracefs: Path, tmp_path: Path
+) -> None:
+    """The ConfigMap's assessment.target_order changes: the daemon's instance is made again with
+    the new in-kernel filter, without a restart (before: the order of the start stayed)."""
+    port = free_port()
+    config = {
+        "assessment": {"target_order": 4},
+        "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
+        "reporting": {"metrics_port": port, "metrics_address": "127.0.0.1"},
+        "remediation": {"mode": "off"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "agent.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODE_NAME")}
+    agent = subprocess.Popen(
+        [str(AGENT_BIN), "run", "--standalone", "--config", str(path)],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    flt = tracefs / "instances" / INSTANCE / "events" / "kmem" / "mm_page_alloc" / "filter"
+
+    def filtered(order: int) -> bool:
+        try:
+            return f"order >= {order} " in flt.read_text()
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: filtered(4), "the instance filtering order >= 4", 60)
+        config["assessment"]["target_order"] = 6
+        new = tmp_path / "config.new"
+        new.write_text(yaml.safe_dump(config))
+        new.replace(path)  # as the kubelet swaps a ConfigMap
+        wait_for(lambda: filtered(6), "the instance filtering order >= 6", 30)
+        url = f"http://127.0.0.1:{port}/metrics"
+        m = wait_for(lambda: _scraped(url), "the agent's /metrics", 30)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+    assert "traced order 4 -> 6, instance restarted" in log.read_text(errors="replace")
+    assert m["memfrag_tracing_errors_total"] == 0
+    assert agent.returncode == 0
+    assert not (tracefs / "instances" / INSTANCE).exists()
