@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -367,7 +368,7 @@ def test_a_reload_that_changes_the_target_order_refilters_the_live_instance(
     """The ConfigMap's assessment.target_order changes: the daemon's instance is made again with
     the new in-kernel filter, without a restart (before: the order of the start stayed)."""
     port = free_port()
-    config = {
+    config: dict[str, dict[str, Any]] = {
         "assessment": {"target_order": 4},
         "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
         "reporting": {"metrics_port": port, "metrics_address": "127.0.0.1"},
