@@ -1236,7 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=REPO / "out" / "bench")
     p.add_argument(
         "--phases",
-        default="steady,detect,flood,episode,sim",
+        default="steady,detect,flood,episode,sim,tracing",
         help="comma-separated subset, in order (baseline+assess always runs)",
     )
     p.add_argument("--sim-levels", help="comma-separated fleet sizes (default: the mode's)")
