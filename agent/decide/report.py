@@ -64,6 +64,14 @@ class EventReason(StrEnum):
     STUCK_POD_DELETED = "StuckPodDeleted"
     CONFIG_INVALID = "ConfigInvalid"
     TRACING_FAILED = "TracingFailed"
+    UNMOVABLE_KERNEL_MEMORY = "UnmovableKernelMemory"  # on a pod, not the Node
+
+
+@dataclass(frozen=True)
+class PodRef:
+    namespace: str
+    name: str
+    uid: str
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class EventSpec:
     type: EventType
     reason: EventReason
     message: str
+    pod: PodRef | None = None  # the Event is about this pod (in its namespace), not the Node
 
 
 @dataclass(frozen=True)

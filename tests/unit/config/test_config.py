@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "assessment.prediction_enabled": True,
     "assessment.prediction_window_seconds": 3600.0,
     "assessment.prediction_horizon_seconds": 21600.0,
+    "assessment.vmstat_window_seconds": 600.0,
     "sources.poll_interval_seconds": 15.0,
     "sources.pagetypeinfo_interval_seconds": 300.0,
     "sources.kmsg_enabled": True,
@@ -48,6 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "reporting.heartbeat_seconds": 900.0,
     "reporting.stuck_pod_seconds": 300.0,
     "reporting.max_tainted_percent": 20.0,
+    "reporting.kernel_memory_pods": 3,
     "reporting.metrics_port": 9808,
     "reporting.metrics_address": "0.0.0.0",
     "remediation.mode": "dry-run",
@@ -99,7 +101,7 @@ def test_config_docs_cover_every_key() -> None:
     for path, default, doc in rows:
         assert doc.strip(), f"{path} has no description"
         assert default == repr(DEFAULTS[path]), path
-    assert len(rows) == 34
+    assert len(rows) == 36
 
 
 def test_every_field_has_doc_metadata() -> None:
