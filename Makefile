@@ -20,7 +20,7 @@ tools:
 	@bash tests/tools/host.sh
 	@bash tests/tools/build.sh
 
-PYDIRS := agent tests $(wildcard bench lab)
+PYDIRS := agent tests deploy $(wildcard bench lab)
 
 lint: venv
 	$(BIN)/ruff check $(PYDIRS)
