@@ -66,7 +66,8 @@ schema: venv
 	$(BIN)/python -m agent.config.schema
 
 image:
-	docker build -t memfrag-agent:dev .
+	docker build -t memfrag-agent:dev --build-arg REVISION="$$(git rev-parse HEAD)" \
+		--build-arg CREATED="$$(git show -s --format=%cI HEAD)" .
 
 e2e: venv tools
 	$(BIN)/pytest -q -rs tests/e2e
