@@ -19,13 +19,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY deploy/image-lock.txt deploy/image_prune.py ./
+COPY deploy/image-lock.txt ./
 # The locked closure and build tools (each file checked against its hash; nothing resolved),
 # then the agent's wheel on top. No bytecode yet: compileall writes it once, below.
 RUN python -m venv /opt/memfrag-agent \
     && /opt/memfrag-agent/bin/pip install --no-compile --no-deps --require-hashes \
        --requirement image-lock.txt
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md deploy/image_prune.py ./
 COPY agent/ agent/
 # image_prune.py deletes kubernetes' unused parts, fails if `pip check` finds anything but the
 # requirements it leaves out, and imports every agent module in what is left.
