@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
+from agent.kube.client import Kube
 from deploy.image_prune import PROBE, left_out
+from tests.cluster import ControlPlane
 from tests.cluster.image import (
     AGENT_REF,
     PAUSE_REPO,
@@ -40,7 +42,9 @@ from tests.cluster.image import (
     pause_version,
 )
 from tests.cluster.plane import free_port
+from tests.cluster.rbac import NAMESPACE
 from tests.cluster.waiting import wait_for
+from tests.integration.harness import condition
 
 # A cold build (debootstrap, pip from the index) takes minutes on a shared 2-core machine.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -78,10 +82,12 @@ def working_container(ref: str) -> Iterator[Run]:
     buildah = Buildah(cache_dir())
     ctr = buildah("buildah from", "from", "--pull=never", ref).strip().splitlines()[-1]
 
-    def run(*argv: str, user: str | None = None) -> str:
-        as_user = ["--user", user] if user else []
+    def run(*argv: str, user: str | None = None, mounts: tuple[str, ...] = ()) -> str:
+        opts = ["--user", user] if user else []
+        for mount in mounts:  # host:container:ro; with the host's network, as a node's agent
+            opts += ["--volume", mount, "--network", "host"]
         return buildah(
-            f"buildah run {argv[0]}", "run", "--isolation", "chroot", *as_user, ctr, "--", *argv
+            f"buildah run {argv[0]}", "run", "--isolation", "chroot", *opts, ctr, "--", *argv
         )
 
     try:
@@ -218,6 +224,34 @@ def test_agent_runs_without_what_the_image_leaves_out(agent_archive: Path) -> No
     assert any(line.get("msg", "").startswith("assessment ") for line in lines), out
     revision = _git("rev-parse", "HEAD")
     assert f'memfrag_build_info{{revision="{revision}",version="{__version__}"}} 1.0' in out
+    assert out.strip().endswith("exit status 0"), out
+
+
+def test_agent_in_the_image_reports_to_a_real_api_server(
+    agent_archive: Path, control_plane: ControlPlane, agent_kubeconfig: Path
+) -> None:
+    """The daemon of the image, with the chart's RBAC, sets its condition on a real Node: the
+    client's whole request path (responses, watches, patches) without what is left out."""
+    node = "image-node"
+    control_plane.register_node(node)
+    admin = Kube.from_environment(str(control_plane.kubeconfig))
+    config = (
+        "sources: {poll_interval_seconds: 1}\n"
+        f"reporting: {{metrics_port: {free_port()}, metrics_address: 127.0.0.1}}\n"
+    )
+    kubeconfig = f"{agent_kubeconfig}:/k/agent.kubeconfig:ro"
+    script = (
+        f"printf '{config}' > /tmp/config.yaml; "
+        "timeout -s TERM 15 memfrag-agent run --config /tmp/config.yaml --log-format json "
+        f"--kubeconfig /k/agent.kubeconfig --node-name {node} --namespace {NAMESPACE}; "
+        'echo "exit status $?"'
+    )
+    with working_container(AGENT_REF) as run:
+        out = run("sh", "-c", script, user="0:0", mounts=(kubeconfig,))
+    assert not re.search(r"Traceback|ImportError|ModuleNotFoundError|AttributeError", out), out
+    c = condition(admin, node)
+    assert c is not None, out
+    assert c["reason"] in {"ContiguousMemoryAvailable", "FreeMemoryFragmented"}, out
     assert out.strip().endswith("exit status 0"), out
 
 
