@@ -242,9 +242,9 @@ def test_agent_in_the_image_reports_to_a_real_api_server(
     kubeconfig = f"{agent_kubeconfig}:/k/agent.kubeconfig:ro"
     script = (
         f"printf '{config}' > /tmp/config.yaml; "
-        "timeout -s TERM 15 memfrag-agent run --config /tmp/config.yaml --log-format json "
-        f"--kubeconfig /k/agent.kubeconfig --node-name {node} --namespace {NAMESPACE}; "
-        'echo "exit status $?"'
+        "memfrag-agent run --config /tmp/config.yaml --log-format json "
+        f"--kubeconfig /k/agent.kubeconfig --node-name {node} --namespace {NAMESPACE} & "
+        'pid=$!; sleep 10; kill -TERM "$pid"; wait "$pid"; echo "exit status $?"'
     )
     with working_container(AGENT_REF) as run:
         out = run("sh", "-c", script, user="0:0", mounts=(kubeconfig,))
