@@ -165,7 +165,7 @@ def test_agent_image_bytecode_is_valid_whatever_the_mtimes(agent_archive: Path) 
     with working_container(AGENT_REF) as run:
         (counts, *examples) = run("python", "-c", PYC_CHECK, VENV).splitlines()
         counted, bad = counts.split()
-        assert int(counted) > 400, "every source of the venv (the pruned kubernetes: 200 or so)"
+        assert int(counted) > 400, "every source of the venv (pruned, kubernetes keeps 44)"
         assert int(bad) == 0, "\n".join(examples)
         valid_rss = run("python", "-c", PEAK_RSS).strip()
         assert recompiled(run) == []
