@@ -28,7 +28,8 @@ RUN python -m venv /opt/memfrag-agent \
 COPY pyproject.toml README.md deploy/image_prune.py ./
 COPY agent/ agent/
 # image_prune.py deletes kubernetes' unused parts, fails if `pip check` finds anything but the
-# requirements it leaves out, and imports every agent module in what is left.
+# requirements it leaves out, and imports every agent module and sends a client request in
+# what is left.
 # The .pyc pip would write record their source's mtime, and a builder need not keep mtimes
 # across the COPY --from below (one moved every source one second, so every import compiled in
 # memory and the uninstall hook peaked near 150 MiB, OOMKilled at 128 Mi). Checked-hash .pyc are
