@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,19 @@ def test_the_agent_imports_nothing_the_image_leaves_out() -> None:
     left_out_modules = {t for t, dists in tops.items() if left_out_dists & {norm(d) for d in dists}}
     assert "aiohttp" in left_out_modules and "yarl" in left_out_modules
     assert sorted({n.split(".")[0] for n in files} & left_out_modules) == []
+
+
+def test_the_charts_own_scripts_use_the_agents_client() -> None:
+    """Python the chart runs in the image (the cleanup hook's stop-agents) may not reach for
+    the generated client either: it uses agent.kube.client, the one importer of kubernetes."""
+    repo = Path(__file__).resolve().parents[3]
+    found = [
+        f"{path.relative_to(repo)}:{n}"
+        for top in ("charts", "deploy")
+        for path in sorted((repo / top).rglob("*.yaml"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*(from kubernetes\b|import kubernetes\b)", line)
+    ]
+    assert found == []
+    hook = (repo / "charts/memfrag-agent/templates/cleanup-hook.yaml").read_text()
+    assert "from agent.kube.client import ApiError, Kube" in hook
