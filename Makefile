@@ -20,7 +20,7 @@ tools:
 	@bash tests/tools/host.sh
 	@bash tests/tools/build.sh
 
-PYDIRS := agent tests $(wildcard bench lab)
+PYDIRS := agent tests deploy $(wildcard bench lab)
 
 lint: venv
 	$(BIN)/ruff check $(PYDIRS)
@@ -66,7 +66,8 @@ schema: venv
 	$(BIN)/python -m agent.config.schema
 
 image:
-	docker build -t memfrag-agent:dev .
+	docker build -t memfrag-agent:dev --build-arg REVISION="$$(git rev-parse HEAD)" \
+		--build-arg CREATED="$$(git show -s --format=%cI HEAD)" .
 
 e2e: venv tools
 	$(BIN)/pytest -q -rs tests/e2e

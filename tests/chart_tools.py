@@ -1,16 +1,11 @@
 """Helpers for the chart, manifest and image tests: helm and kubeconform runs, kubeconform schemas
-made offline from a live kube-apiserver's OpenAPI, Kubernetes toleration matching, the image's
-pinned dependencies, and a stand-in kubelet that "runs" a hook pod.
-
-`python -m tests.chart_tools constraints` prints deploy/image-constraints.txt: the pins the image
-build installs with (the runtime dependency closure of memfrag-agent, as in this venv, plus the
-build tools).
+made offline from a live kube-apiserver's OpenAPI, Kubernetes toleration matching, and a
+stand-in kubelet that "runs" a hook pod. (The image's pinned dependencies: tests/image_lock.py.)
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import json
 import os
 import re
@@ -23,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from packaging.requirements import Requirement
 
 from agent.kube.client import SMP, ApiError, Kube
 
@@ -34,7 +28,6 @@ HELM = TOOLS / "helm"
 KUBECONFORM = TOOLS / "kubeconform"
 DEPLOY_MANIFEST = REPO / "deploy" / "memfrag-agent.yaml"
 GENERATE_SH = REPO / "deploy" / "generate.sh"
-CONSTRAINTS = REPO / "deploy" / "image-constraints.txt"
 DOCKERFILE = REPO / "Dockerfile"
 AGENT_BIN = Path(sys.executable).parent / "memfrag-agent"
 
@@ -42,9 +35,6 @@ VAP_API = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
 # The cluster an offline render assumes: helm's own default depends on how it was built (this
 # one says v1.20) and lists API groups but no kinds, so capability checks need both flags.
 CLUSTER_CAPABILITIES = ("--kube-version", "1.35.4", "--api-versions", VAP_API)
-
-# Build tools the image's builder stage installs (pinned alongside the runtime closure).
-BUILD_TOOLS = {"pip": "26.3", "setuptools": "84.2.1", "wheel": "0.48.0"}
 
 
 def run(
@@ -237,55 +227,6 @@ def tolerates(tolerations: Iterable[Mapping[str, Any]], taint: Mapping[str, str]
     return False
 
 
-# --- the image's pinned dependencies -----------------------------------------------------------
-
-
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def runtime_closure(dist: str = "memfrag-agent") -> dict[str, str]:
-    """{normalized name: installed version} for `dist`'s runtime dependencies, transitively (no
-    extras, markers evaluated for this interpreter: the image's Python minor version)."""
-    found: dict[str, str] = {}
-    todo = [dist]
-    while todo:
-        name = todo.pop()
-        if _norm(name) in found:
-            continue
-        d = importlib.metadata.distribution(name)
-        found[_norm(name)] = d.version
-        for text in d.requires or []:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name)
-    found.pop(_norm(dist))
-    return dict(sorted(found.items()))
-
-
-def constraints_text() -> str:
-    lines = [
-        "# Pins for the image build (Dockerfile: pip install --constraint). Generated from the",
-        "# runtime dependency closure of memfrag-agent in the dev venv, plus the build tools:",
-        "#   .venv/bin/python -m tests.chart_tools constraints > deploy/image-constraints.txt",
-    ]
-    pins = {**runtime_closure(), **BUILD_TOOLS}
-    lines += [f"{name}=={version}" for name, version in sorted(pins.items())]
-    return "\n".join(lines) + "\n"
-
-
-def parse_constraints(text: str) -> dict[str, str]:
-    pins: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            name, sep, version = line.partition("==")
-            if not sep:
-                raise ValueError(f"not an exact pin: {line!r}")
-            pins[_norm(name)] = version.strip()
-    return pins
-
-
 # --- the agent's metrics -----------------------------------------------------------------------
 
 
@@ -451,15 +392,3 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
         out.append((word.upper(), rest.strip()))
         logical = ""
     return out
-
-
-def main(argv: Sequence[str]) -> int:
-    if list(argv) == ["constraints"]:
-        sys.stdout.write(constraints_text())
-        return 0
-    print("usage: python -m tests.chart_tools constraints", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -331,10 +331,22 @@ def host_ca_bundle() -> Path:
     raise ImageBuildError("agent image", "no CA bundle on this machine for pip's HTTPS")
 
 
-def build_agent_image(repo: Path = REPO_ROOT, out: Path = REPO_ROOT / "out" / "images") -> Path:
-    """Build `repo`'s Dockerfile as AGENT_REF; the docker-archive it is exported to."""
+def build_agent_image(
+    repo: Path = REPO_ROOT,
+    out: Path = REPO_ROOT / "out" / "images",
+    *,
+    revision: str | None = None,
+    ref: str = AGENT_REF,
+) -> Path:
+    """Build `repo`'s Dockerfile as `ref`; the docker-archive it is exported to.
+
+    `revision` defaults to `repo`'s HEAD; the created label is HEAD's commit time (so rebuilds
+    of one commit are one image, and its archive is not written again)."""
     buildah = Buildah(cache_dir())
-    revision = _run("git rev-parse HEAD", ["git", "-C", repo, "rev-parse", "HEAD"], timeout=30)
+    git = ["git", "-C", str(repo)]
+    head = _run("git rev-parse HEAD", [*git, "rev-parse", "HEAD"], timeout=30).strip()
+    created = _run("git show", [*git, "show", "-s", "--format=%cI", head], timeout=30).strip()
+    revision = revision or head
     with _locked(buildah.cache):
         base = base_image(buildah)
         buildah(
@@ -351,16 +363,27 @@ def build_agent_image(repo: Path = REPO_ROOT, out: Path = REPO_ROOT / "out" / "i
             "--pull=never",
             "--format", "docker",
             "--build-arg", f"PYTHON_IMAGE={base}",
-            "--build-arg", f"REVISION={revision.strip()}",
-            # buildah 1.28's layer cache keys a LABEL step by its text, not the ARG values it
-            # expands, so a cached build kept an older commit's revision; set at commit instead.
-            "--label", f"org.opencontainers.image.revision={revision.strip()}",
-            "--tag", AGENT_REF,
+            "--build-arg", f"REVISION={revision}",
+            "--build-arg", f"CREATED={created}",
+            # buildah 1.28's layer cache keys a LABEL or ENV step by its text, not the ARG values
+            # it expands, so a cached build kept an older commit's revision (label and the
+            # MEMFRAG_REVISION that memfrag_build_info reports); set them at commit instead.
+            *_commit_metadata(revision, created),
+            "--tag", ref,
             "--file", repo / "Dockerfile",
             repo,
             timeout=1800,
         )  # fmt: skip
-        return buildah.export(AGENT_REF, out / "memfrag-agent.tar")
+        return buildah.export(ref, out / "memfrag-agent.tar")
+
+
+def _commit_metadata(revision: str, created: str) -> list[str]:
+    """`buildah bud` options that set what varies per build on the committed image itself."""
+    return [
+        "--label", f"org.opencontainers.image.revision={revision}",
+        "--label", f"org.opencontainers.image.created={created}",
+        "--env", f"MEMFRAG_REVISION={revision}",
+    ]  # fmt: skip
 
 
 # --- the pause image ------------------------------------------------------------------------
