@@ -40,8 +40,9 @@ from agent.daemon.remediator import ClusterLock, Ran, Remediator
 from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
 from agent.daemon.tracing import MakeSource, Tracing, pod_names, trace_source
-from agent.decide.cycle import Facts, TickState, decide_tick, wants_taint_slot
+from agent.decide.cycle import Facts, TickState, decide_tick, early_decision, wants_taint_slot
 from agent.decide.ladder import Step, ladder
+from agent.decide.remediation import RemedyDecision, RemedyState
 from agent.decide.report import EventReason, EventSpec, EventType
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
@@ -316,6 +317,9 @@ class Agent:
             suppressed_window=FINDING_TTL,
             predictions=self.outlook.predictions(now, a, cfg),
             hugepages=huge.pools if huge is not None else (),
+            targets=self.outlook.targets if huge is not None else (),
+            compactable=self.observer.numa_nodes_with_compact(),
+            thp_fallback_per_minute=self.outlook.thp_fallback(now, obs),
         )
         if self.tracing is not None:
             self.tracing.poll(now)
@@ -356,8 +360,15 @@ class Agent:
             ran: Ran | None = None
             if d.run is not None and a is not None and obs is not None:
                 phase.close()
+                redecide = None
+                if d.early:  # asked again as it was decided: on the prediction
+                    acted = tuple(n for n in self.state.acted_early if n != d.run.arg)
+
+                    def redecide(r: RemedyState) -> RemedyDecision:
+                        return early_decision(facts, r, acted, cfg)
+
                 ran = self.remediator.carry_out(
-                    now, wall, d.run, obs, a, order, steps, self.state.remedy, cfg
+                    now, wall, d.run, obs, a, order, steps, self.state.remedy, cfg, redecide
                 )
                 self.state = dataclasses.replace(self.state, remedy=ran.state)
                 events += ran.events

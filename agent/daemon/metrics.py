@@ -8,6 +8,7 @@ server: an API outage shows in memfrag_api_up, and restarting the agent would no
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -199,6 +200,26 @@ class Metrics:
             ["size_kib", "numa_node"],
             registry=r,
         )
+        self.hugepages_target = Gauge(
+            "memfrag_hugepages_target",
+            "Hugepages the pool is expected to hold (assessment.hugepage_targets; numa_node "
+            "'all': the machine-wide pool)",
+            ["size_kib", "numa_node"],
+            registry=r,
+        )
+        self.hugepages_shortfall = Gauge(
+            "memfrag_hugepages_shortfall",
+            "Hugepages the pool lacks of its target (target minus nr_hugepages, at least 0)",
+            ["size_kib", "numa_node"],
+            registry=r,
+        )
+        self.thp_fallback = Gauge(
+            "memfrag_thp_fault_fallback_per_minute",
+            "THP page faults that fell back to small pages, per minute over the last minute or "
+            "more (vmstat thp_fault_fallback; NaN: no THP counters or no span yet)",
+            registry=r,
+        )
+        self.thp_fallback.set(math.nan)
         self.config_valid.set(1)
         for kind in KINDS:
             for order in (*range(16), None):

@@ -1,7 +1,8 @@
 """What comes next, per NUMA node: the trend of the free blocks at the target order (a bounded
 series per node, agent.assess.predict each tick) and how many hugepages could be allocated now
-(the pools under /sys re-read at the pagetypeinfo cadence, agent.assess.hugepages). Both only
-report: they feed the tick's Facts and their gauges, and never act."""
+(the pools under /sys re-read at the pagetypeinfo cadence, agent.assess.hugepages) against the
+configured targets; the THP fallback rate from vmstat deltas. They only report: they feed the
+tick's Facts and their gauges, and never act."""
 
 from __future__ import annotations
 
@@ -10,17 +11,25 @@ import math
 from collections import deque
 from pathlib import Path
 
-from agent.assess.hugepages import HugepageReadiness, readiness
+from agent.assess.hugepages import (
+    HugepageReadiness,
+    TargetReadiness,
+    readiness,
+    target_readiness,
+)
 from agent.assess.predict import Prediction, Sample, predict
+from agent.assess.rates import rate_per_minute
 from agent.assess.verdict import Assessment
 from agent.base.errors import MemfragError
 from agent.config.model import Config
+from agent.config.targets import parse_targets
 from agent.daemon.metrics import Metrics
 from agent.kernel.hugepages import read_hugepages
 from agent.kernel.observation import Observation
 
 log = logging.getLogger("memfrag.agent")
 MAX_KEPT = 1440  # samples per NUMA node, whatever the window and the poll interval
+THP_SPAN = 60.0  # seconds: the THP fallback rate is taken over at least this much
 
 
 class Trend:
@@ -74,7 +83,28 @@ class Outlook:
         self.metrics = metrics
         self.trend = Trend()
         self.hugepages: HugepageReadiness | None = None
+        self.targets: tuple[TargetReadiness, ...] = ()
         self._read_at = -1e18
+        self._thp_base: tuple[float, int] | None = None  # (monotonic, thp_fault_fallback)
+        self.thp_rate: float | None = None
+
+    def thp_fallback(self, now: float, obs: Observation | None) -> float | None:
+        """thp_fault_fallback per minute between two vmstat looks at least THP_SPAN apart (the
+        poll interval may be shorter); the last rate stands in between. A counter that went
+        backwards (another boot) starts over; a kernel without THP counters gives None."""
+        vm = obs.vmstat if obs is not None else None
+        if vm is None:
+            return self.thp_rate
+        cur = vm.get("thp_fault_fallback")
+        if cur is None:
+            self._thp_base, self.thp_rate = None, None
+        elif self._thp_base is None or cur < self._thp_base[1]:
+            self._thp_base, self.thp_rate = (now, cur), None
+        elif now - self._thp_base[0] >= THP_SPAN:
+            self.thp_rate = rate_per_minute(self._thp_base[1], cur, now - self._thp_base[0])
+            self._thp_base = (now, cur)
+        self.metrics.thp_fallback.set(math.nan if self.thp_rate is None else self.thp_rate)
+        return self.thp_rate
 
     def predictions(self, now: float, a: Assessment | None, cfg: Config) -> tuple[Prediction, ...]:
         """Record this tick's assessment and predict; the gauge gets every node with a series
@@ -107,10 +137,22 @@ class Outlook:
             pools = read_hugepages(self.sys_root)
         except MemfragError as exc:
             log.error("cannot read the hugepage pools: %s", exc)
-            self.hugepages = None
+            self.hugepages, self.targets = None, ()
+            self.metrics.hugepages_target.clear()
+            self.metrics.hugepages_shortfall.clear()
             return None
         self.hugepages = readiness(obs.buddy, obs.zoneinfo, pools, obs.page_size)
         for n in self.hugepages.nodes:
             value = math.nan if n.allocatable is None else n.allocatable
             gauge.labels(str(n.size_kib), str(n.node)).set(value)
+        # validated with the config: a parse error here cannot happen
+        self.targets = target_readiness(
+            self.hugepages, parse_targets(cfg.assessment.hugepage_targets)
+        )
+        self.metrics.hugepages_target.clear()
+        self.metrics.hugepages_shortfall.clear()
+        for t in self.targets:
+            labels = (str(t.size_kib), "all" if t.numa_node is None else str(t.numa_node))
+            self.metrics.hugepages_target.labels(*labels).set(t.target)
+            self.metrics.hugepages_shortfall.labels(*labels).set(t.shortfall)
         return self.hugepages

@@ -20,6 +20,7 @@ from agent.decide.ladder import Step
 from agent.decide.remediation import (
     ActionOutcome,
     PastAction,
+    RemedyDecision,
     RemedyState,
     after_action,
     decide_remediation,
@@ -37,6 +38,7 @@ log = logging.getLogger("memfrag.agent")
 SETTLE_SECONDS = 1.0
 Failed = Callable[[str, ApiError], None]
 Runner = Callable[[Step, ProcReader, float], ActionResult]
+Redecide = Callable[[RemedyState], RemedyDecision]  # the tick's decision, with the record's history
 
 
 def _run_step(step: Step, reader: ProcReader, timeout: float) -> ActionResult:
@@ -88,9 +90,12 @@ class ClusterLock:
         obs: Observation,
         remedy: RemedyState,
         cfg: RemediationConfig,
+        redecide: Redecide | None = None,
     ) -> tuple[str | None, RemedyState, ActionOutcome | None]:
         """(the slot or None, the remedy state with the node's history, 'skipped' when another
-        pod or the cluster's budget holds it, None when the node's record says not now)."""
+        pod or the cluster's budget holds it, None when the node's record says not now).
+        `redecide`: how the step was decided (default: the ladder's policy), asked again with
+        the record's history."""
         with self.budget():
             try:
                 record = self.record.lock(cfg.lease_seconds)
@@ -102,7 +107,11 @@ class ClusterLock:
                 return None, remedy, ActionOutcome.SKIPPED
             # The record may hold actions other pods ran since: decided again with them counted.
             remedy = merge_history(remedy, record.actions, self.holder, now, wall)
-            rd = decide_remediation(now, before, steps, remedy, cfg, obs.pressure, wall=wall)
+            rd = (
+                redecide(remedy)
+                if redecide is not None
+                else decide_remediation(now, before, steps, remedy, cfg, obs.pressure, wall=wall)
+            )
             remedy = rd.state
             slot: str | None = None
             skipped: ActionOutcome | None = None
@@ -170,6 +179,7 @@ class Remediator:
         steps: tuple[Step, ...],
         remedy: RemedyState,
         cfg: Config,
+        redecide: Redecide | None = None,
     ) -> Ran:
         rcfg = cfg.remediation
         if rcfg.mode == "dry-run":
@@ -188,7 +198,7 @@ class Remediator:
         slot: str | None = None
         if self.lock is not None:
             slot, remedy, skipped = self.lock.take(
-                now, wall, step, before, steps, obs, remedy, rcfg
+                now, wall, step, before, steps, obs, remedy, rcfg, redecide
             )
             if slot is None:
                 return Ran(skipped, remedy)
