@@ -40,6 +40,7 @@ from agent.daemon.remediator import ClusterLock, Ran, Remediator
 from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
 from agent.daemon.tracing import MakeSource, Tracing, pod_names, trace_source
+from agent.daemon.tuner import MemoryStore, RecordStore, Store, Tuner
 from agent.decide.cycle import Facts, TickState, decide_tick, early_decision, wants_taint_slot
 from agent.decide.ladder import Step, ladder
 from agent.decide.remediation import RemedyDecision, RemedyState
@@ -134,6 +135,8 @@ class Agent:
         self.reporter: Reporter | None = None
         self.stuck: StuckPods | None = None
         lock: ClusterLock | None = None
+        store: Store = MemoryStore()
+        tunable_slots: Semaphore | None = None
         if kube is not None:
             kube.observer = lambda err: self.metrics.api_result(None if err is None else err.status)
             self.events = EventRecorder(kube, node_name, wall=wall, monotonic=monotonic)
@@ -157,6 +160,14 @@ class Agent:
             self.reporter = Reporter(kube, node_name, record, taint_sem, self._api_failed)
             self.stuck = StuckPods(kube, node_name, self._api_failed)
             lock = ClusterLock(record, remedy_sem, self.holder, self._api_failed, self._budget)
+            store = RecordStore(record)
+            # Tunable trials hold a slot for two windows: their own slots, the same budget.
+            tunable_slots = Semaphore(
+                kube, namespace, "memfrag-tunables", self.holder, wall=wall, monotonic=monotonic
+            )
+        self.tuner = Tuner(
+            reader.proc, store, tunable_slots, self.holder, wall, self._api_failed, self._budget
+        )
         self.remediator = Remediator(
             reader, self.observer, lock, self.stop_event, monotonic, self.holder
         )
@@ -194,7 +205,12 @@ class Agent:
         return pti.pageblock_order if pti is not None else None
 
     def stop(self) -> None:
-        """What `run` releases on its way out: the HTTP server and our trace instance."""
+        """What `run` releases on its way out: a tunable trial (its original value back), the
+        HTTP server and our trace instance."""
+        with self._budget():
+            for ev in self.tuner.stop():
+                self._emit(ev)
+            self._flush_events()
         if self.tracing is not None:
             self.tracing.stop()
         if self.http is not None:
@@ -225,6 +241,8 @@ class Agent:
             self.remediator.review_tunables(obs, self.cfg.remediation)
         except MemfragError as exc:
             log.error("cannot review vm tunables: %s", exc)
+        for ev in self.tuner.resume():
+            self._emit(ev)
         next_poll = last_cycle = 0.0
         batch: list[Finding] = []
         while not self.stop_event.is_set():
@@ -373,6 +391,7 @@ class Agent:
                 self.state = dataclasses.replace(self.state, remedy=ran.state)
                 events += ran.events
                 phase.enter_context(self._budget())
+            events += self.tuner.tick(now, a, obs, cfg)
             # 6. record, once
             self._record(digest, a, len(stuck), shown, d.run, ran, assess_seconds, wall)
             for ev in events:

@@ -29,7 +29,7 @@ from agent.decide.remediation import (
 from agent.decide.report import EventReason, EventSpec, EventType
 from agent.kernel.observation import Observation
 from agent.kernel.procfs import ProcReader
-from agent.kernel.writes import ActionResult, run_step, write_tunable
+from agent.kernel.writes import ActionResult, run_step
 from agent.kube.errors import ApiError
 from agent.kube.leases import NodeRecord, Semaphore
 from agent.kube.leases import NodeState as RecordState
@@ -271,19 +271,16 @@ class Remediator:
         return Ran(result, state, (ev,), b0, b1, res.seconds)
 
     def review_tunables(self, obs: Observation, cfg: RemediationConfig) -> None:
-        """Log what the vm tunables review recommends; apply it when remediation.mode is on and
-        remediation.apply_tunables."""
+        """Log what the vm tunables review recommends; with remediation.apply_tunables (and mode
+        on) agent.daemon.tuner tries them one at a time, measured."""
         total = (obs.meminfo or {}).get("MemTotal")
+        trying = cfg.apply_tunables and cfg.mode == "on"
         for r in recommend(obs.sysctl, total):
-            if cfg.apply_tunables and cfg.mode == "on":
-                err = write_tunable(self.reader.proc, r.name, r.recommended)
-                log.info(
-                    "tunable vm.%s %d -> %d: %s",
-                    r.name,
-                    r.current,
-                    r.recommended,
-                    err or "applied",
-                    extra={"why": r.why},
-                )
-            else:
-                log.info("recommend vm.%s=%d (now %d): %s", r.name, r.recommended, r.current, r.why)
+            log.info(
+                "recommend vm.%s=%d (now %d): %s%s",
+                r.name,
+                r.recommended,
+                r.current,
+                r.why,
+                "; to be tried, measured" if trying else "",
+            )
