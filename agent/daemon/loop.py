@@ -41,6 +41,7 @@ from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
 from agent.daemon.tracing import MakeSource, Tracing, pod_names, trace_source
 from agent.daemon.tuner import MemoryStore, RecordStore, Store, Tuner
+from agent.decide.contiguity import LABEL
 from agent.decide.cycle import Facts, TickState, decide_tick, early_decision, wants_taint_slot
 from agent.decide.ladder import Step, ladder
 from agent.decide.remediation import RemedyDecision, RemedyState
@@ -374,6 +375,8 @@ class Agent:
                 self.state = dataclasses.replace(self.state, report=report)
                 if d.delete_stuck:
                     events += self.stuck.delete(stuck)
+                if d.label is not None:
+                    self.reporter.set_label(LABEL, d.label.value)
                 shown = self.reporter.shown(cfg.reporting)
             ran: Ran | None = None
             if d.run is not None and a is not None and obs is not None:

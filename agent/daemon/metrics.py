@@ -224,7 +224,7 @@ class Metrics:
         for kind in KINDS:
             for order in (*range(16), None):
                 self.findings.labels(kind, order_label(order))
-        for operation in ("condition", "event", "lease", "pod-delete", "taint"):
+        for operation in ("condition", "event", "label", "lease", "pod-delete", "taint"):
             self.api_errors.labels(operation)
         for reload in ("ok", "invalid"):
             self.config_reloads.labels(reload)

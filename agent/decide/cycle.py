@@ -14,6 +14,7 @@ from agent.assess.predict import Prediction
 from agent.assess.tracing import Ranked, TraceSummary, span
 from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
 from agent.config.model import AssessmentConfig, Config, ReportingConfig
+from agent.decide.contiguity import LabelChange, label_change
 from agent.decide.ladder import Step
 from agent.decide.nodeview import ConditionStatus, NodeView, taint_effects
 from agent.decide.remediation import RemedyDecision, RemedyState, decide_early, decide_remediation
@@ -77,6 +78,7 @@ class TickDecision:
     delete_stuck: bool  # the node just recovered and stuck pods are to be recreated
     state: TickState
     early: bool = False  # `run` acts on a prediction (remediation.act_on_prediction)
+    label: LabelChange | None = None  # the contiguity label to write (None: nothing)
 
 
 def wants_taint_slot(
@@ -286,6 +288,7 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
         delete_stuck=recovered and cfg.remediation.delete_stuck_pods,
         state=TickState(report_state, remedy, said, predicted_at, said_traced, acted_early),
         early=early,
+        label=label_change(a, f.view, cfg.reporting.contiguity_label, cfg.assessment),
     )
 
 

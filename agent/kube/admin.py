@@ -1,17 +1,18 @@
 """Cluster-wide operator commands: `status` (what the agent says about every node) and
-`cleanup` (remove every trace of the agent: taints, conditions, leases)."""
+`cleanup` (remove every trace of the agent: taints, conditions, labels, leases)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import Any
 
+from agent.decide.contiguity import LABEL as CONTIGUITY_LABEL
 from agent.decide.nodeview import CONDITION_TYPE, has_taint, node_view
 from agent.kube import paths
 from agent.kube.api import Api
 from agent.kube.errors import ApiError
 from agent.kube.leases import LABEL, LABEL_VALUE, OWNER, node_record_name, parse_node_state
-from agent.kube.nodes import delete_condition, write_taint
+from agent.kube.nodes import delete_condition, write_label, write_taint
 
 
 def list_all(kube: Api, path: str, query: dict[str, str] | None = None) -> list[dict[str, Any]]:
@@ -88,7 +89,8 @@ def status_table(rows: list[dict[str, Any]]) -> str:
 def cleanup(
     kube: Api, namespace: str, taint_key: str, taint_effects: Collection[str] = ()
 ) -> list[str]:
-    """Remove our taint and condition from every node and our Leases; report what was done.
+    """Remove our taint, condition and label from every node and our Leases; report what was
+    done.
 
     Our taint is our key with an effect the agent put on: the one each node's record names,
     and `taint_effects` (the configured effect, from the chart). The same key with any other
@@ -107,9 +109,13 @@ def cleanup(
         w = write_taint(kube, name, taint_key, None, ours, listed)
         if w.changed:
             done.append(f"node/{name}: removed taint {taint_key}:{','.join(w.removed)}")
-        if node_view(w.node).condition is not None:
+        view = node_view(w.node)
+        if view.condition is not None:
             delete_condition(kube, name)
             done.append(f"node/{name}: removed condition {CONDITION_TYPE}")
+        if CONTIGUITY_LABEL in view.labels:
+            write_label(kube, name, CONTIGUITY_LABEL, None)
+            done.append(f"node/{name}: removed label {CONTIGUITY_LABEL}")
     for lease in leases:
         name = lease["metadata"]["name"]
         try:

@@ -12,6 +12,7 @@ from agent.decide.nodeview import (
     CONDITION_TYPE,
     Condition,
     condition_patch,
+    label_patch,
     node_view,
     taint_effects,
     taint_patch,
@@ -98,4 +99,16 @@ def delete_condition(api: Api, name: str) -> JSON:
         paths.node_status(name),
         body={"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}},
         content_type=SMP,
+    )
+
+
+def write_label(api: Api, name: str, key: str, value: str | None) -> JSON:
+    """Our label only (metadata.labels merges by key; None removes it), with a few retries."""
+    return api.with_retries(
+        api.request,
+        "PATCH",
+        paths.node(name),
+        body=label_patch(key, value),
+        content_type=SMP,
+        attempts=3,
     )
