@@ -394,7 +394,7 @@ class Agent:
                 self.state = dataclasses.replace(self.state, remedy=ran.state)
                 events += ran.events
                 phase.enter_context(self._budget())
-            events += self.tuner.tick(now, a, obs, cfg)
+            events += self.tuner.tick(now, a, obs, cfg, disturbed=ran is not None)
             # 6. record, once
             self._record(digest, a, len(stuck), shown, d.run, ran, assess_seconds, wall)
             for ev in events:

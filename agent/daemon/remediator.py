@@ -241,10 +241,12 @@ class Remediator:
             if not res.ok
             else (ActionOutcome.OK if b1 > b0 else ActionOutcome.NO_EFFECT)
         )
+        early = before.verdict != Verdict.FRAGMENTED  # on a prediction: nothing to recover
         detail = (
             f"{step.name}: order>={order} blocks {b0} -> {b1} in {res.seconds:.1f}s, "
             f"page cache dropped {dropped} MiB"
-            + (", recovered" if recovered else ", still fragmented")
+            + (", ahead of the predicted fragmentation" if early else "")
+            + ("" if early else ", recovered" if recovered else ", still fragmented")
             + (f"; {res.error}" if res.error else "")
         )
         log.info(

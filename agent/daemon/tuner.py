@@ -75,10 +75,11 @@ class MemoryStore:
 
 
 def reading(
-    now: float, a: Assessment | None, obs: Observation | None, order: int
+    now: float, a: Assessment | None, obs: Observation | None, order: int, disturbed: bool = False
 ) -> Reading | None:
     """This tick's numbers; None when the node was not assessed or the tick was raised to a
-    kernel-log finding's order (its blocks count something else)."""
+    kernel-log finding's order (its blocks count something else). `disturbed`: a remediation
+    step ran this tick."""
     if a is None or obs is None or a.order != order:
         return None
     vm = obs.vmstat or {}
@@ -88,6 +89,7 @@ def reading(
         vm.get("compact_stall"),
         vm.get("pageoutrun"),
         a.verdict == Verdict.FRAGMENTED,
+        disturbed,
     )
 
 
@@ -158,9 +160,14 @@ class Tuner:
 
     # --- one tick ------------------------------------------------------------------------------
     def tick(
-        self, now: float, a: Assessment | None, obs: Observation | None, cfg: Config
+        self,
+        now: float,
+        a: Assessment | None,
+        obs: Observation | None,
+        cfg: Config,
+        disturbed: bool = False,
     ) -> list[EventSpec]:
-        r = reading(now, a, obs, cfg.assessment.target_order)
+        r = reading(now, a, obs, cfg.assessment.target_order, disturbed)
         recs: tuple[Recommendation, ...] = ()
         if obs is not None:
             total = (obs.meminfo or {}).get("MemTotal")

@@ -10,7 +10,8 @@ Helped, over equal windows: the free blocks at the target order (their mean) gre
 more, or compaction stalls per minute fell by a quarter or more with the blocks not 10 % lower;
 and neither stalls rose by more than 10 % (plus one a minute) nor kswapd runs tripled (plus one a
 minute). A window in which the node fragmented measures the fragmentation, not the knob: the
-baseline starts over, a trial is rolled back."""
+baseline starts over, a trial is rolled back; one in which a remediation step ran (a compaction
+moves every number) starts over, the knob as it is."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class Reading:
     compact_stall: int | None
     kswapd_runs: int | None  # vmstat pageoutrun: kswapd's balancing runs
     fragmented: bool
+    disturbed: bool = False  # a remediation step ran this tick: its effect is not the knob's
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,10 @@ def decide_tuning(
         state = replace(s, phase=Phase.BASELINE, trial=trial, window=start(r), baseline=None)
         return TuneDecision(
             state, TuneAction(TuneKind.BEGIN, trial), (), f"measuring before vm.{rec.name}"
+        )
+    if r.disturbed and s.phase in (Phase.BASELINE, Phase.TRIAL):
+        return TuneDecision(
+            replace(s, window=start(r)), None, (), "a remediation ran: the window starts over"
         )
     if s.phase == Phase.BASELINE:
         if r.fragmented:

@@ -193,6 +193,13 @@ def test_act_on_prediction_compacts_the_numa_node_once_through_the_remediation_p
     assert conds[-1] is not None and conds[-1]["reason"] == "FragmentationPredicted"
     assert ran == ["compact-node=0"]
     assert w.events().count("RemediationNoEffect") + w.events().count("RemediationSucceeded") == 1
+    assert w.kube is not None
+    (said,) = [
+        o["message"]
+        for k, o in w.kube.objects.items()
+        if "/events/" in k and o["reason"].startswith("Remediation")
+    ]
+    assert "ahead of the predicted fragmentation" in said and "recovered" not in said
     assert (
         sample(
             w.agent,

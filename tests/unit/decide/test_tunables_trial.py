@@ -127,3 +127,14 @@ def test_judge_blocks_stalls_and_kswapd() -> None:
     assert not judge(base, Effect(130, 20.0, 2.0))[0]  # more blocks, twice the stalls
     assert not judge(base, Effect(130, 10.0, 9.0))[0]  # kswapd runs more than tripled
     assert judge(Effect(100, None, None), Effect(120, None, None))[0]  # no counters: blocks
+
+
+def test_a_remediation_in_a_window_starts_it_over_without_judging() -> None:
+    s = decide_tuning(rd(0, 100), RECS, TunerState(), CFG).state
+    d = decide_tuning(dataclasses.replace(rd(300, 900), disturbed=True), RECS, s, CFG)
+    assert d.action is None and d.state.window is not None and d.state.window.first.at == 300
+    s, _, _ = drive(s, 60, blocks=100)
+    assert s.phase == Phase.TRIAL
+    d = decide_tuning(dataclasses.replace(rd(WINDOW + 200, 900), disturbed=True), RECS, s, CFG)
+    assert d.action is None and d.state.phase == Phase.TRIAL  # the knob stays, measured anew
+    assert d.state.window is not None and d.state.window.first.at == WINDOW + 200
