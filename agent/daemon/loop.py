@@ -167,7 +167,14 @@ class Agent:
                 kube, namespace, "memfrag-tunables", self.holder, wall=wall, monotonic=monotonic
             )
         self.tuner = Tuner(
-            reader.proc, store, tunable_slots, self.holder, wall, self._api_failed, self._budget
+            reader.proc,
+            store,
+            tunable_slots,
+            self.holder,
+            wall,
+            self._api_failed,
+            self._budget,
+            lambda name, result: self.metrics.tunable_trials.labels(name, result).inc(),
         )
         self.remediator = Remediator(
             reader, self.observer, lock, self.stop_event, monotonic, self.holder

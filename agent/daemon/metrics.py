@@ -27,11 +27,13 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
+from agent.assess.tunables import KNOBS
 from agent.assess.verdict import Assessment, Verdict
 from agent.base.errors import MemfragError
 from agent.daemon.httpserver import BoundedHTTPServer
 from agent.decide.ladder import Step
 from agent.decide.remediation import ActionOutcome
+from agent.decide.tunables import TrialResult
 from agent.kernel.actions import ActionKind
 from agent.kernel.kmsg import KINDS
 
@@ -220,6 +222,15 @@ class Metrics:
             registry=r,
         )
         self.thp_fallback.set(math.nan)
+        self.tunable_trials = Counter(
+            "memfrag_tunable_trials",
+            "Measured vm tunable trials by knob and how each ended (remediation.apply_tunables)",
+            ["tunable", "result"],
+            registry=r,
+        )
+        for knob in KNOBS:
+            for ended in TrialResult:
+                self.tunable_trials.labels(knob, ended)
         self.config_valid.set(1)
         for kind in KINDS:
             for order in (*range(16), None):

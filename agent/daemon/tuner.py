@@ -103,9 +103,11 @@ class Tuner:
         wall: Callable[[], float],
         failed: Failed,
         budget: Budget,
+        ended: Callable[[str, TrialResult], None] = lambda name, result: None,
     ) -> None:
+        """`ended`: told of every trial that ended (the metric)."""
         self.proc, self.store, self.slots, self.holder = proc, store, slots, holder
-        self.wall, self.failed, self.budget = wall, failed, budget
+        self.wall, self.failed, self.budget, self.ended = wall, failed, budget, ended
         self.state = TunerState()
         self.slot: str | None = None
 
@@ -177,6 +179,12 @@ class Tuner:
         return self._carry_out(d, before, cfg)
 
     def _carry_out(self, d: TuneDecision, before: TunerState, cfg: Config) -> list[EventSpec]:
+        events = self._carry(d, before, cfg)
+        for name, result in self.state.done[len(before.done) :]:
+            self.ended(name, result)
+        return events
+
+    def _carry(self, d: TuneDecision, before: TunerState, cfg: Config) -> list[EventSpec]:
         act = d.action
         events = list(d.events)
         if act is None:

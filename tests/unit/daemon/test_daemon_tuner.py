@@ -12,7 +12,7 @@ from typing import Any
 from agent.daemon.loop import Agent
 from agent.kube import paths
 from agent.kube.leases import TRIAL, TUNED, node_record_name
-from tests.unit.daemon.test_daemon_loop import World
+from tests.unit.daemon.test_daemon_loop import World, sample
 from tests.unit.daemon.test_daemon_outlook import with_order10
 
 TRIAL_S = 120
@@ -80,6 +80,9 @@ def test_a_knob_that_helps_is_kept_with_an_event(tmp_path: Path) -> None:
         ["watermark_scale_factor", "kept"]
     ]
     assert not slots(w)  # the slot is given back
+    trials = "memfrag_tunable_trials_total"
+    assert sample(w.agent, trials, {"tunable": "watermark_scale_factor", "result": "kept"}) == 1
+    assert sample(w.agent, trials, {"tunable": "extfrag_threshold", "result": "kept"}) == 0
     w.tick(60)
     assert not slots(w)  # nothing left to try (the knob is at the recommended value now)
 
