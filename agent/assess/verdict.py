@@ -58,6 +58,12 @@ class Reason(StrEnum):
     # the daemon's, while not fragmented: a NUMA node's trend crosses the line within the horizon
     FRAGMENTATION_PREDICTED = "FragmentationPredicted"
     ASSESSMENT_FAILED = "AssessmentFailed"  # the daemon's, when nothing could be assessed
+    # The daemon's second condition, MemoryFragmentationUnremediable (what a NodeHealthCheck
+    # selects): True with REMEDIATION_EXHAUSTED once every step the agent may take ran in this
+    # fragmented episode without recovery (for an unmovable cause: its one attempt); False with
+    # REMEDIATION_NOT_EXHAUSTED otherwise (not fragmented, or a step is still to come).
+    REMEDIATION_EXHAUSTED = "RemediationExhausted"
+    REMEDIATION_NOT_EXHAUSTED = "RemediationNotExhausted"
 
 
 REASONS: dict[NodeState, Reason] = {

@@ -4,7 +4,6 @@ tunables review, hugepage readiness and the known signatures of a kernel log."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
@@ -13,8 +12,9 @@ from agent.assess.hugepages import HugepageReadiness, readiness
 from agent.assess.signatures import SignatureMatch, match_line
 from agent.assess.tunables import recommend
 from agent.assess.verdict import assess
-from agent.cli.common import EXIT
+from agent.cli.common import EXIT, SYS_ROOT_HELP, add_command
 from agent.cli.inputs import kernel_version, open_log
+from agent.cli.output import add_output, emit
 from agent.cli.render import (
     assessment_json,
     assessment_table,
@@ -39,15 +39,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     plan = ladder(a, reader.numa_nodes_with_compact(), cfg.remediation.allow_drop_caches)
     tunables = recommend(obs.sysctl, (obs.meminfo or {}).get("MemTotal"))
     huge, sigs = check_extras(args, reader, obs)
-    if args.output == "json":
-        doc = assessment_json(a, plan, args.proc_root, tunables)
-        doc["hugepages"] = hugepages_json(huge)
-        doc["signatures"] = [m.to_json() for m in sigs]
-        print(json.dumps(doc, indent=2))
-    else:
-        sys.stdout.write(assessment_table(a, plan, args.proc_root, cfg.remediation.mode, tunables))
+    doc = assessment_json(a, plan, args.proc_root, tunables)
+    doc["hugepages"] = hugepages_json(huge)
+    doc["signatures"] = [m.to_json() for m in sigs]
+
+    def text(_wide: bool) -> str:
         more = hugepages_lines(huge) + (signature_lines(sigs) if args.log else [])
-        sys.stdout.write("\n".join(more) + "\n")
+        return (
+            assessment_table(a, plan, args.proc_root, cfg.remediation.mode, tunables)
+            + "\n".join(more)
+            + "\n"
+        )
+
+    emit(args.output, doc, text)
     return EXIT[a.verdict]
 
 
@@ -84,12 +88,12 @@ def check_extras(
 
 
 def add_parser(sub: Any) -> None:
-    c = sub.add_parser("check", help="assess this host (or a /proc snapshot) once")
+    c = add_command(sub, "check", "assess this host (or a /proc snapshot) once")
     c.add_argument("--proc-root", default="/proc", help="a /proc or a snapshot laid out like it")
-    c.add_argument("--sys-root", default="/sys")
+    c.add_argument("--sys-root", default="/sys", help=SYS_ROOT_HELP)
     c.add_argument("--config", help="YAML config file (the daemon's ConfigMap format)")
     c.add_argument("--order", type=int, help="target order (default: from the config, 4)")
-    c.add_argument("--output", choices=("table", "json"), default="table")
+    add_output(c)
     c.add_argument(
         "--hugepages",
         action="append",

@@ -13,8 +13,6 @@ in the zones that serve the workload, the same numbers `check` and the node cond
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +20,14 @@ from typing import Any
 
 from agent.assess.readiness import Gate, Need, gate, where
 from agent.base.errors import MemfragError
+from agent.cli.common import (
+    EXIT_NOT_READY,
+    EXIT_OK,
+    PROC_ROOT_HELP,
+    SYS_ROOT_HELP,
+    add_command,
+)
+from agent.cli.output import add_output, emit
 from agent.config.load import load
 from agent.decide.ladder import Step
 from agent.decide.readiness import preparation
@@ -131,18 +137,21 @@ def cmd_ready(args: argparse.Namespace) -> int:
             ),
             first,
         )
-    if args.output == "json":
-        print(json.dumps(ready_json(need, result, done, args.proc_root), indent=2))
-    else:
-        sys.stdout.write(ready_text(need, result, done, planned=args.prepare and not first.ok))
-    return 0 if result.ok else 1
+    planned = args.prepare and not first.ok
+    emit(
+        args.output,
+        ready_json(need, result, done, args.proc_root),
+        lambda _wide: ready_text(need, result, done, planned=planned),
+    )
+    return EXIT_OK if result.ok else EXIT_NOT_READY
 
 
 def add_parser(sub: Any) -> None:
-    r = sub.add_parser(
+    r = add_command(
+        sub,
         "ready",
-        help="exit 0 if this node can serve M free blocks of order N now (1 if not)",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        "exit 0 if this node can serve M free blocks of order N now (1 if not)",
+        __doc__.splitlines()[0] if __doc__ else None,
     )
     r.add_argument("--order", type=int, required=True, help="the block order needed (0-12)")
     r.add_argument("--blocks", type=int, required=True, help="how many such blocks")
@@ -155,7 +164,7 @@ def add_parser(sub: Any) -> None:
     )
     r.add_argument("--timeout", type=float, default=120.0, help="seconds for all preparation steps")
     r.add_argument("--config", help="YAML config file (remediation.allow_drop_caches is read)")
-    r.add_argument("--proc-root", default="/proc")
-    r.add_argument("--sys-root", default="/sys")
-    r.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    r.add_argument("--proc-root", default="/proc", help=PROC_ROOT_HELP)
+    r.add_argument("--sys-root", default="/sys", help=SYS_ROOT_HELP)
+    add_output(r)
     r.set_defaults(func=cmd_ready)

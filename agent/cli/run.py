@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.base.errors import MemfragError
-from agent.cli.common import DEFAULT_NAMESPACE
+from agent.cli.common import (
+    DEFAULT_NAMESPACE,
+    EXIT_UNKNOWN,
+    PROC_ROOT_HELP,
+    SYS_ROOT_HELP,
+    add_cluster,
+    add_command,
+)
 from agent.kernel.procfs import ProcReader
 
 
@@ -40,11 +47,29 @@ def lease_holder(args: argparse.Namespace, environ: Mapping[str, str]) -> str | 
 
 def cmd_run(args: argparse.Namespace) -> int:
     # Imported here: `check` and the other commands never load the daemon or the API client.
-    from agent.config.reload import ConfigFile
     from agent.daemon import logs
-    from agent.daemon.loop import Agent
 
     logs.setup(args.log_format, args.log_level)
+    agent = None
+    try:
+        agent = build_agent(args)
+        agent.start()  # the metrics port, the watches, the kernel log
+    except (MemfragError, OSError) as exc:
+        # One line in the log's own format (JSON with --log-format json), on stderr like every
+        # log line: a collector parses it as it parses the rest.
+        logs.fatal(exc)
+        if agent is not None:
+            agent.stop()
+        return EXIT_UNKNOWN
+    return int(agent.run())
+
+
+def build_agent(args: argparse.Namespace) -> Any:
+    """Everything `run` checks before the first tick: the node's name, the config, /proc, the
+    credentials. MemfragError (or OSError) says which failed."""
+    from agent.config.reload import ConfigFile
+    from agent.daemon.loop import Agent
+
     if args.standalone:
         node = args.node_name or os.environ.get("NODE_NAME", "") or socket.gethostname()
         namespace, holder = "", None
@@ -57,13 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.standalone:
         from agent.kube.client import Kube
 
-        kube = Kube.from_environment(args.kubeconfig)
+        kube = Kube.from_environment(args.kubeconfig, args.context)
     reader = ProcReader(args.proc_root, args.sys_root)
-    return Agent(node, kube, config, reader, namespace=namespace, holder=holder).run()
+    return Agent(node, kube, config, reader, namespace=namespace, holder=holder)
 
 
 def add_parser(sub: Any) -> None:
-    r = sub.add_parser("run", help="the per-node daemon (DaemonSet)")
+    r = add_command(sub, "run", "the per-node daemon (DaemonSet)")
     r.add_argument("--config", help="config file (the mounted ConfigMap); reloaded on change")
     r.add_argument(
         "--standalone",
@@ -71,14 +96,21 @@ def add_parser(sub: Any) -> None:
         help="no API server (a plain Linux host): observe, assess, remediate, metrics, logs",
     )
     r.add_argument("--node-name", help="default: $NODE_NAME (standalone: else the hostname)")
-    r.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG")
-    r.add_argument("--proc-root", default="/proc")
-    r.add_argument("--sys-root", default="/sys")
-    r.add_argument(
-        "--namespace", help=f"for Lease slots; default: $POD_NAMESPACE, else {DEFAULT_NAMESPACE}"
-    )
+    add_cluster(r, f"for Lease slots; default: $POD_NAMESPACE, else {DEFAULT_NAMESPACE}", None)
+    r.add_argument("--proc-root", default="/proc", help=PROC_ROOT_HELP)
+    r.add_argument("--sys-root", default="/sys", help=SYS_ROOT_HELP)
     r.add_argument("--pod-name", help="holder of Lease slots; default: $POD_NAME")
     r.add_argument("--pod-uid", help="with --pod-name; default: $POD_UID")
-    r.add_argument("--log-format", choices=("json", "text"), default="json")
-    r.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    r.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one object per line (start-up failures too); text: for people (default json)",
+    )
+    r.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the least severe level logged (default INFO)",
+    )
     r.set_defaults(func=cmd_run)

@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import enum
-import json
-import sys
 import threading
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from agent.assess.tracing import Ranked, TraceSummary, summarize, top_pods
 from agent.base.errors import MemfragError
+from agent.cli.common import PROC_ROOT_HELP, add_command
+from agent.cli.output import add_output, emit
 from agent.kernel.cgroups import CgroupReader
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
@@ -24,15 +24,19 @@ DEFAULT_ORDER = 4
 
 
 def add_parser(sub: Any) -> None:
-    t = sub.add_parser("trace", help="count every failed high-order allocation, steal, compaction")
+    t = add_command(sub, "trace", "count every failed high-order allocation, steal, compaction")
     t.add_argument("--seconds", type=float, default=10.0, help="how long to trace (default 10)")
     t.add_argument(
         "--order", type=int, default=DEFAULT_ORDER, help="count failures at or above this order"
     )
     t.add_argument("--top", type=int, default=5, help="processes and pods to name (top N)")
-    t.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    t.add_argument("--proc-root", default="/proc")
-    t.add_argument("--cgroup-root", default="/sys/fs/cgroup")
+    add_output(t)
+    t.add_argument("--proc-root", default="/proc", help=PROC_ROOT_HELP)
+    t.add_argument(
+        "--cgroup-root",
+        default="/sys/fs/cgroup",
+        help="the cgroup v2 mount, for pods' kernel memory (default /sys/fs/cgroup)",
+    )
     t.add_argument("--kmsg", default="/dev/kmsg", help="the kernel log to compare with")
     t.set_defaults(func=cmd_trace)
 
@@ -84,10 +88,11 @@ def cmd_trace(args: argparse.Namespace) -> int:
         "stale_instance_removed": source.stale_removed,
         "pods_by_kernel_memory": pods,
     }
-    if args.output == "json":
-        print(json.dumps(_plain(report), indent=2))
-    else:
-        sys.stdout.write(table(summary, log.lines, log.suppressed, _plain(pods)))
+    emit(
+        args.output,
+        _plain(report),
+        lambda _wide: table(summary, log.lines, log.suppressed, _plain(pods)),
+    )
     return 0
 
 

@@ -208,7 +208,9 @@ class Agent:
         try:
             pti = self.reader.observe(with_pagetypeinfo=True).pagetype
         except MemfragError as exc:
-            log.warning("tracing: no pageblock order (%s): every steal is traced", exc)
+            log.warning(
+                "tracing: no pageblock order: every steal is traced", extra={"error": str(exc)}
+            )
             return None
         return pti.pageblock_order if pti is not None else None
 
@@ -227,7 +229,8 @@ class Agent:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
-        self.start()
+        if self.http is None:  # `run` starts it first, to tell a start-up failure as such
+            self.start()
         try:
             return self._run()
         finally:
@@ -248,7 +251,7 @@ class Agent:
             obs = self.reader.observe(with_pagetypeinfo=False)
             self.remediator.review_tunables(obs, self.cfg.remediation)
         except MemfragError as exc:
-            log.error("cannot review vm tunables: %s", exc)
+            log.error("cannot review vm tunables", extra={"error": str(exc)})
         for ev in self.tuner.resume():
             self._emit(ev)
         next_poll = last_cycle = 0.0
@@ -267,7 +270,8 @@ class Agent:
             next_poll = last_cycle + self.cfg.sources.poll_interval_seconds
         log.info(
             "stopping (signal)"
-            + ("" if self.kube is None else "; the node keeps its condition and taint")
+            if self.kube is None
+            else "stopping (signal); the node keeps its condition and taint"
         )
         return 0
 
@@ -277,7 +281,7 @@ class Agent:
         if not r.changed and r.error is None:
             return
         if r.error:
-            log.error("config: %s", r.error)
+            log.error("config invalid: keeping the last good one", extra={"error": r.error})
             self.metrics.config_valid.set(0)
             self.metrics.config_reloads.labels("invalid").inc()
             self._emit(EventSpec(EventType.WARNING, EventReason.CONFIG_INVALID, r.error))
@@ -290,10 +294,13 @@ class Agent:
             for key in RESTART_KEYS:
                 a, b = getattr(old, section), getattr(self.cfg, section)
                 if hasattr(a, key) and getattr(a, key) != getattr(b, key):
-                    log.warning("config: %s.%s changes at the next restart", section, key)
+                    log.warning(
+                        "config key changes at the next restart",
+                        extra={"key": f"{section}.{key}"},
+                    )
         self.metrics.config_valid.set(1)
         self.metrics.config_reloads.labels("ok").inc()
-        log.info("config reloaded from %s", self.config_file.path)
+        log.info("config reloaded", extra={"path": self.config_file.path})
 
     def api_budget(self) -> float:
         """Seconds of API calls one phase of a tick may take: enough for a slow API server,
@@ -322,7 +329,7 @@ class Agent:
         try:
             obs, a = self.observer.observe(now, cfg, order, urgent=bool(batch))
         except MemfragError as exc:
-            log.error("cannot assess: %s", exc)
+            log.error("cannot assess", extra={"error": str(exc)})
             error = str(exc)
         assess_seconds = time.perf_counter() - start
         steps: tuple[Step, ...] = ()
@@ -416,8 +423,7 @@ class Agent:
             return
         self._logged = key
         log.info(
-            "assessment %s",
-            verdict,
+            "assessment changed",
             extra={"verdict": verdict, "reason": reason, "text": message, "remediation": why},
         )
 
@@ -427,7 +433,10 @@ class Agent:
         assert self.reporter is not None
         view = self.reporter.view()
         if view is None:
-            log.warning("node %s not known yet (API unreachable or no such Node)", self.node_name)
+            log.warning(
+                "node not known yet (API unreachable or no such Node)",
+                extra={"node": self.node_name},
+            )
             return facts
         owned = self.reporter.owned_effects()
         verdict = facts.assessment.verdict if facts.assessment is not None else Verdict.UNKNOWN
@@ -484,9 +493,7 @@ class Agent:
                 level = logging.WARNING if ev.type == EventType.WARNING else logging.INFO
                 log.log(
                     level,
-                    "event %s: %s",
-                    ev.reason,
-                    ev.message,
+                    "event",
                     extra={"event": {"type": ev.type, "reason": ev.reason, "message": ev.message}},
                 )
                 continue
@@ -498,4 +505,4 @@ class Agent:
     def _api_failed(self, op: str, exc: ApiError) -> None:
         """Counted and logged; memfrag_api_up follows every request through Kube.observer."""
         self.metrics.api_errors.labels(op).inc()
-        log.warning("API %s failed: %s", op, exc)
+        log.warning("API request failed", extra={"op": op, "error": str(exc)})

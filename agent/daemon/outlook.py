@@ -136,7 +136,7 @@ class Outlook:
         try:
             pools = read_hugepages(self.sys_root)
         except MemfragError as exc:
-            log.error("cannot read the hugepage pools: %s", exc)
+            log.error("cannot read the hugepage pools", extra={"error": str(exc)})
             self.hugepages, self.targets = None, ()
             self.metrics.hugepages_target.clear()
             self.metrics.hugepages_shortfall.clear()

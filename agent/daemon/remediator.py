@@ -116,7 +116,10 @@ class ClusterLock:
             slot: str | None = None
             skipped: ActionOutcome | None = None
             if rd.step != step:
-                log.info("not running %s: %s (the node's record)", step.name, rd.why)
+                log.info(
+                    "not running the step: the node's record says otherwise",
+                    extra={"action": step.name, "why": rd.why},
+                )
             else:
                 try:
                     slot = self.slots.acquire(cfg.max_concurrent_nodes, cfg.lease_seconds)
@@ -124,8 +127,11 @@ class ClusterLock:
                     self.failed("lease", exc)
                 if slot is None:
                     log.info(
-                        "waiting for a remediation slot (%d nodes remediating already)",
-                        cfg.max_concurrent_nodes,
+                        "waiting for a remediation slot (as many nodes remediate already)",
+                        extra={
+                            "action": step.name,
+                            "max_concurrent_nodes": cfg.max_concurrent_nodes,
+                        },
                     )
                     skipped = ActionOutcome.SKIPPED
             if slot is None:
@@ -184,8 +190,7 @@ class Remediator:
         rcfg = cfg.remediation
         if rcfg.mode == "dry-run":
             log.info(
-                "dry-run: would run %s",
-                step.name,
+                "dry-run: would run",
                 extra={"action": step.name, "why": step.why, "result": ActionOutcome.DRY_RUN},
             )
             ev = EventSpec(
@@ -250,8 +255,7 @@ class Remediator:
             + (f"; {res.error}" if res.error else "")
         )
         log.info(
-            "remediation %s",
-            result,
+            "remediation done",
             extra={
                 "action": step.name,
                 "result": result,
@@ -279,10 +283,12 @@ class Remediator:
         trying = cfg.apply_tunables and cfg.mode == "on"
         for r in recommend(obs.sysctl, total):
             log.info(
-                "recommend vm.%s=%d (now %d): %s%s",
-                r.name,
-                r.recommended,
-                r.current,
-                r.why,
-                "; to be tried, measured" if trying else "",
+                "tunable recommended",
+                extra={
+                    "tunable": f"vm.{r.name}",
+                    "current": r.current,
+                    "recommended": r.recommended,
+                    "why": r.why,
+                    "to_be_tried": trying,  # measured, one at a time (agent.daemon.tuner)
+                },
             )

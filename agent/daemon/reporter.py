@@ -116,7 +116,10 @@ class Reporter:
         state = d.state
         if d.condition is not None:
             try:
-                self.node_inf.offer(write_condition(self.kube, self.node, d.condition))
+                more = () if d.unremediable is None else (d.unremediable,)
+                self.node_inf.offer(
+                    write_condition(self.kube, self.node, d.condition, *more, summary=d.summary)
+                )
                 state = dataclasses.replace(state, written_at=now)
             except ApiError as exc:
                 self.failed("condition", exc)
@@ -131,7 +134,7 @@ class Reporter:
         next tick sees it and writes nothing."""
         try:
             self.node_inf.offer(write_label(self.kube, self.node, key, value))
-            log.info("node label %s=%s", key, value if value is not None else "(removed)")
+            log.info("node label written", extra={"label": key, "value": value})
         except ApiError as exc:
             self.failed("label", exc)
 
@@ -166,7 +169,10 @@ class Reporter:
             return False
         if w.changed:
             self.node_inf.offer(w.node)
-            log.info("taint %s %s:%s", "set" if present else "removed", cfg.taint_key, effect)
+            log.info(
+                "taint set" if present else "taint removed",
+                extra={"taint_key": cfg.taint_key, "effect": effect},
+            )
         self._record_effects({effect} if present else set())
         return True
 

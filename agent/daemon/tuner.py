@@ -129,7 +129,10 @@ class Tuner:
         now = read_tunable(self.proc, t.name)
         tuned = (*rec.tuned, (t.name, TrialResult.ROLLED_BACK.value))
         if now != t.value:
-            log.info("tunable trial of vm.%s found ended (reads %s): dropped", t.name, now)
+            log.info(
+                "tunable trial found ended: dropped",
+                extra={"tunable": f"vm.{t.name}", "current": now, "trial_value": t.value},
+            )
             self._save(None, tuned)
             self.state = TunerState(done=(*done, (t.name, TrialResult.ROLLED_BACK)))
             return []
@@ -138,7 +141,7 @@ class Tuner:
             f"vm.{t.name} {t.value} -> {t.original}: rolled back, the trial (by {t.by}) was "
             "interrupted" + (f"; {err}" if err else "")
         )
-        log.warning("tunable %s", text)
+        log.warning("tunable trial rolled back", extra={"text": text})
         if err is None:
             self._save(None, tuned)
             self.state = TunerState(done=(*done, (t.name, TrialResult.ROLLED_BACK)))
@@ -152,7 +155,7 @@ class Tuner:
             err = set_tunable(self.proc, t.name, t.original)
             text = f"vm.{t.name} {t.value} -> {t.original}: rolled back, the agent is stopping"
             text += f"; {err}" if err else ""
-            log.info("tunable %s", text)
+            log.info("tunable trial rolled back", extra={"text": text})
             events.append(EventSpec(EventType.NORMAL, EventReason.TUNABLE_ROLLED_BACK, text))
             if err is None:
                 self._save(None, self._tuned(self.state.done))
@@ -195,12 +198,14 @@ class Tuner:
         t = act.trial
         if act.kind == TuneKind.BEGIN:
             if not self._renew(cfg):
-                log.info("tunable trial of vm.%s waits for a slot", t.name)
+                log.info("tunable trial waits for a slot", extra={"tunable": f"vm.{t.name}"})
                 return events  # state stays idle: asked again next tick
             log.info(
-                "tunable trial of vm.%s: measuring %gs first",
-                t.name,
-                cfg.remediation.tunables_trial_seconds,
+                "tunable trial: measuring the baseline first",
+                extra={
+                    "tunable": f"vm.{t.name}",
+                    "seconds": cfg.remediation.tunables_trial_seconds,
+                },
             )
             self.state = d.state
             return events
@@ -213,12 +218,12 @@ class Tuner:
                 if read_tunable(self.proc, t.name) != t.original:
                     set_tunable(self.proc, t.name, t.original)
                 nd = not_written(before, t, err)
-                log.warning("tunable %s", nd.why)
+                log.warning("tunable not written", extra={"text": nd.why})
                 self.state = nd.state
                 self._save(None, self._tuned(nd.state.done))
                 self._release()
                 return list(nd.events)
-            log.info("tunable %s", d.why)
+            log.info("tunable trial", extra={"text": d.why})
             self.state = d.state
             self._renew(cfg)
             return events
@@ -232,7 +237,7 @@ class Tuner:
                         f"vm.{t.name}: cannot put {t.original} back: {err}",
                     )
                 )
-        log.info("tunable %s", d.why)
+        log.info("tunable trial ended", extra={"text": d.why, "action": act.kind})
         self.state = d.state
         if act.kind in (TuneKind.ROLLBACK, TuneKind.KEEP):
             self._save(None, self._tuned(d.state.done))

@@ -20,6 +20,7 @@ from agent.decide.nodeview import ConditionStatus, NodeView, taint_effects
 from agent.decide.remediation import RemedyDecision, RemedyState, decide_early, decide_remediation
 from agent.decide.report import (
     Decision,
+    Escalation,
     EventReason,
     EventSpec,
     EventType,
@@ -28,6 +29,7 @@ from agent.decide.report import (
     initial_state,
 )
 from agent.decide.report import decide as decide_report
+from agent.decide.summary import summary_of
 from agent.kernel.psi import Pressure
 
 STUCK_SHOWN = 5  # pods named in the condition's message; the rest are counted
@@ -201,6 +203,35 @@ def polluters(t: TraceSummary, pods: Mapping[str, str]) -> str:
     )
 
 
+def escalation(a: Assessment | None, rd: RemedyDecision | None, cfg: Config) -> Escalation:
+    """Whether nothing the agent may do helps: fragmented, remediation on, and every step of the
+    ladder ran in this episode without recovery (for an unmovable cause that is its one short
+    attempt; the rest is a drain or a reboot). What a NodeHealthCheck escalates on: with
+    remediation off or in dry-run the agent never tried, so it never says so."""
+    if a is None or rd is None:
+        return Escalation(
+            ConditionStatus.UNKNOWN, Reason.ASSESSMENT_FAILED, "The node could not be assessed"
+        )
+    if a.verdict == Verdict.FRAGMENTED and cfg.remediation.mode == "on" and rd.state.climbed:
+        return Escalation(
+            ConditionStatus.TRUE,
+            Reason.REMEDIATION_EXHAUSTED,
+            f"Nothing the agent may do helps: {rd.why}",
+        )
+    why = (
+        "not fragmented"
+        if a.verdict != Verdict.FRAGMENTED
+        else f"remediation is {cfg.remediation.mode}: the agent does not act"
+        if cfg.remediation.mode != "on"
+        # the why of each step (cooling down, outside the window) is MemoryFragmented's message:
+        # said there, it would rewrite this condition at every turn of the ladder
+        else "a remediation step is still to come (MemoryFragmented's message says which)"
+    )
+    return Escalation(
+        ConditionStatus.FALSE, Reason.REMEDIATION_NOT_EXHAUSTED, why[:1].upper() + why[1:]
+    )
+
+
 def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
     outcome = outcome_of(f, cfg)
     a = f.assessment
@@ -208,6 +239,7 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
     run: Step | None = None
     why: str | None = None
     remedy, said = s.remedy, s.said_not_possible
+    rd: RemedyDecision | None = None
     predicted_at = s.predicted_at
     if predicting(f):
         if predicted_at is None:  # once per prediction episode, not per tick
@@ -270,6 +302,8 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
             f.may_taint,
             wall=f.wall,
             owned=f.owned,
+            escalation=escalation(a, rd, cfg),
+            summary=summary_of(a, len(f.stuck)) if a is not None else None,
         )
         report_state = report.state
         events += report.events

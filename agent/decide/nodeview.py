@@ -14,6 +14,12 @@ from enum import StrEnum
 from typing import Any
 
 CONDITION_TYPE = "MemoryFragmented"
+# Set True only when nothing the agent may do helps (agent.decide.cycle.unremediable): what a
+# NodeHealthCheck selects to escalate, since NHC matches a condition by type and status only.
+UNREMEDIABLE_TYPE = "MemoryFragmentationUnremediable"
+CONDITION_TYPES = (CONDITION_TYPE, UNREMEDIABLE_TYPE)
+# Per NUMA node verdict, blocks and cause (agent.decide.summary), written in the condition's PATCH.
+SUMMARY_ANNOTATION = "memfrag.dev/summary"
 
 
 class ConditionStatus(StrEnum):
@@ -29,10 +35,11 @@ class Condition:
     message: str
     last_transition: str  # RFC 3339, as the API server stores it
     last_heartbeat: str
+    type: str = CONDITION_TYPE
 
     def to_json(self) -> dict[str, str]:
         return {
-            "type": CONDITION_TYPE,
+            "type": self.type,
             "status": self.status,
             "reason": self.reason,
             "message": self.message,
@@ -48,27 +55,39 @@ class NodeView:
     resource_version: str
     condition: Condition | None
     taints: tuple[dict[str, Any], ...]
+    unremediable: Condition | None = None
+    summary: str | None = None  # the SUMMARY_ANNOTATION as written
     labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ours(self) -> bool:
+        """Whether anything the agent reports is on the Node (what `cleanup` removes)."""
+        return self.condition is not None or self.unremediable is not None or bool(self.summary)
 
 
 def node_view(node: dict[str, Any]) -> NodeView:
     meta = node.get("metadata") or {}
-    cond = None
+    found: dict[str, Condition] = {}
     for c in (node.get("status") or {}).get("conditions") or []:
-        if c.get("type") == CONDITION_TYPE:
-            cond = Condition(
+        kind = c.get("type") if isinstance(c, dict) else None
+        if kind in CONDITION_TYPES:
+            found[str(kind)] = Condition(
                 status=_status(c.get("status")),
                 reason=str(c.get("reason", "")),
                 message=str(c.get("message", "")),
                 last_transition=str(c.get("lastTransitionTime", "")),
                 last_heartbeat=str(c.get("lastHeartbeatTime", "")),
+                type=str(kind),
             )
+    summary = (meta.get("annotations") or {}).get(SUMMARY_ANNOTATION)
     return NodeView(
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         resource_version=str(meta.get("resourceVersion", "")),
-        condition=cond,
+        condition=found.get(CONDITION_TYPE),
         taints=tuple((node.get("spec") or {}).get("taints") or ()),
+        unremediable=found.get(UNREMEDIABLE_TYPE),
+        summary=None if summary is None else str(summary),
         labels={
             str(k): str(v) for k, v in (meta.get("labels") or {}).items() if isinstance(v, str)
         },
@@ -122,6 +141,20 @@ def label_patch(key: str, value: str | None) -> dict[str, Any]:
     return {"metadata": {"labels": {key: value}}}
 
 
-def condition_patch(cond: Condition) -> dict[str, Any]:
-    """status.conditions merges by type: this touches our condition only."""
-    return {"status": {"conditions": [cond.to_json()]}}
+def condition_patch(
+    cond: Condition, *more: Condition, summary: str | None = None
+) -> dict[str, Any]:
+    """status.conditions merges by type: this touches our conditions only; the summary
+    annotation rides in the same PATCH (nodes/status stores metadata too), no extra write."""
+    patch: dict[str, Any] = {"status": {"conditions": [c.to_json() for c in (cond, *more)]}}
+    if summary is not None:
+        patch["metadata"] = {"annotations": {SUMMARY_ANNOTATION: summary}}
+    return patch
+
+
+def removal_patch() -> dict[str, Any]:
+    """Our conditions and the summary annotation, removed (`cleanup`)."""
+    return {
+        "metadata": {"annotations": {SUMMARY_ANNOTATION: None}},
+        "status": {"conditions": [{"type": t, "$patch": "delete"} for t in CONDITION_TYPES]},
+    }

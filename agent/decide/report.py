@@ -21,7 +21,14 @@ from enum import StrEnum
 from agent.assess.verdict import Reason, Verdict
 from agent.base.times import parse_rfc3339, rfc3339
 from agent.config.model import ReportingConfig
-from agent.decide.nodeview import Condition, ConditionStatus, NodeView, taint_effects
+from agent.decide.nodeview import (
+    UNREMEDIABLE_TYPE,
+    Condition,
+    ConditionStatus,
+    NodeView,
+    taint_effects,
+)
+from agent.decide.summary import Summary, SummaryError, parse_summary
 
 
 class TaintChange(StrEnum):
@@ -86,11 +93,24 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Escalation:
+    """What the second condition (UNREMEDIABLE_TYPE) says: whether nothing the agent may do
+    helps (agent.decide.cycle.escalation), with the reason and why in words."""
+
+    status: ConditionStatus
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
 class Decision:
     condition: Condition | None  # None: the node already says it; write nothing
     taint: TaintAction
     events: tuple[EventSpec, ...]
     state: ReportState
+    # Written with `condition`, in the same PATCH (None: not reported this time).
+    unremediable: Condition | None = None
+    summary: str | None = None  # the summary annotation
 
 
 def _words(message: str) -> str:
@@ -119,8 +139,12 @@ def decide(
     *,
     wall: float,
     owned: frozenset[str] = frozenset(),
+    escalation: Escalation | None = None,
+    summary: Summary | None = None,
 ) -> Decision:
-    """`owned`: taint effects the agent may have put on the node besides the configured one."""
+    """`owned`: taint effects the agent may have put on the node besides the configured one.
+    `escalation` and `summary` ride on the condition's write; a change in their words is a
+    change too (the numbers wait for the heartbeat)."""
     if outcome.verdict != state.verdict:
         state = replace(state, verdict=outcome.verdict, verdict_since=now)
     held = now - state.verdict_since
@@ -221,7 +245,46 @@ def decide(
         or cur.reason != reason
         or _words(cur.message) != _words(message)
     )
-    condition = None
+    changed = changed or _escalation_changed(view.unremediable, escalation)
+    changed = changed or _summary_changed(view.summary, summary)
+    condition = unremediable = None
     if changed or heartbeat_due:
         condition = Condition(status, reason, message, transition, rfc3339(wall))
-    return Decision(condition, taint, tuple(events), state)
+        if escalation is not None:
+            was = view.unremediable
+            since = (
+                was.last_transition
+                if was is not None and was.status == escalation.status
+                else rfc3339(wall)
+            )
+            unremediable = Condition(
+                escalation.status,
+                escalation.reason,
+                escalation.message,
+                since,
+                rfc3339(wall),
+                UNREMEDIABLE_TYPE,
+            )
+    text = summary.to_annotation() if summary is not None and condition is not None else None
+    return Decision(condition, taint, tuple(events), state, unremediable, text)
+
+
+def _escalation_changed(cur: Condition | None, e: Escalation | None) -> bool:
+    if e is None:
+        return False
+    return (
+        cur is None
+        or cur.status != e.status
+        or cur.reason != e.reason
+        or _words(cur.message) != _words(e.message)
+    )
+
+
+def _summary_changed(cur: str | None, new: Summary | None) -> bool:
+    if new is None:
+        return False
+    try:
+        old = parse_summary(cur)
+    except SummaryError:
+        return True  # not ours (or garbled): ours replaces it
+    return old is None or old.words() != new.words()

@@ -5,7 +5,7 @@ parts depend on, so a fake stands in for it in tests/unit), `errors` (ApiError, 
 `kubernetes`, so the standalone daemon never loads the client), `paths` (every API path once),
 `informer` (list-and-watch caches), `events` (aggregated Events), `leases` (Lease slots and the
 node's record), `nodes` (the condition write and the one taint read-modify-write), `admin` (the
-cluster-wide `status` and `cleanup`).
+cluster-wide read behind `status` and `kubectl memfrag`, and `cleanup`).
 
 May import: agent.base, agent.config, agent.decide's types (what to write).
 """

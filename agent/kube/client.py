@@ -68,15 +68,16 @@ class Kube:
             self.observer(err)
 
     @classmethod
-    def from_environment(cls, kubeconfig: str | None = None) -> Kube:
-        """In-cluster config when running in a pod, else KUBECONFIG / the given file."""
+    def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
+        """In-cluster config when running in a pod (and neither a file nor a context is named),
+        else KUBECONFIG / the given file, with its current context or the one named."""
         conf = k8s_client.Configuration()
         try:
-            if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 k8s_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
             else:
                 k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=kubeconfig, client_configuration=conf
+                    config_file=kubeconfig, context=context, client_configuration=conf
                 )
         except (ConfigException, OSError, TypeError) as exc:
             raise MemfragError(f"cannot load Kubernetes credentials: {exc}") from exc

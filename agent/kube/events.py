@@ -94,6 +94,6 @@ class EventRecorder:
             if seen is not None and exc.status == 404:
                 self._seen.pop(key, None)  # expired server-side (TTL 1h): write a new one
                 return self.emit(ev)
-            log.warning("event %s not written: %s", ev.reason, exc)
+            log.warning("event not written", extra={"reason": ev.reason, "error": str(exc)})
             raise
         return None

@@ -97,7 +97,8 @@ class Informer:
             self.dropped += 1
             if self.dropped == 1:
                 log.warning(
-                    "%s: more than %d objects; dropping the oldest", self.name, self.max_items
+                    "too many objects: dropping the oldest",
+                    extra={"informer": self.name, "max_items": self.max_items},
                 )
 
     def stop(self) -> None:
@@ -144,7 +145,10 @@ class Informer:
                 self.errors += 1
                 delay = backoff_delay(attempt, base=1.0, cap=30.0)
                 attempt += 1
-                log.warning("%s: %s; retrying in %.1fs", self.name, exc, delay)
+                log.warning(
+                    "list or watch failed: retrying",
+                    extra={"informer": self.name, "error": str(exc), "retry_s": round(delay, 1)},
+                )
                 self._stop.wait(delay)
 
     def _watch_once(self, rv: str) -> str:
@@ -153,7 +157,7 @@ class Informer:
             etype, obj = event.get("type"), event.get("object") or {}
             if etype == "ERROR":
                 if obj.get("code") == 410:
-                    log.info("%s: watch expired (410 Gone); re-listing", self.name)
+                    log.info("watch expired (410 Gone): re-listing", extra={"informer": self.name})
                     return ""
                 raise ApiError("WATCH", self.path, int(obj.get("code") or 0), str(obj))
             meta = obj.get("metadata") or {}

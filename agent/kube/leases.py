@@ -163,7 +163,7 @@ class Semaphore:
                     continue
                 raise
             if holder and not ours:
-                log.info("took over expired slot %s from %s", name, holder)
+                log.info("took over an expired slot", extra={"slot": name, "holder": holder})
             return name
         return None
 
@@ -247,7 +247,7 @@ def _trial(text: str | None) -> RecordedTrial | None:
             float(raw["at"]),
         )
     except (KeyError, TypeError, ValueError):
-        log.warning("node record: malformed %s annotation dropped", TRIAL)
+        log.warning("node record: malformed annotation dropped", extra={"annotation": TRIAL})
         return None
     return t if t.name in KNOBS else None
 

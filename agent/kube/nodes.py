@@ -9,11 +9,11 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from agent.decide.nodeview import (
-    CONDITION_TYPE,
     Condition,
     condition_patch,
     label_patch,
     node_view,
+    removal_patch,
     taint_effects,
     taint_patch,
     with_taint,
@@ -81,25 +81,24 @@ def write_taint(
     raise last
 
 
-def write_condition(api: Api, name: str, cond: Condition) -> JSON:
-    """Our condition only (status.conditions merges by type), with a few retries."""
+def write_condition(
+    api: Api, name: str, cond: Condition, *more: Condition, summary: str | None = None
+) -> JSON:
+    """Our conditions only (status.conditions merges by type) and the summary annotation, one
+    PATCH, with a few retries."""
     return api.with_retries(
         api.request,
         "PATCH",
         paths.node_status(name),
-        body=condition_patch(cond),
+        body=condition_patch(cond, *more, summary=summary),
         content_type=SMP,
         attempts=3,
     )
 
 
 def delete_condition(api: Api, name: str) -> JSON:
-    return api.request(
-        "PATCH",
-        paths.node_status(name),
-        body={"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}},
-        content_type=SMP,
-    )
+    """Our conditions and the summary annotation off the Node (`cleanup`)."""
+    return api.request("PATCH", paths.node_status(name), body=removal_patch(), content_type=SMP)
 
 
 def write_label(api: Api, name: str, key: str, value: str | None) -> JSON:

@@ -21,10 +21,13 @@ import yaml
 
 from agent.base.times import rfc3339
 from agent.decide.nodeview import (
+    SUMMARY_ANNOTATION,
+    UNREMEDIABLE_TYPE,
     Condition,
     ConditionStatus,
     condition_patch,
     node_view,
+    removal_patch,
     taint_patch,
     with_taint,
     without_taint,
@@ -312,6 +315,10 @@ TWICE = [
     {"op": "add", "path": "/status/conditions/-", "value": _cond(CONDITION, s)}
     for s in ("True", "False")
 ]
+TWICE_UNREMEDIABLE = [
+    {"op": "add", "path": "/status/conditions/-", "value": _cond(UNREMEDIABLE_TYPE, s)}
+    for s in ("True", "False")
+]
 ATTACKS = [
     # metadata, through either path (nodes/status stores metadata changes too)
     Attack("label", _meta(labels={"x.io/y": "z"}), "metadata.labels"),
@@ -319,6 +326,14 @@ ATTACKS = [
     Attack("label changed", _meta(labels={"kubernetes.io/os": "windows"}), "metadata.labels"),
     Attack("label removed", _meta(labels={"kubernetes.io/arch": None}), "metadata.labels"),
     Attack("annotation", _meta(annotations={"x.io/y": "z"}), "metadata.annotations"),
+    Attack("annotation, status", _meta(annotations={"x.io/y": "z"}), "metadata.annotations", True),
+    # its own annotation is allowed; one beside it in the same patch is not
+    Attack(
+        "annotation beside the summary",
+        _meta(annotations={SUMMARY_ANNOTATION: "{}", "x.io/y": "z"}),
+        "metadata.annotations.x.io/y",
+        True,
+    ),
     Attack("finalizer", _meta(finalizers=["x.io/keep"]), "metadata.finalizers"),
     # the garbage collector deletes a Node whose owner is missing
     Attack("ownerReference", _meta(ownerReferences=[MISSING_OWNER]), "metadata.ownerReferences"),
@@ -347,6 +362,7 @@ ATTACKS = [
     Attack("Ready condition", _status(conditions=[_cond("Ready", "False")]), ONLY_OWN_CONDITION),
     Attack("another condition", _status(conditions=[_cond("x.io/Mine")]), ONLY_OWN_CONDITION),
     Attack("its condition twice", TWICE, ONLY_OWN_CONDITION, True, JSON_PATCH),
+    Attack("its second condition twice", TWICE_UNREMEDIABLE, ONLY_OWN_CONDITION, True, JSON_PATCH),
 ]  # fmt: skip
 
 
@@ -355,13 +371,9 @@ def node_a(scope: Scope) -> JSON:
     """Node A with a foreign taint and without the agent's condition, as each case starts."""
     admin = scope.admin
     admin.request("PATCH", f"/api/v1/nodes/{NODE_A}", body=FOREIGN_TAINTS, content_type=SMP)
-    conds = _node(admin)["status"].get("conditions") or []
-    if any(c["type"] == CONDITION for c in conds):
+    if node_view(_node(admin)).ours:  # both conditions and the summary, as `cleanup` does
         admin.request(
-            "PATCH",
-            f"/api/v1/nodes/{NODE_A}/status",
-            body={"status": {"conditions": [{"type": CONDITION, "$patch": "delete"}]}},
-            content_type=SMP,
+            "PATCH", f"/api/v1/nodes/{NODE_A}/status", body=removal_patch(), content_type=SMP
         )
     return _node(admin)
 
@@ -434,6 +446,11 @@ def test_agents_own_writes_are_allowed(scope: Scope, node_a: JSON) -> None:
         )
         view = node_view(stored)
         assert view.condition is not None and view.condition.status == value
+    # Both conditions and the summary in one PATCH, as the reporter writes them.
+    second = dataclasses.replace(_condition(ConditionStatus.TRUE), type=UNREMEDIABLE_TYPE)
+    body = condition_patch(_condition(ConditionStatus.TRUE), second, summary='{"order":4}')
+    view = node_view(agent.request("PATCH", status, body=body, content_type=SMP))
+    assert view.unremediable == second and view.summary == '{"order":4}'
     for present in (True, False):
         v = node_view(_node(agent))
         taints = (
@@ -828,6 +845,9 @@ def _pod(scope: Scope, case: PodCase, index: int) -> str:
         spec["containers"] = [{"name": "main", "image": "registry.example/app:1"}]
     if case.node:
         spec["nodeName"] = case.node
+    else:
+        # A scheduler another test started (the control plane is the session's) would bind it.
+        spec["schedulerName"] = "no-scheduler-runs-this"
     path = "/api/v1/namespaces/default/pods"
     _gone(scope.admin, f"{path}/{name}")
     wait_for(

@@ -155,7 +155,7 @@ def test_sigterm_during_an_action_finishes_it_cleanly(
         a.proc.send_signal(signal.SIGTERM)
         assert a.proc.wait(30) == 0
         assert kernel.writes == [("compact_memory", "1")]
-        assert '"msg": "remediation no_effect"' in a.log()
+        assert '"msg": "remediation done"' in a.log() and '"result": "no_effect"' in a.log()
         leases = admin.request(
             "GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
         )["items"]

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from agent.kube.client import SMP, Kube
 from agent.kube.leases import Semaphore, node_count, taint_slots
-from tests.chart_tools import AGENT_BIN
+from tests.chart_tools import AGENT_BIN, TOOLS
 from tests.cluster import ControlPlane
 from tests.cluster.agentprocess import AgentProcess
 from tests.cluster.fakehost import FakeHost, FakeKernel
@@ -327,7 +328,8 @@ def test_cleanup_removes_every_trace(
     node = admin.request("GET", "/api/v1/nodes/gone")
     # Before: everything under the key went, another tool's taint too.
     assert [t for t in node["spec"].get("taints") or [] if t["key"] == TAINT] == [theirs]
-    assert not any(c["type"] == "MemoryFragmented" for c in node["status"]["conditions"])
+    assert not any(c["type"].startswith("MemoryFragment") for c in node["status"]["conditions"])
+    assert "memfrag.dev/summary" not in (node["metadata"].get("annotations") or {})
     leases = admin.request("GET", f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases")
     assert [x["metadata"]["name"] for x in leases["items"]] == []
 
@@ -390,3 +392,82 @@ def test_unmovable_cause_one_attempt_then_no_pointless_action(
         assert events(admin, "unmovable")["RemediationNotPossible"]["count"] == 1
         msg = _condition(admin, "unmovable") or ""
         assert "cause: unmovable" in msg and "the operator's call" in msg
+
+
+def kubectl_memfrag(plane: ControlPlane, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl memfrag ...` through the real kubectl, the plugin found on PATH beside
+    memfrag-agent (krew's way: kubectl runs kubectl-memfrag with the arguments after it)."""
+    env = {"PATH": f"{AGENT_BIN.parent}:{TOOLS}:/usr/bin:/bin", "HOME": str(plane.workdir)}
+    return subprocess.run(
+        [str(TOOLS / "kubectl"), "memfrag", *argv, "--kubeconfig", str(plane.kubeconfig)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_kubectl_memfrag_against_the_cluster(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    """The unmovable node's one attempt fails: the agent says MemoryFragmentationUnremediable
+    (what deploy/nhc selects), publishes its NUMA nodes in the condition's PATCH, and `kubectl
+    memfrag` shows them per NUMA node, with the last action and the Events."""
+    with fragmented_agent(
+        plane,
+        sa,
+        tmp_path,
+        "plugin",
+        {"remediation": {"mode": "on", "cooldown_seconds": 0}},
+        unmovable=True,
+    ) as (_a, kernel):
+        wait_for(
+            lambda: (unremediable(admin, "plugin") or {}).get("status") == "True",
+            "MemoryFragmentationUnremediable=True",
+        )
+        assert kernel.writes == [("drop_caches", "1"), ("compact_memory", "1")]
+        u = unremediable(admin, "plugin") or {}
+        assert u["reason"] == "RemediationExhausted" and "operator's call" in u["message"]
+        # the summary went through nodes/status with the conditions, as the agent's own account
+        node = admin.request("GET", "/api/v1/nodes/plugin")
+        summary = json.loads(node["metadata"]["annotations"]["memfrag.dev/summary"])
+        assert summary["cause"] == "unmovable" and len(summary["numa"]) == 2
+
+        ctx = str(yaml_context(plane))
+        out = kubectl_memfrag(plane, "nodes", "-o", "json", "-n", NAMESPACE, "--context", ctx)
+        assert out.returncode == 0, out.stderr
+        rows = [r for r in json.loads(out.stdout)["nodes"] if r["node"] == "plugin"]
+        assert [(r["numa_node"], r["verdict"]) for r in rows] == [
+            (n["node"], n["state"]) for n in summary["numa"]
+        ]
+        assert rows[0]["unremediable"] == "True" and rows[0]["cause"] == "unmovable"
+        assert rows[0]["last_action"].startswith("compact ")  # the record's last action
+        table = kubectl_memfrag(plane, "nodes", "-n", NAMESPACE)
+        assert table.returncode == 0 and table.stderr == ""
+        head, *lines = table.stdout.splitlines()
+        assert head.split()[:4] == ["NODE", "NUMA", "VERDICT", "BLOCKS"]
+        mine = [line.split() for line in lines if line.startswith("plugin ")]
+        assert [m[1] for m in mine] == ["0", "1"] and mine[0][5] == "unmovable"
+
+        desc = kubectl_memfrag(plane, "describe", "plugin", "-n", NAMESPACE)
+        assert "Unremediable:  MemoryFragmentationUnremediable=True" in desc.stdout
+        assert "RemediationNotPossible" in desc.stdout
+        ev = kubectl_memfrag(plane, "events", "-o", "yaml")
+        assert ev.returncode == 0 and "FragmentationDetected" in ev.stdout
+    missing = kubectl_memfrag(plane, "describe", "no-such-node")
+    assert missing.returncode == 3 and missing.stdout == ""
+    assert "404" in missing.stderr
+
+
+def unremediable(admin: Kube, node: str) -> dict[str, Any] | None:
+    n = admin.request("GET", f"/api/v1/nodes/{node}")
+    for c in n["status"].get("conditions") or []:
+        if c["type"] == "MemoryFragmentationUnremediable":
+            return dict(c)
+    return None
+
+
+def yaml_context(plane: ControlPlane) -> object:
+    """The admin kubeconfig's current context, named explicitly (--context)."""
+    return yaml.safe_load(plane.kubeconfig.read_text())["current-context"]

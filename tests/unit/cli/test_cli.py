@@ -218,7 +218,7 @@ def test_check_malformed_optional_file_exits_3(
     "argv",
     [
         ["check", "--bogus"],
-        ["check", "--output", "yaml"],
+        ["check", "--output", "xml"],
         ["check", "--order", "four"],
         ["frobnicate"],
         [],
@@ -393,6 +393,9 @@ class _CapturedAgent:
     def __init__(self, node: str, kube: object, config: object, reader: object, **kw: Any) -> None:
         type(self).seen = {"node": node, **kw}
 
+    def start(self) -> None:
+        pass
+
     def run(self) -> int:
         return 0
 
@@ -416,7 +419,7 @@ def test_run_passes_the_lease_namespace_to_the_agent(
 
     monkeypatch.setattr(agent.daemon.loop, "Agent", _CapturedAgent)
     monkeypatch.setattr(
-        agent.kube.client.Kube, "from_environment", staticmethod(lambda _k: object())
+        agent.kube.client.Kube, "from_environment", staticmethod(lambda *_a: object())
     )
     for key in ("POD_NAMESPACE", "POD_NAME", "POD_UID"):
         monkeypatch.delenv(key, raising=False)
@@ -445,7 +448,7 @@ def test_run_holds_leases_as_the_pod_not_the_node(
 
     monkeypatch.setattr(agent.daemon.loop, "Agent", _CapturedAgent)
     monkeypatch.setattr(
-        agent.kube.client.Kube, "from_environment", staticmethod(lambda _k: object())
+        agent.kube.client.Kube, "from_environment", staticmethod(lambda *_a: object())
     )
     for key in ("POD_NAME", "POD_UID"):
         monkeypatch.delenv(key, raising=False)
@@ -493,7 +496,7 @@ def test_run_standalone_builds_the_agent_without_an_api_server(
             built.append(kube)
             super().__init__(node, kube, config, reader, **kw)
 
-    def no_credentials(_k: object) -> object:
+    def no_credentials(*_a: object) -> object:
         raise AssertionError("standalone must not load Kubernetes credentials")
 
     monkeypatch.setattr(agent.daemon.loop, "Agent", Captured)

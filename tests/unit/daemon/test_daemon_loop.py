@@ -3,6 +3,7 @@ standalone): a tick runs findings → observe → assess → decide once → car
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -257,7 +258,7 @@ def test_standalone_observes_assesses_remediates_and_logs_its_events(
     reasons = [r.__dict__["event"]["reason"] for r in caplog.records if "event" in r.__dict__]
     assert reasons == ["RemediationSucceeded"]
     # The log is the condition: a line when the verdict or the why changes, not every tick.
-    said = [r.__dict__ for r in caplog.records if r.getMessage().startswith("assessment ")]
+    said = [r.__dict__ for r in caplog.records if r.getMessage() == "assessment changed"]
     assert [(x["verdict"], x["remediation"]) for x in said] == [
         ("fragmented", "migrate movable pages to merge free blocks"),
         ("healthy", "not fragmented"),
@@ -285,3 +286,21 @@ def test_a_remediation_outcome_without_a_run_counts_nothing(tmp_path: Path) -> N
         w.agent.inbox.digest(0, []), None, 0, None, None, Ran(None, w.agent.state.remedy), 0.0, 0.0
     )
     assert sample(w.agent, "memfrag_input_errors_total") == 1
+
+
+def test_both_conditions_and_the_summary_go_in_one_patch(tmp_path: Path) -> None:
+    """The per-NUMA summary costs no API write of its own: one PATCH of nodes/status carries
+    MemoryFragmented, MemoryFragmentationUnremediable and the annotation; an unchanged tick
+    writes nothing."""
+    w = World(tmp_path)
+    assert w.kube is not None
+    w.host.be(FRAGMENTED)
+    w.tick()
+    assert w.kube.count("PATCH", "/nodes/n1/status") == 1
+    node = w.node()
+    types = sorted(c["type"] for c in node["status"]["conditions"])
+    assert types == ["MemoryFragmentationUnremediable", "MemoryFragmented"]
+    summary = json.loads(node["metadata"]["annotations"]["memfrag.dev/summary"])
+    assert [n["state"] for n in summary["numa"]] == ["fragmented"]
+    w.tick(1)
+    assert w.kube.count("PATCH", "/nodes/n1/status") == 1

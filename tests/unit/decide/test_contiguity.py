@@ -33,7 +33,7 @@ def test_hysteresis_moves_only_past_the_margin() -> None:
 
 
 def view(label: str | None) -> NodeView:
-    return NodeView("n1", "u", "1", None, (), {LABEL: label} if label else {"other": "x"})
+    return NodeView("n1", "u", "1", None, (), labels={LABEL: label} if label else {"other": "x"})
 
 
 def test_written_only_when_it_changes_and_removed_when_off() -> None:

@@ -118,11 +118,9 @@ class FakeKube:
                 for k, o in self.objects.items()
                 if k.startswith(path + "/") and "/" not in k[len(path) + 1 :]
             ]
-        sel = str(query.get("fieldSelector", ""))
-        if sel.startswith("metadata.name="):
-            items = [o for o in items if o["metadata"]["name"] == sel.split("=", 1)[1]]
-        elif sel.startswith("spec.nodeName="):
-            items = [o for o in items if o.get("spec", {}).get("nodeName") == sel.split("=", 1)[1]]
+        for sel in filter(None, str(query.get("fieldSelector", "")).split(",")):
+            field, _, want = sel.partition("=")
+            items = [o for o in items if _field(o, field) == want]
         return [copy.deepcopy(o) for o in items]
 
     def _answer(self, method: str, path: str, query: dict[str, Any], body: Any) -> JSON:
@@ -165,6 +163,13 @@ class FakeKube:
             for c in (body.get("status") or {}).get("conditions") or []:
                 conds = [x for x in new["status"].get("conditions") or [] if x["type"] != c["type"]]
                 new["status"]["conditions"] = conds + ([] if c.get("$patch") else [c])
+            notes = (body.get("metadata") or {}).get("annotations") or {}
+            for k, v in notes.items():  # a merge: null removes
+                kept = new["metadata"].setdefault("annotations", {})
+                if v is None:
+                    kept.pop(k, None)
+                else:
+                    kept[k] = v
             if "spec" in body:
                 new["spec"].update(body["spec"])
             labels = (body.get("metadata") or {}).get("labels") or {}
@@ -180,3 +185,14 @@ class FakeKube:
                     new[k] = v
             return self.put(path, new)
         raise ApiError(method, path, 405, "method not allowed")
+
+
+def _field(obj: JSON, name: str) -> object:
+    """A field selector's field: dotted (metadata.name, spec.nodeName, involvedObject.name);
+    `source` is an Event's source.component, as the API server has it."""
+    if name == "source":
+        return (obj.get("source") or {}).get("component")
+    value: Any = obj
+    for part in name.split("."):
+        value = (value or {}).get(part) if isinstance(value, dict) else None
+    return value
