@@ -20,6 +20,7 @@ import queue
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -42,6 +43,7 @@ from agent.kernel.pagetypeinfo import parse_pagetypeinfo
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import SMP, ApiError, Kube
 from bench import npd
+from bench import tracing as tracecost
 from bench.kubeio import ApiServerMetrics, LeaseWrites, NodeWatcher, Window, window
 from bench.stats import (
     LONG_RUNNING_VERBS,
@@ -95,6 +97,9 @@ class Profile:
     sim_budget_s: float  # the whole sim phase stops escalating past this
     npd_fleet_level: int
     npd_fleet_window_s: float
+    trace_pairs: int = 40  # workload rounds each way, tracing off and on, interleaved
+    trace_mib: int = 128  # faulted in per round
+    trace_agent_s: float = 60  # the agent's CPU window, at rest and again under the workload
 
 
 FULL = Profile(
@@ -126,6 +131,8 @@ QUICK = Profile(
     sim_budget_s=150,
     npd_fleet_level=300,
     npd_fleet_window_s=20,
+    trace_pairs=8,
+    trace_agent_s=15,
 )
 
 # key -> (unit, what it measures); the table's order
@@ -159,6 +166,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "sim_apiserver_p99_ms_at_max": ("ms", "API server p99 (non-watch) at sim_nodes_max"),
     "sim_5000_projected_requests_per_s": ("req/s", "projection to 5,000 nodes (linear)"),
     "sim_5000_projected_writes_per_s": ("req/s", "projection to 5,000 nodes, writes"),
+    "tracing_workload_slowdown_ratio": ("ratio", "order-0 fault loop, CPU on/off, median pair"),
+    "tracing_agent_cpu_percent_rest": ("% core", "agent with tracing on, node at rest"),
+    "tracing_agent_cpu_percent_load": ("% core", "same, under the page-fault loop"),
 }
 
 
@@ -712,6 +722,84 @@ class Bench:
             "requests_by_verb_resource": {"/".join(k): v for k, v in sorted(counts.items())},
         }
 
+    def tracing(self) -> None:
+        """The tracing source's cost (bench/tracing.py): the workload with our instance off and
+        on, interleaved; then the agent (tracing on, real /proc) at rest and under the workload."""
+        with tracecost.tracefs_mounted() as tracefs:
+            toggle = tracecost.Toggle(tracefs)
+            self.cleanup.append(functools.partial(toggle, False))
+            mib = self.p.trace_mib
+            small, small_wall = tracecost.interleaved(
+                lambda: tracecost.touch(mib, False), toggle, self.p.trace_pairs
+            )
+            thp, thp_wall = tracecost.interleaved(
+                lambda: tracecost.touch(mib * 4, True), toggle, self.p.trace_pairs
+            )
+            self.results["tracing_workload_slowdown_ratio"] = round(small.ratio, 4)
+            node = "bench-tracing"
+            self.cp.register_node(node)
+            cfg = default_config(sources={"tracing_enabled": True})
+            a = self.agent("tracing", node, RealHost(), cfg)
+            assert a.proc is not None
+            pid = a.proc.pid
+            instance = tracefs / "instances" / "memfrag-agent"
+            end = time.monotonic() + 30
+            while not instance.is_dir() and time.monotonic() < end:
+                time.sleep(0.2)
+            if not instance.is_dir():
+                raise RuntimeError(f"the agent never made {instance}")
+            time.sleep(5)  # its start-up is done
+            k0, t0 = ticks(pid), time.monotonic()
+            time.sleep(self.p.trace_agent_s)
+            k1, t1 = ticks(pid), time.monotonic()
+            loaded: list[float] = []
+            while time.monotonic() - t1 < self.p.trace_agent_s:
+                loaded.append(tracecost.touch(mib, False).cpu)
+            k2, t2 = ticks(pid), time.monotonic()
+            rest = cpu_percent(k1 - k0, CLK_TCK, t1 - t0)
+            load = cpu_percent(k2 - k1, CLK_TCK, t2 - t1)
+            self.results["tracing_agent_cpu_percent_rest"] = round(rest, 3)
+            self.results["tracing_agent_cpu_percent_load"] = round(load, 3)
+            m = a.metrics()
+            a.stop()  # SIGTERM: the agent removes its instance before tracefs is unmounted
+
+        def ms_of(xs: tuple[float, ...] | list[float]) -> dict[str, float]:
+            return {
+                k: round(v * 1000, 2) if k != "n" else v for k, v in summarize(list(xs)).items()
+            }
+
+        self.details["tracing"] = {
+            "workload": f"{mib} MiB anonymous, MADV_NOHUGEPAGE, memset, munmap (order-0 faults)",
+            "pairs": self.p.trace_pairs,
+            "timed_by": "the thread's CPU time (user+system); wall time beside it",
+            "off_cpu_ms": ms_of(small.off),
+            "on_cpu_ms": ms_of(small.on),
+            "ratio_of_medians": round(
+                statistics.median(small.on) / statistics.median(small.off), 4
+            ),
+            "ratio_of_minimums": round(small.ratio_of_minimums, 4),
+            "pair_ratios": [round(r, 4) for r in small.pair_ratios],
+            "wall_ratio": round(small_wall.ratio, 4),
+            "off_wall_ms": ms_of(small_wall.off),
+            "on_wall_ms": ms_of(small_wall.on),
+            "thp_workload": f"{mib * 4} MiB, MADV_HUGEPAGE (order-9 faults)",
+            "thp_ratio": round(thp.ratio, 4),
+            "thp_ratio_of_minimums": round(thp.ratio_of_minimums, 4),
+            "thp_wall_ratio": round(thp_wall.ratio, 4),
+            "thp_off_cpu_ms": ms_of(thp.off),
+            "thp_on_cpu_ms": ms_of(thp.on),
+            "events_read_while_on": toggle.events,
+            "agent_window_s": self.p.trace_agent_s,
+            "agent_loaded_rounds": len(loaded),
+            "agent_loaded_round_cpu_ms_median": round(statistics.median(loaded) * 1000, 2)
+            if loaded
+            else None,
+            "agent_tracing_errors": m.get("memfrag_tracing_errors_total"),
+            "agent_traced_failures": sum(
+                v for k, v in m.items() if k.startswith("memfrag_traced_allocation_failures_total")
+            ),
+        }
+
     # --- the simulated fleet -------------------------------------------------------------------
     def _healthy_condition(self) -> dict[str, str]:
         """The condition the agent itself writes on a healthy FakeHost: its own assess() and
@@ -1004,6 +1092,7 @@ class Bench:
             "flood": self.flood,
             "episode": self.episode,
             "sim": self.sim,
+            "tracing": self.tracing,
         }
         self.notes.extend(NOTES)
         log(f"mode {self.p.name}; machine {self.machine}")
@@ -1147,7 +1236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=REPO / "out" / "bench")
     p.add_argument(
         "--phases",
-        default="steady,detect,flood,episode,sim",
+        default="steady,detect,flood,episode,sim,tracing",
         help="comma-separated subset, in order (baseline+assess always runs)",
     )
     p.add_argument("--sim-levels", help="comma-separated fleet sizes (default: the mode's)")

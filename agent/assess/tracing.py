@@ -12,6 +12,7 @@ import enum
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from agent.kernel.cgroupinfo import CgroupPaths, KernelMemory, pod_uid
 from agent.kernel.trace import (
@@ -131,7 +132,8 @@ def summarize(
     failing: Counter[Who] = Counter()
     steals: Counter[tuple[MigrateType, MigrateType]] = Counter()
     polluters: Counter[Who] = Counter()
-    compaction = _Compactions(zone_nodes)
+    compaction = CompactionPairer(zone_nodes)
+    runs: list[CompactionRun] = []
     lost = 0
     for e in events:
         if isinstance(e, PageAlloc):
@@ -145,7 +147,9 @@ def summarize(
         elif isinstance(e, Lost):
             lost += e.count
         else:
-            compaction.add(e)
+            run = compaction.add(e)
+            if run is not None:
+                runs.append(run)
     by_order = tuple(
         OrderCount(o, orders[(o, False)] + orders[(o, True)], orders[(o, True)])
         for o in sorted({o for o, _ in orders})
@@ -166,7 +170,7 @@ def summarize(
         ),
         polluters=top_polluters,
         polluters_other=polluters_other,
-        compaction=compaction.costs(),
+        compaction=compaction_costs(runs),
         unpaired=compaction.unpaired(),
         lost=lost,
         dropped=dropped,
@@ -184,34 +188,57 @@ def _top(counts: Counter[Who], n: int) -> tuple[tuple[Ranked, ...], int]:
     return top, sum(c for _, c in ranked[n:])
 
 
-class _Compactions:
+@dataclass(frozen=True)
+class CompactionRun:
+    """One zone's compaction, begin to end, on the trace clock."""
+
+    node: int | None
+    kind: CompactionKind
+    began: float
+    ended: float
+    status: str
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.ended - self.began)
+
+
+class CompactionPairer:
     """Pairs begin and end per task (one task compacts one zone at a time) and tells direct
     compaction from kcompactd's and a manual one: a direct compaction follows the task's
-    try_to_compact_pages and visits each zone of its zonelist at most once."""
+    try_to_compact_pages and visits each zone of its zonelist at most once. Fed in trace order,
+    by the window's summary and, event by event, by the daemon's compaction metrics. Bounded:
+    at most MAX_OPEN tasks between a begin and its end."""
+
+    MAX_OPEN = 4096
 
     def __init__(self, zone_nodes: Mapping[int, int]) -> None:
         self.zone_nodes = zone_nodes
         self.direct: dict[int, set[int]] = {}  # pid -> zones compacted since the marker
         self.open: dict[int, tuple[CompactionBegin, CompactionKind]] = {}
-        self.runs: dict[tuple[int | None, CompactionKind], list[tuple[float, str]]] = {}
         self.orphans = 0
 
-    def add(self, e: CompactionBegin | CompactionEnd | DirectCompaction) -> None:
+    def add(self, e: CompactionBegin | CompactionEnd | DirectCompaction) -> CompactionRun | None:
+        """The run an end completes; None for anything else (or an end without its begin)."""
         pid = e.head.pid
         if isinstance(e, DirectCompaction):
             self.direct[pid] = set()
+            _bound(self.direct, self.MAX_OPEN)
         elif isinstance(e, CompactionBegin):
             if pid in self.open:
                 self.orphans += 1
             self.open[pid] = (e, self._kind(e))
+            self.orphans += _bound(self.open, self.MAX_OPEN)
         else:
             begun = self.open.pop(pid, None)
             if begun is None or begun[0].zone_start != e.zone_start:
                 self.orphans += 1
-                return
-            key = (self.zone_nodes.get(e.zone_start), begun[1])
-            duration = max(0.0, e.head.timestamp - begun[0].head.timestamp)
-            self.runs.setdefault(key, []).append((duration, e.status))
+                return None
+            node = self.zone_nodes.get(e.zone_start)
+            return CompactionRun(
+                node, begun[1], begun[0].head.timestamp, e.head.timestamp, e.status
+            )
+        return None
 
     def _kind(self, e: CompactionBegin) -> CompactionKind:
         if e.head.comm.startswith("kcompactd"):
@@ -223,26 +250,40 @@ class _Compactions:
         self.direct.pop(e.head.pid, None)
         return CompactionKind.MANUAL
 
-    def costs(self) -> tuple[CompactionCost, ...]:
-        out = []
-        for (node, kind), runs in sorted(
-            self.runs.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1].value)
-        ):
-            results = Counter(status for _, status in runs)
-            out.append(
-                CompactionCost(
-                    node,
-                    kind,
-                    len(runs),
-                    sum(d for d, _ in runs),
-                    max(d for d, _ in runs),
-                    tuple(sorted(results.items())),
-                )
-            )
-        return tuple(out)
-
     def unpaired(self) -> int:
         return self.orphans + len(self.open)
+
+
+def _bound(d: dict[int, Any], n: int) -> int:
+    """Drop the oldest entries beyond n; how many went."""
+    gone = 0
+    while len(d) > n:
+        del d[next(iter(d))]
+        gone += 1
+    return gone
+
+
+def compaction_costs(runs: Iterable[CompactionRun]) -> tuple[CompactionCost, ...]:
+    """Runs summed per NUMA node and kind (unknown node last)."""
+    grouped: dict[tuple[int | None, CompactionKind], list[CompactionRun]] = {}
+    for r in runs:
+        grouped.setdefault((r.node, r.kind), []).append(r)
+    out = []
+    for (node, kind), rs in sorted(
+        grouped.items(), key=lambda kv: (kv[0][0] is None, kv[0][0] or 0, kv[0][1].value)
+    ):
+        results = Counter(r.status for r in rs)
+        out.append(
+            CompactionCost(
+                node,
+                kind,
+                len(rs),
+                sum(r.seconds for r in rs),
+                max(r.seconds for r in rs),
+                tuple(sorted(results.items())),
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,9 @@ def build_agent(args: argparse.Namespace) -> Any:
 
         kube = Kube.from_environment(args.kubeconfig, args.context)
     reader = ProcReader(args.proc_root, args.sys_root)
-    return Agent(node, kube, config, reader, namespace=namespace, holder=holder)
+    return Agent(
+        node, kube, config, reader, namespace=namespace, holder=holder, cgroup_root=args.cgroup_root
+    )
 
 
 def add_parser(sub: Any) -> None:
@@ -99,6 +101,11 @@ def add_parser(sub: Any) -> None:
     add_cluster(r, f"for Lease slots; default: $POD_NAMESPACE, else {DEFAULT_NAMESPACE}", None)
     r.add_argument("--proc-root", default="/proc", help=PROC_ROOT_HELP)
     r.add_argument("--sys-root", default="/sys", help=SYS_ROOT_HELP)
+    r.add_argument(
+        "--cgroup-root",
+        default="/sys/fs/cgroup",
+        help="the host's cgroup hierarchy, for the pods' kernel memory (the chart mounts it)",
+    )
     r.add_argument("--pod-name", help="holder of Lease slots; default: $POD_NAME")
     r.add_argument("--pod-uid", help="with --pod-name; default: $POD_UID")
     r.add_argument(

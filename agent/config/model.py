@@ -159,10 +159,17 @@ class AssessmentConfig:
     )
     thp_fallback_high_per_minute: float = _key(
         100.0,
-        "Transparent huge page faults that fell back to small pages (vmstat thp_fault_fallback, "
-        "per minute over the last minute or more) above which the condition's message says so; "
-        "memfrag_thp_fault_fallback_per_minute has the rate whatever this is.",
+        "Transparent huge page faults that fell back to small pages (thp_fault_fallback per "
+        "minute over vmstat_window_seconds, memfrag_vmstat_rate_per_minute) above which the "
+        "condition's message says so.",
         Allowed(exclusive_minimum=0),
+    )
+    vmstat_window_seconds: float = _key(
+        600.0,
+        "The /proc/vmstat rates (compact_stall, compact_fail, allocstall, thp_fault_fallback, "
+        "...) are per minute over this much of the recent past, sampled every poll: in "
+        "memfrag_vmstat_rate_per_minute, and in the condition's message while not healthy.",
+        Allowed(minimum=60, maximum=86400),
     )
 
 
@@ -188,7 +195,8 @@ class SourcesConfig:
         False,
         "Count every failed allocation at or above assessment.target_order, pageblock steals "
         "and compactions from kernel tracepoints (our own ftrace instance; needs tracefs, the "
-        "chart mounts it only when on). Read at start: a change takes a restart.",
+        "chart mounts it only when on). Read at start: a change takes a restart (a reload that "
+        "changes assessment.target_order restarts the instance with the new filter).",
     )
 
 
@@ -232,6 +240,15 @@ class ReportingConfig:
         "Never taint when that would leave more than this share of nodes tainted by the "
         "agent; report instead.",
         Allowed(minimum=0, maximum=100),
+    )
+    kernel_memory_pods: int = _key(
+        3,
+        "When the cause is unmovable kernel memory, name this many pods holding the most of it "
+        "(cgroup v2 memory.stat slab_unreclaimable, kernel_stack, pagetables, sock, percpu; v1 "
+        "memory.kmem and memory.kmem.tcp) in the condition's message, and give each an "
+        "UnmovableKernelMemory Event in its namespace once per episode. 0: off (the chart "
+        "then grants no Event writes outside default).",
+        Allowed(minimum=0, maximum=20),
     )
     metrics_port: int = _key(
         9808,

@@ -33,6 +33,7 @@ from agent.config.model import Config
 from agent.config.reload import ConfigFile
 from agent.daemon.httpserver import BoundedHTTPServer
 from agent.daemon.inbox import FINDING_TTL, Digest, Inbox
+from agent.daemon.kernelmem import KernelMemoryPods
 from agent.daemon.metrics import Health, Metrics, order_label, serve
 from agent.daemon.observer import Observer
 from agent.daemon.outlook import Outlook
@@ -41,11 +42,13 @@ from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
 from agent.daemon.tracing import MakeSource, Tracing, pod_names, trace_source
 from agent.daemon.tuner import MemoryStore, RecordStore, Store, Tuner
+from agent.daemon.vmrates import VmRates
 from agent.decide.contiguity import LABEL
 from agent.decide.cycle import Facts, TickState, decide_tick, early_decision, wants_taint_slot
 from agent.decide.ladder import Step, ladder
 from agent.decide.remediation import RemedyDecision, RemedyState
 from agent.decide.report import EventReason, EventSpec, EventType
+from agent.kernel.cgroups import CgroupReader
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
 from agent.kernel.observation import Observation
@@ -60,6 +63,11 @@ log = logging.getLogger("memfrag.agent")
 MIN_CYCLE_GAP = 1.0  # kernel-log findings trigger a cycle at once, but at most once a second
 RESTART_KEYS = ("kmsg_enabled", "kmsg_path", "tracing_enabled", "metrics_port", "metrics_address")
 OUTBOX_MAX = 100  # Events waiting for the API at most (a courtesy; the oldest go first)
+
+
+def zone_nodes(obs: Observation) -> dict[int, int]:
+    """Each zone's start pfn -> its NUMA node (/proc/zoneinfo), how compaction events name one."""
+    return {z.start_pfn: z.node for z in obs.zoneinfo or () if z.start_pfn is not None}
 
 
 def finding_event(f: Finding) -> EventSpec:
@@ -85,6 +93,7 @@ class Agent:
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         make_trace_source: MakeSource = trace_source,
+        cgroup_root: str = "/sys/fs/cgroup",
     ) -> None:
         """`kube` None: standalone, no API server. `holder`: this pod's identity in Leases (pod
         name and UID; two pods of one node run at once during a rollout, so never the node
@@ -104,6 +113,8 @@ class Agent:
         self.inbox = Inbox(monotonic, on_lost=self.metrics.kmsg_lost.inc)
         self.observer = Observer(reader)
         self.outlook = Outlook(reader.sys, self.metrics)
+        self.vmrates = VmRates(self.metrics.registry)
+        self.kernel_memory = KernelMemoryPods(CgroupReader(cgroup_root, reader.proc))
         self.state = TickState()
         self.outbox: list[EventSpec] = []
         self._logged: tuple[Verdict, str, str | None] | None = None  # standalone: last said
@@ -177,7 +188,13 @@ class Agent:
             lambda name, result: self.metrics.tunable_trials.labels(name, result).inc(),
         )
         self.remediator = Remediator(
-            reader, self.observer, lock, self.stop_event, monotonic, self.holder
+            reader,
+            self.observer,
+            lock,
+            self.stop_event,
+            monotonic,
+            self.holder,
+            compaction=self.tracing.compaction_during if self.tracing is not None else None,
         )
 
     # --- threads -------------------------------------------------------------------------------
@@ -201,18 +218,20 @@ class Agent:
         if self.kmsg is not None:
             self.kmsg.start()
         if self.tracing is not None:
-            self.tracing.start(self._pageblock_order())
+            self.tracing.start(*self._trace_layout())
 
-    def _pageblock_order(self) -> int | None:
-        """For the steal filter; None (every steal passes the kernel) when unreadable."""
+    def _trace_layout(self) -> tuple[int | None, dict[int, int]]:
+        """The pageblock order for the steal filter (None: unreadable, every steal passes the
+        kernel) and each zone's NUMA node for the compaction series."""
         try:
-            pti = self.reader.observe(with_pagetypeinfo=True).pagetype
+            obs = self.reader.observe(with_pagetypeinfo=True)
         except MemfragError as exc:
             log.warning(
                 "tracing: no pageblock order: every steal is traced", extra={"error": str(exc)}
             )
-            return None
-        return pti.pageblock_order if pti is not None else None
+            return None, {}
+        pti = obs.pagetype
+        return (pti.pageblock_order if pti is not None else None), zone_nodes(obs)
 
     def stop(self) -> None:
         """What `run` releases on its way out: a tunable trial (its original value back), the
@@ -290,6 +309,8 @@ class Agent:
         self.health.max_age = 3 * self.cfg.sources.poll_interval_seconds + 30
         if self.kmsg is not None:
             self.kmsg.accept_user_facility = self.cfg.sources.accept_user_facility
+        if self.tracing is not None:
+            self.tracing.retarget(self.cfg.assessment.target_order)
         for section in ("sources", "reporting"):
             for key in RESTART_KEYS:
                 a, b = getattr(old, section), getattr(self.cfg, section)
@@ -352,17 +373,20 @@ class Agent:
             hugepages=huge.pools if huge is not None else (),
             targets=self.outlook.targets if huge is not None else (),
             compactable=self.observer.numa_nodes_with_compact(),
-            thp_fallback_per_minute=self.outlook.thp_fallback(now, obs),
+            vmstat=self.vmrates.update(
+                now, obs.vmstat if obs is not None else None, cfg.assessment.vmstat_window_seconds
+            ),
         )
+        kernel_pods = self.kernel_memory.top(now, a, cfg.reporting.kernel_memory_pods)
+        facts = dataclasses.replace(facts, kernel_pods=kernel_pods)
         if self.tracing is not None:
             self.tracing.poll(now)
-            zoneinfo = (obs.zoneinfo if obs is not None else None) or ()
-            zones = {z.start_pfn: z.node for z in zoneinfo if z.start_pfn is not None}
-            traced = self.tracing.summary(now, zones)
-            pods: dict[str, str] = {}
-            if traced is not None and traced.polluters and self.stuck is not None:
-                pods = pod_names(self.stuck.pods.items())  # names for the message
-            facts = dataclasses.replace(facts, traced=traced, pods=pods)
+            traced = self.tracing.summary(now, zone_nodes(obs) if obs is not None else {})
+            facts = dataclasses.replace(facts, traced=traced)
+        if (kernel_pods or (facts.traced is not None and facts.traced.polluters)) and (
+            self.stuck is not None
+        ):
+            facts = dataclasses.replace(facts, pods=pod_names(self.stuck.pods.items()))
         stuck: list[str] = []
         if self.stuck is not None:
             self.stuck.update_watch(now)
@@ -479,6 +503,8 @@ class Agent:
             if ran.seconds is not None:
                 m.action_blocks_gained.set(ran.blocks_after - ran.blocks_before)
                 m.action_seconds.set(ran.seconds)
+            if ran.compaction is not None and self.tracing is not None:
+                self.tracing.record_action(ran.compaction)
 
     # --- Events ----------------------------------------------------------------------------------
     def _emit(self, ev: EventSpec) -> None:

@@ -8,7 +8,6 @@ server: an API outage shows in memfrag_api_up, and restarting the agent would no
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterable
@@ -215,13 +214,6 @@ class Metrics:
             ["size_kib", "numa_node"],
             registry=r,
         )
-        self.thp_fallback = Gauge(
-            "memfrag_thp_fault_fallback_per_minute",
-            "THP page faults that fell back to small pages, per minute over the last minute or "
-            "more (vmstat thp_fault_fallback; NaN: no THP counters or no span yet)",
-            registry=r,
-        )
-        self.thp_fallback.set(math.nan)
         self.tunable_trials = Counter(
             "memfrag_tunable_trials",
             "Measured vm tunable trials by knob and how each ended (remediation.apply_tunables)",

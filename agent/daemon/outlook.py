@@ -1,8 +1,8 @@
 """What comes next, per NUMA node: the trend of the free blocks at the target order (a bounded
 series per node, agent.assess.predict each tick) and how many hugepages could be allocated now
 (the pools under /sys re-read at the pagetypeinfo cadence, agent.assess.hugepages) against the
-configured targets; the THP fallback rate from vmstat deltas. They only report: they feed the
-tick's Facts and their gauges, and never act."""
+configured targets. They only report: they feed the tick's Facts and their gauges, and never
+act."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from agent.assess.hugepages import (
     target_readiness,
 )
 from agent.assess.predict import Prediction, Sample, predict
-from agent.assess.rates import rate_per_minute
 from agent.assess.verdict import Assessment
 from agent.base.errors import MemfragError
 from agent.config.model import Config
@@ -29,7 +28,6 @@ from agent.kernel.observation import Observation
 
 log = logging.getLogger("memfrag.agent")
 MAX_KEPT = 1440  # samples per NUMA node, whatever the window and the poll interval
-THP_SPAN = 60.0  # seconds: the THP fallback rate is taken over at least this much
 
 
 class Trend:
@@ -85,26 +83,6 @@ class Outlook:
         self.hugepages: HugepageReadiness | None = None
         self.targets: tuple[TargetReadiness, ...] = ()
         self._read_at = -1e18
-        self._thp_base: tuple[float, int] | None = None  # (monotonic, thp_fault_fallback)
-        self.thp_rate: float | None = None
-
-    def thp_fallback(self, now: float, obs: Observation | None) -> float | None:
-        """thp_fault_fallback per minute between two vmstat looks at least THP_SPAN apart (the
-        poll interval may be shorter); the last rate stands in between. A counter that went
-        backwards (another boot) starts over; a kernel without THP counters gives None."""
-        vm = obs.vmstat if obs is not None else None
-        if vm is None:
-            return self.thp_rate
-        cur = vm.get("thp_fault_fallback")
-        if cur is None:
-            self._thp_base, self.thp_rate = None, None
-        elif self._thp_base is None or cur < self._thp_base[1]:
-            self._thp_base, self.thp_rate = (now, cur), None
-        elif now - self._thp_base[0] >= THP_SPAN:
-            self.thp_rate = rate_per_minute(self._thp_base[1], cur, now - self._thp_base[0])
-            self._thp_base = (now, cur)
-        self.metrics.thp_fallback.set(math.nan if self.thp_rate is None else self.thp_rate)
-        return self.thp_rate
 
     def predictions(self, now: float, a: Assessment | None, cfg: Config) -> tuple[Prediction, ...]:
         """Record this tick's assessment and predict; the gauge gets every node with a series

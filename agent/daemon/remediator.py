@@ -8,9 +8,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
+from agent.assess.tracing import CompactionKind
 from agent.assess.tunables import recommend
 from agent.assess.verdict import Assessment, NodeState, Verdict
 from agent.base.errors import MemfragError
@@ -39,6 +41,8 @@ SETTLE_SECONDS = 1.0
 Failed = Callable[[str, ApiError], None]
 Runner = Callable[[Step, ProcReader, float], ActionResult]
 Redecide = Callable[[RemedyState], RemedyDecision]  # the tick's decision, with the record's history
+# Traced compaction seconds by kind between two CLOCK_MONOTONIC times (Tracing.compaction_during)
+CompactionDuring = Callable[[float, float], Mapping[CompactionKind, float]]
 
 
 def _run_step(step: Step, reader: ProcReader, timeout: float) -> ActionResult:
@@ -61,6 +65,15 @@ class Ran:
     blocks_before: int = 0
     blocks_after: int = 0
     seconds: float | None = None  # of the kernel write, when one ran
+    # traced compaction while it ran and settled, by kind; None: tracing off or nothing ran
+    compaction: Mapping[CompactionKind, float] | None = None
+
+
+def compaction_words(seconds: Mapping[CompactionKind, float]) -> str:
+    """The action's traced compaction, for its Event: the node's total, then each kind's."""
+    total = sum(seconds.values())
+    parts = ", ".join(f"{k.value} {v:.3f}s" for k, v in seconds.items() if v > 0)
+    return f"the node compacted {total:.3f}s meanwhile (traced" + (f": {parts})" if parts else ")")
 
 
 class ClusterLock:
@@ -169,10 +182,13 @@ class Remediator:
         holder: str,
         runner: Runner = _run_step,
         settle: float = SETTLE_SECONDS,
+        compaction: CompactionDuring | None = None,
     ) -> None:
-        """`lock` None: no API (standalone), the host's own agent is the only one."""
+        """`lock` None: no API (standalone), the host's own agent is the only one.
+        `compaction`: the tracing part's measure of compaction over the action (None: off)."""
         self.reader, self.observer, self.lock, self.stop = reader, observer, lock, stop
         self.monotonic, self.holder, self.runner, self.settle = monotonic, holder, runner, settle
+        self.compaction = compaction
 
     def carry_out(
         self,
@@ -229,10 +245,13 @@ class Remediator:
         cached_before = (obs.meminfo or {}).get("Cached", 0)
         # Said before the write: if the kernel stalls the node, the log shows what was running.
         log.info("remediation starting", extra={"action": step.name, "why": step.why})
+        # The trace clock is CLOCK_MONOTONIC, not the (injectable) tick clock.
+        began = time.monotonic()
         res = self.runner(step, self.reader, cfg.remediation.action_timeout_seconds)
         # The write returns when the kernel is done, but kswapd/kcompactd may still be merging
         # what it set in motion: measure a moment later to count the action's whole effect.
         self.stop.wait(self.settle)
+        compacted = None if self.compaction is None else self.compaction(began, time.monotonic())
         b0 = blocks(before)
         try:  # one observation after: the blocks, the verdict and the page cache
             after_obs, after = self.observer.observe(self.monotonic(), cfg, order, urgent=True)
@@ -253,6 +272,7 @@ class Remediator:
             + (", ahead of the predicted fragmentation" if early else "")
             + ("" if early else ", recovered" if recovered else ", still fragmented")
             + (f"; {res.error}" if res.error else "")
+            + (f"; {compaction_words(compacted)}" if compacted is not None else "")
         )
         log.info(
             "remediation done",
@@ -265,6 +285,9 @@ class Remediator:
                 "cache_dropped_mib": dropped,
                 "recovered": recovered,
                 "error": res.error,
+                "compaction_seconds": None
+                if compacted is None
+                else {k.value: round(v, 4) for k, v in compacted.items()},
             },
         )
         reason = {
@@ -274,7 +297,7 @@ class Remediator:
         kind = EventType.NORMAL if result == ActionOutcome.OK else EventType.WARNING
         ev = EventSpec(kind, reason, detail)
         state = after_action(remedy, step, now, result, b0, b1)
-        return Ran(result, state, (ev,), b0, b1, res.seconds)
+        return Ran(result, state, (ev,), b0, b1, res.seconds, compacted)
 
     def review_tunables(self, obs: Observation, cfg: RemediationConfig) -> None:
         """Log what the vm tunables review recommends; with remediation.apply_tunables (and mode

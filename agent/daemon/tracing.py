@@ -5,29 +5,61 @@ once a tick summarizes the window for the decision. Off, it does not exist: noth
 A source that cannot start (no tracefs, a tracepoint missing, not root, or the instance still
 read by the pod this one replaces in a rollout) is logged, counted and told once in an Event,
 and the daemon goes on without it, trying again every RETRY_SECONDS; so is a reader that stops
-later (the instance removed under us). The order traced is the one at start
-(assessment.target_order): like the kernel log's path, it changes at the next restart.
+later (the instance removed under us). The order traced is assessment.target_order: a reload
+that changes it restarts the instance with the new in-kernel filter (`retarget`), so the window
+starts again; the counters go on.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from agent.assess.tracing import TraceSummary, summarize
+from agent.assess.tracing import (
+    CompactionKind,
+    CompactionPairer,
+    CompactionRun,
+    TraceSummary,
+    summarize,
+)
 from agent.base.errors import MemfragError
 from agent.config.model import HIGHEST_ORDER
 from agent.daemon.metrics import order_label
 from agent.decide.report import EventReason, EventSpec, EventType
-from agent.kernel.trace import PageAlloc, TraceEvent
+from agent.kernel.trace import (
+    CompactionBegin,
+    CompactionEnd,
+    DirectCompaction,
+    PageAlloc,
+    TraceEvent,
+)
 from agent.kernel.tracefollow import TraceSource, TraceWindow
 
 log = logging.getLogger("memfrag.agent")
 RETRY_SECONDS = 60.0  # a source that failed is started again this long after
+# The kernel's compact_result names as mm_compaction_end prints them (include/trace/events/
+# mmflags.h, COMPACTION_STATUS; "partial" and "failed" on older kernels); anything else: other.
+RESULTS = (
+    "success",
+    "complete",
+    "partial_skipped",
+    "partial",
+    "skipped",
+    "deferred",
+    "continue",
+    "no_suitable_page",
+    "not_suitable_zone",
+    "contended",
+    "failed",
+    "other",
+)
+DURATION_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+MAX_RUNS = 8192  # completed compactions kept for the remediation's measure (minutes of a storm)
 
 
 class Source(Protocol):
@@ -76,6 +108,7 @@ class Tracing:
         self.started_at: float | None = None
         self.pageblock_order: int | None = None
         self._retry_at = 0.0
+        self._begun = False  # `start` was called (the daemon's start, not a reload)
         self._broken = False  # the reader thread stopped: the source is replaced
         self._error: str | None = None  # from the reader thread: told once by the loop
         self._told = False
@@ -92,14 +125,56 @@ class Tracing:
             "The tracing source could not start or its reader stopped",
             registry=registry,
         )
+        self.compactions = Counter(
+            "memfrag_compactions",
+            "Compactions of one zone (mm_compaction_begin to end) by NUMA node, kind (direct: an "
+            "allocation stalled; kcompactd; manual: a write to compact_memory, the agent's "
+            "remediation among them) and the kernel's result",
+            ["numa_node", "kind", "result"],
+            registry=registry,
+        )
+        self.compaction_seconds = Histogram(
+            "memfrag_compaction_duration_seconds",
+            "Duration of one zone's compaction (mm_compaction_begin to end) by NUMA node and kind",
+            ["numa_node", "kind"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.action_compaction = Gauge(
+            "memfrag_remediation_last_compaction_seconds",
+            "Seconds the node spent in compaction while the last remediation action ran (traced, "
+            "by kind: manual is the action's own, direct the allocations that stalled meanwhile)",
+            ["kind"],
+            registry=registry,
+        )
+        self.pairer = CompactionPairer({})
+        self.runs: deque[CompactionRun] = deque(maxlen=MAX_RUNS)
+        self._zero_orders(min_order)
+
+    def _zero_orders(self, min_order: int) -> None:
         for order in range(min_order, HIGHEST_ORDER + 1):
             for silent in ("true", "false"):
                 self.failures.labels(order_label(order), silent)
 
-    def start(self, pageblock_order: int | None) -> None:
-        """Never raises: a source that cannot start is an error told once, tried again."""
-        self.pageblock_order = pageblock_order
+    def start(self, pageblock_order: int | None, zone_nodes: Mapping[int, int]) -> None:
+        """Never raises: a source that cannot start is an error told once, tried again.
+        `zone_nodes`: each zone's start pfn -> NUMA node (from /proc/zoneinfo), whose nodes get
+        their compaction series at 0."""
+        self.pageblock_order, self._begun = pageblock_order, True
+        self.zones(zone_nodes)
+        for node in sorted({*zone_nodes.values()}):
+            for kind in CompactionKind:
+                self.compaction_seconds.labels(str(node), kind.value)
+                for result in RESULTS:
+                    self.compactions.labels(str(node), kind.value, result)
+        for kind in CompactionKind:
+            self.action_compaction.labels(kind.value)
         self._start()
+
+    def zones(self, zone_nodes: Mapping[int, int]) -> None:
+        """The zones' NUMA nodes as last read (zones do not move; memory hotplug adds some)."""
+        with self._lock:
+            self.pairer.zone_nodes = dict(zone_nodes)
 
     def _start(self) -> None:
         with self._lock:
@@ -117,6 +192,22 @@ class Tracing:
         self.source, self.started_at = source, self.monotonic()
         log.info("tracing started", extra={"min_order": self.min_order})
 
+    def retarget(self, min_order: int) -> None:
+        """A reload changed assessment.target_order: the in-kernel filter is set at start, so
+        the instance is started again with the new one (a new window). A source that could not
+        start is retried at once with it."""
+        if min_order == self.min_order:
+            return
+        log.info(
+            "tracing: traced order changed, instance restarted",
+            extra={"from_order": self.min_order, "to_order": min_order},
+        )
+        self.min_order = min_order
+        self._zero_orders(min_order)
+        if self._begun:
+            self.stop()
+            self._start()
+
     def poll(self, now: float) -> None:
         """Once a tick, before `summary`: replace a source whose reader stopped, retry one that
         could not start."""
@@ -133,12 +224,39 @@ class Tracing:
             try:
                 self.source.stop()
             except (MemfragError, OSError) as exc:
-                log.error("tracing: cannot remove the instance: %s", exc)
+                log.error("tracing: cannot remove the instance", extra={"error": str(exc)})
             self.source = None
 
     def _count(self, event: TraceEvent) -> None:
+        """From the reader thread, each event as it arrives."""
         if isinstance(event, PageAlloc) and event.failed and event.order >= self.min_order:
             self.failures.labels(order_label(event.order), str(event.silent).lower()).inc()
+        elif isinstance(event, CompactionBegin | CompactionEnd | DirectCompaction):
+            with self._lock:
+                run = self.pairer.add(event)
+                if run is not None:
+                    self.runs.append(run)
+            if run is not None:
+                node = "unknown" if run.node is None else str(run.node)
+                result = run.status if run.status in RESULTS else "other"
+                self.compactions.labels(node, run.kind.value, result).inc()
+                self.compaction_seconds.labels(node, run.kind.value).observe(run.seconds)
+
+    def compaction_during(self, start: float, end: float) -> dict[CompactionKind, float]:
+        """Seconds of compaction by kind that overlapped [start, end] (CLOCK_MONOTONIC, the
+        trace clock: time.monotonic()), for the remediation's record."""
+        with self._lock:
+            runs = tuple(self.runs)
+        out = dict.fromkeys(CompactionKind, 0.0)
+        for r in runs:
+            overlap = min(end, r.ended) - max(start, r.began)
+            if overlap > 0:
+                out[r.kind] += overlap
+        return out
+
+    def record_action(self, seconds: Mapping[CompactionKind, float]) -> None:
+        for kind in CompactionKind:
+            self.action_compaction.labels(kind.value).set(seconds.get(kind, 0.0))
 
     def _reader_failed(self, message: str) -> None:
         """From the reader thread: it stopped."""
@@ -147,7 +265,7 @@ class Tracing:
         self._failed(message)
 
     def _failed(self, message: str) -> None:
-        log.error("tracing: %s", message)
+        log.error("tracing failed", extra={"error": message})
         self.errors.inc()
         with self._lock:
             self._error = self._error or message
@@ -168,6 +286,8 @@ class Tracing:
 
     def summary(self, now: float, zone_nodes: Mapping[int, int]) -> TraceSummary | None:
         """The window so far (shorter while the source is young); None when not running."""
+        if zone_nodes:
+            self.zones(zone_nodes)
         if self.source is None or self.started_at is None:
             return None
         events, pids, dropped = self.source.window.snapshot()

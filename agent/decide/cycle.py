@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 
 from agent.assess.hugepages import PoolReadiness, TargetReadiness
 from agent.assess.predict import Prediction
-from agent.assess.tracing import Ranked, TraceSummary, span
+from agent.assess.tracing import PodKernelMemory, Ranked, TraceSummary, span
 from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
+from agent.assess.vmrates import VmstatRates
 from agent.config.model import AssessmentConfig, Config, ReportingConfig
 from agent.decide.contiguity import LabelChange, label_change
 from agent.decide.ladder import Step
@@ -25,6 +26,7 @@ from agent.decide.report import (
     EventSpec,
     EventType,
     Outcome,
+    PodRef,
     ReportState,
     initial_state,
 )
@@ -54,10 +56,12 @@ class Facts:
     predictions: tuple[Prediction, ...] = ()  # NUMA nodes whose trend crosses the line soon
     hugepages: tuple[PoolReadiness, ...] = ()  # the pools as last read (pagetypeinfo cadence)
     targets: tuple[TargetReadiness, ...] = ()  # assessment.hugepage_targets against the pools
-    thp_fallback_per_minute: float | None = None  # None: no THP counters, or no span yet
     traced: TraceSummary | None = None  # the tracing source's window; None: tracing off
     pods: Mapping[str, str] = field(default_factory=dict)  # pod UID -> namespace/name
     compactable: tuple[int, ...] = ()  # NUMA nodes with a per-node compact file
+    vmstat: VmstatRates | None = None  # /proc/vmstat rates; None: fewer than two samples
+    # the pods holding the most unmovable kernel memory (read only for an unmovable cause)
+    kernel_pods: tuple[PodKernelMemory, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class TickState:
     said_not_possible: bool = False  # RemediationNotPossible goes out once per episode
     predicted_at: float | None = None  # monotonic: the last prediction of this episode
     said_traced: bool = False  # traced failures told in an Event, until the window is clear
+    said_kernel_pods: bool = False  # the pods' Events went out this episode
     acted_early: tuple[int, ...] = ()  # NUMA nodes compacted on a prediction in this episode
 
 
@@ -159,7 +164,10 @@ def outcome_of(f: Facts, cfg: Config | None = None) -> Outcome:
             )
         for said in stuck_pools(f.hugepages, f.targets):
             out = replace(out, message=f"{out.message}; {said}")
-        thp = thp_message(f.thp_fallback_per_minute, cfg.assessment)
+        thp = thp_message(
+            f.vmstat.per_minute("thp_fault_fallback") if f.vmstat is not None else None,
+            cfg.assessment,
+        )
         if thp is not None:
             out = replace(out, message=f"{out.message}; {thp}")
     else:
@@ -176,11 +184,54 @@ def outcome_of(f: Facts, cfg: Config | None = None) -> Outcome:
             message=f"{out.message}; the kernel log suppressed {f.suppressed} more "
             f"allocation-failure report(s) in the last {f.suppressed_window / 60:.0f} min",
         )
+    v = f.vmstat
+    if v is not None and a is not None and a.verdict != Verdict.HEALTHY and v.words():
+        out = replace(
+            out, message=f"{out.message}; per minute over the last {span(v.window)}: {v.words()}"
+        )
     t = f.traced
     if t is not None and t.failed:
         out = replace(out, message=f"{out.message}; {t.sentence()}")
     if t is not None and t.polluters and a is not None and a.cause.kind == CauseKind.UNMOVABLE:
         out = replace(out, message=f"{out.message}; {polluters(t, f.pods)}")
+    if f.kernel_pods and a is not None and a.cause.kind == CauseKind.UNMOVABLE:
+        out = replace(out, message=f"{out.message}; {kernel_pods(f.kernel_pods, f.pods)}")
+    return out
+
+
+def mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def kernel_pods(top: tuple[PodKernelMemory, ...], pods: Mapping[str, str]) -> str:
+    """The pods holding the most unmovable kernel memory, by name (UID when not known)."""
+    names = ", ".join(f"{pods.get(p.pod_uid, p.pod_uid)} {mib(p.memory.total)}" for p in top)
+    return f"unmovable kernel memory by pod: {names}"
+
+
+def kernel_pod_events(top: tuple[PodKernelMemory, ...], pods: Mapping[str, str]) -> list[EventSpec]:
+    """One Event on each named pod (a pod the informer does not know gets none: its namespace
+    is where the Event must go)."""
+    out = []
+    for rank, p in enumerate(top, 1):
+        where = pods.get(p.pod_uid)
+        if where is None or "/" not in where:
+            continue
+        namespace, name = where.split("/", 1)
+        parts = ", ".join(f"{k} {mib(v)}" for k, v in p.memory.parts if v)
+        out.append(
+            EventSpec(
+                EventType.WARNING,
+                EventReason.UNMOVABLE_KERNEL_MEMORY,
+                f"This pod holds {mib(p.memory.total)} of unmovable kernel memory"
+                + (f" ({parts})" if parts else "")
+                + f", #{rank} on its node, whose memory is fragmented by unmovable kernel "
+                "allocations: moving this pod (or what makes it allocate kernel memory: "
+                "sockets, many small files, threads) frees contiguous memory that draining "
+                "other pods would not",
+                PodRef(namespace, name, p.pod_uid),
+            )
+        )
     return out
 
 
@@ -276,6 +327,13 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
             if ed.step is not None and ed.step.arg is not None:
                 run, why, early = ed.step, ed.why, True
                 acted_early = (*acted_early, ed.step.arg)
+    said_pods = s.said_kernel_pods
+    if a is None or a.verdict != Verdict.FRAGMENTED or a.cause.kind != CauseKind.UNMOVABLE:
+        said_pods = False
+    elif f.kernel_pods and not said_pods:
+        pod_events = kernel_pod_events(f.kernel_pods, f.pods)
+        events += pod_events
+        said_pods = bool(pod_events)
     said_traced = s.said_traced
     if f.traced is not None:
         if f.traced.failed and not said_traced:
@@ -320,7 +378,15 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
         report=report,
         events=tuple(events),
         delete_stuck=recovered and cfg.remediation.delete_stuck_pods,
-        state=TickState(report_state, remedy, said, predicted_at, said_traced, acted_early),
+        state=TickState(
+            report_state,
+            remedy,
+            said,
+            predicted_at,
+            said_traced,
+            said_kernel_pods=said_pods,
+            acted_early=acted_early,
+        ),
         early=early,
         label=label_change(a, f.view, cfg.reporting.contiguity_label, cfg.assessment),
     )

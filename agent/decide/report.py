@@ -67,6 +67,14 @@ class EventReason(StrEnum):
     TUNABLE_TRIAL_STARTED = "TunableTrialStarted"
     TUNABLE_KEPT = "TunableKept"
     TUNABLE_ROLLED_BACK = "TunableRolledBack"
+    UNMOVABLE_KERNEL_MEMORY = "UnmovableKernelMemory"  # on a pod, not the Node
+
+
+@dataclass(frozen=True)
+class PodRef:
+    namespace: str
+    name: str
+    uid: str
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,7 @@ class EventSpec:
     type: EventType
     reason: EventReason
     message: str
+    pod: PodRef | None = None  # the Event is about this pod (in its namespace), not the Node
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ moves every number) starts over, the knob as it is."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from agent.assess.rates import rate_per_minute
 from agent.assess.tunables import Recommendation
+from agent.assess.vmrates import rates
 from agent.config.model import RemediationConfig
 from agent.decide.report import EventReason, EventSpec, EventType
 
@@ -90,13 +91,20 @@ class Window:
         return Window(self.first, r, self.blocks_sum + r.blocks, self.samples + 1)
 
     def effect(self) -> Effect:
-        def rate(a: int | None, b: int | None) -> float | None:
-            return None if a is None or b is None else rate_per_minute(a, b, self.seconds)
+        """The mean blocks, and the counters per minute between the window's ends (the vmstat
+        rates' one rule: a counter that went down restarted)."""
 
+        def counters(r: Reading) -> dict[str, int]:
+            named = (("compact_stall", r.compact_stall), ("pageoutrun", r.kswapd_runs))
+            return {k: v for k, v in named if v is not None}
+
+        got = rates(
+            ((self.first.at, counters(self.first)), (self.last.at, counters(self.last))), math.inf
+        )
         return Effect(
             self.blocks_sum / max(1, self.samples),
-            rate(self.first.compact_stall, self.last.compact_stall),
-            rate(self.first.kswapd_runs, self.last.kswapd_runs),
+            got.per_minute("compact_stall") if got is not None else None,
+            got.per_minute("pageoutrun") if got is not None else None,
         )
 
 

@@ -9,7 +9,9 @@ used when there is no v1 memory controller. A pod's cgroup path carries its UID
 
 Kernel memory per pod, the unmovable kind that fragments pageblocks: v2 memory.stat's
 slab_unreclaimable + kernel_stack + pagetables + sock + percpu; v1 memory.kmem.usage_in_bytes
-(v1's memory.stat has no slab breakdown). Pure: no I/O.
+(slab, stacks, page tables) + memory.kmem.tcp.usage_in_bytes (socket buffers). v1's memory.stat
+has none of the kernel fields (cache, rss, shmem, ...: checked on 6.18), so it adds nothing.
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -78,9 +80,17 @@ def parse_v2_stat(text: str) -> KernelMemory | None:
     return KernelMemory(sum(v for _, v in parts), tuple(sorted(parts)))
 
 
-def parse_v1_kmem(text: str) -> KernelMemory | None:
-    """v1 memory.kmem.usage_in_bytes (one integer)."""
+def parse_v1_kmem(text: str, part: str = "kmem") -> KernelMemory | None:
+    """v1 memory.kmem.usage_in_bytes or memory.kmem.tcp.usage_in_bytes (one integer)."""
     value = text.strip()
     if not is_uint(value):
         return None
-    return KernelMemory(int(value), (("kmem", int(value)),))
+    return KernelMemory(int(value), ((part, int(value)),))
+
+
+def combined(*parts: KernelMemory | None) -> KernelMemory | None:
+    """The sum of the files that could be read; None when none could."""
+    got = [p for p in parts if p is not None]
+    if not got:
+        return None
+    return KernelMemory(sum(p.total for p in got), tuple(sorted(x for p in got for x in p.parts)))

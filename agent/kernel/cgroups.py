@@ -11,6 +11,7 @@ from agent.kernel.cgroupinfo import (
     MAX_PODS,
     CgroupPaths,
     KernelMemory,
+    combined,
     parse_proc_cgroup,
     parse_v1_kmem,
     parse_v2_stat,
@@ -34,7 +35,7 @@ class CgroupReader:
 
     def pod_kernel_memory(self) -> dict[str, KernelMemory]:
         """Per pod UID, its kernel memory: from v2 memory.stat where the memory controller is
-        on the v2 hierarchy, else from v1 memory.kmem.usage_in_bytes."""
+        on the v2 hierarchy, else from v1 memory.kmem.usage_in_bytes and .kmem.tcp."""
         out: dict[str, KernelMemory] = {}
         for v2 in (self.root, self.root / "unified"):
             if (v2 / "cgroup.controllers").exists():
@@ -44,10 +45,17 @@ class CgroupReader:
                         out.setdefault(uid, km)
         if not out:
             for uid, d in _pod_dirs(self.root / "memory"):
-                km = _read(d / "memory.kmem.usage_in_bytes", parse_v1_kmem)
+                km = combined(
+                    _read(d / "memory.kmem.usage_in_bytes", parse_v1_kmem),
+                    _read(d / "memory.kmem.tcp.usage_in_bytes", _tcp),
+                )
                 if km is not None:
                     out.setdefault(uid, km)
         return out
+
+
+def _tcp(text: str) -> KernelMemory | None:
+    return parse_v1_kmem(text, "kmem_tcp")
 
 
 def _read(path: Path, parse: Callable[[str], KernelMemory | None]) -> KernelMemory | None:

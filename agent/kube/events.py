@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.base.times import rfc3339
-from agent.decide.report import EventSpec
+from agent.decide.report import EventSpec, PodRef
 from agent.kube import paths
 from agent.kube.api import SMP, Api
 from agent.kube.errors import ApiError
@@ -45,6 +45,8 @@ class EventRecorder:
     def emit(self, ev: EventSpec) -> None:
         """Write or bump one Event; failures are logged and counted by the caller, never raised
         (an Event is a courtesy to the operator, not state)."""
+        if ev.pod is not None:
+            return self._on_pod(ev, ev.pod)
         now, wall = self._monotonic(), self._wall()
         key = (ev.reason, ev.message)
         seen = self._seen.get(key)
@@ -97,3 +99,49 @@ class EventRecorder:
             log.warning("event not written", extra={"reason": ev.reason, "error": str(exc)})
             raise
         return None
+
+    def _on_pod(self, ev: EventSpec, pod: PodRef) -> None:
+        """An Event about a pod, in its namespace (kubectl describe pod shows it). Written once
+        (the decision says it once per episode): never patched, so the agent needs only create
+        there."""
+        wall = self._wall()
+        digest = hashlib.sha1(f"{ev.reason}{pod.uid}{wall}".encode()).hexdigest()[:10]
+        try:
+            self.kube.request(
+                "POST",
+                paths.events(pod.namespace),
+                body={
+                    "apiVersion": "v1",
+                    "kind": "Event",
+                    "metadata": {
+                        "name": f"{pod.name[:200]}.memfrag.{digest}",
+                        "namespace": pod.namespace,
+                    },
+                    "involvedObject": {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "namespace": pod.namespace,
+                        "name": pod.name,
+                        "uid": pod.uid,
+                    },
+                    "reason": ev.reason,
+                    "message": ev.message[:1024],
+                    "type": ev.type,
+                    "count": 1,
+                    "firstTimestamp": rfc3339(wall),
+                    "lastTimestamp": rfc3339(wall),
+                    "source": {"component": COMPONENT, "host": self.node},
+                    "reportingComponent": COMPONENT,
+                    "reportingInstance": self.node,
+                },
+            )
+        except ApiError as exc:
+            log.warning(
+                "pod event not written",
+                extra={
+                    "reason": ev.reason,
+                    "pod": f"{pod.namespace}/{pod.name}",
+                    "error": str(exc),
+                },
+            )
+            raise

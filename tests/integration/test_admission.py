@@ -32,7 +32,7 @@ from agent.decide.nodeview import (
     with_taint,
     without_taint,
 )
-from agent.decide.report import EventReason, EventSpec, EventType
+from agent.decide.report import EventReason, EventSpec, EventType, PodRef
 from agent.kube.client import MERGE, SMP, ApiError, Kube
 from agent.kube.events import EventRecorder
 from tests.chart_tools import by_kind, documents, render
@@ -605,6 +605,14 @@ def _event(node: str, name: str = "", **over: Any) -> JSON:
     return event
 
 
+def _pod_event(node: str, **over: Any) -> JSON:
+    """An UnmovableKernelMemory Event as agent/kube/events.py writes it, about a pod in
+    default (any namespace: RBAC grants create in all of them with kernel_memory_pods)."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "namespace": "default", "name": "cart", "uid": "u1"}
+    pod.update(over.pop("involvedObject", {}))
+    return _event(node, **{"involvedObject": pod, "reason": "UnmovableKernelMemory", **over})
+
+
 def test_agents_events_are_allowed(scope: Scope) -> None:
     """The agent's own EventRecorder: a new Event, then the same again bumps its count."""
     recorder = EventRecorder(scope.agent, NODE_A)
@@ -618,6 +626,18 @@ def test_agents_events_are_allowed(scope: Scope) -> None:
         if e["message"] == spec.message
     ]
     assert ev["count"] == 2 and ev["involvedObject"]["name"] == NODE_A
+
+
+def test_agents_pod_events_are_allowed(scope: Scope) -> None:
+    """With reporting.kernel_memory_pods (on by default): an Event about a pod, in its namespace,
+    as the recorder writes it."""
+    recorder = EventRecorder(scope.agent, NODE_A)
+    message = f"admission test {time.monotonic_ns()}"
+    pod = PodRef("kube-system", "kube-proxy-x", "u1")
+    recorder.emit(EventSpec(EventType.WARNING, EventReason.UNMOVABLE_KERNEL_MEMORY, message, pod))
+    path = "/api/v1/namespaces/kube-system/events"
+    (ev,) = [e for e in scope.admin.request("GET", path)["items"] if e["message"] == message]
+    assert ev["involvedObject"]["kind"] == "Pod" and ev["involvedObject"]["name"] == "kube-proxy-x"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -656,7 +676,25 @@ EVENT_ATTACKS = [
         "reported as memfrag-agent",
     ),
     EventAttack(
-        "in another namespace (RBAC)", "POST", "new", _event(NODE_A), "forbidden", "kube-system"
+        "a pod Event of another reason",
+        "POST",
+        "new",
+        _pod_event(NODE_A, reason="Killing"),
+        "UnmovableKernelMemory Events about a pod in its namespace",
+    ),
+    EventAttack(
+        "a pod Event from another node",
+        "POST",
+        "new",
+        _pod_event(NODE_A, reportingInstance=NODE_B),
+        "reported as memfrag-agent from that node",
+    ),
+    EventAttack(
+        "bump its pod Event",
+        "PATCH",
+        "its pod's",
+        {"count": 2},
+        "only the Events it reported about its own Node",
     ),
     EventAttack(
         "bump the kubelet's Event",
@@ -700,7 +738,11 @@ def test_event_attack_is_denied(scope: Scope, attack: EventAttack) -> None:
     else:
         kubelets = _event(NODE_A, reportingComponent="kubelet", source={"component": "kubelet"})
         stored = admin.request(
-            "POST", path, body=kubelets if attack.target == "kubelet's" else _event(NODE_A)
+            "POST",
+            path,
+            body={"kubelet's": kubelets, "its pod's": _pod_event(NODE_A)}.get(
+                attack.target, _event(NODE_A)
+            ),
         )
         target = f"{path}/{stored['metadata']['name']}"
         request = (attack.method, target, attack.body or None, MERGE)

@@ -282,10 +282,14 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     (c,) = spec["containers"]
     assert c["name"] == "agent"
     assert "command" not in c  # the image's ENTRYPOINT, memfrag-agent
+    # the host's cgroup hierarchy for the pods' kernel memory (reporting.kernel_memory_pods)
+    cgroups = (
+        ["--cgroup-root", "/host/sys/fs/cgroup"] if cfg["reporting"]["kernel_memory_pods"] else []
+    )
     assert c["args"] == [
         "run", "--config", CONFIG_PATH,
         "--log-format", values["logFormat"], "--log-level", values["logLevel"],
-        *values["extraArgs"],
+        *cgroups, *values["extraArgs"],
     ]  # fmt: skip
     assert c["securityContext"] == values["containerSecurityContext"]
     assert spec.get("securityContext", {}) == values["podSecurityContext"]
@@ -320,16 +324,19 @@ def check_agent_pod_spec(spec: dict[str, Any], values: dict[str, Any], name: str
     else:
         assert "/dev/kmsg" not in mounts
         assert not [v for v in volumes.values() if "kmsg" in json.dumps(v)]
-    # The host's tracefs only when the tracing source is on.
+    # The host's tracefs only when the tracing source is on; its debugfs instead only when
+    # asked (a host whose tracefs is only under debugfs).
+    debugfs = values["tracing"]["debugfs"]
+    traced = "/sys/kernel/debug" if debugfs else "/sys/kernel/tracing"
     if cfg["sources"].get("tracing_enabled"):
-        assert volumes[mounts["/sys/kernel/tracing"]["name"]]["hostPath"] == {
-            "path": "/sys/kernel/tracing",
-            "type": "Directory",
-        }
-        assert not mounts["/sys/kernel/tracing"].get("readOnly")
+        assert volumes[mounts[traced]["name"]]["hostPath"] == {"path": traced, "type": "Directory"}
+        assert not mounts[traced].get("readOnly")
+        other = "/sys/kernel/tracing" if debugfs else "/sys/kernel/debug"
+        assert other not in mounts
+        assert not [v for v in volumes.values() if other in json.dumps(v)]
     else:
-        assert "/sys/kernel/tracing" not in mounts
-        assert not [v for v in volumes.values() if "tracing" in json.dumps(v)]
+        assert "/sys/kernel/tracing" not in mounts and "/sys/kernel/debug" not in mounts
+        assert not [v for v in volumes.values() if "/sys/kernel" in json.dumps(v)]
     config_volume = volumes[mounts["/etc/memfrag-agent"]["name"]]
     assert config_volume["configMap"]["name"] == name
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
@@ -684,24 +691,40 @@ def test_admission_policies_match_the_agents_service_account() -> None:
         assert sorted(rule["resources"]) == resources, name
 
 
-@pytest.mark.parametrize("delete_stuck_pods", [False, True])
-def test_rbac_grants_only_what_the_agent_uses(delete_stuck_pods: bool) -> None:
-    """Writes to Events only in `default` (where Node Events live); pods delete only with
+@pytest.mark.parametrize(("delete_stuck_pods", "kernel_memory_pods"), [(False, 0), (True, 3)])
+def test_rbac_grants_only_what_the_agent_uses(
+    delete_stuck_pods: bool, kernel_memory_pods: int
+) -> None:
+    """Writes to Events in `default` (where Node Events live), and create elsewhere only with
+    reporting.kernel_memory_pods (its pods' Events, in their namespaces); pods delete only with
     remediation.delete_stuck_pods. Everything else the admission policies narrow further."""
-    setting = f"config.remediation.delete_stuck_pods={str(delete_stuck_pods).lower()}"
+    settings = (
+        f"config.remediation.delete_stuck_pods={str(delete_stuck_pods).lower()}",
+        f"config.reporting.kernel_memory_pods={kernel_memory_pods}",
+    )
     docs = [
         d
-        for d in documents(render(sets=(setting,)))
+        for d in documents(render(sets=settings))
         if "helm.sh/hook" not in d["metadata"].get("annotations", {})
     ]
     (cluster_role,) = by_kind(docs, "ClusterRole")
     pods = ["list", "watch", "delete"] if delete_stuck_pods else ["list", "watch"]
+    events = ["list", "watch", "create"] if kernel_memory_pods else ["list", "watch"]
     assert cluster_role["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": events},
         {"apiGroups": [""], "resources": ["pods"], "verbs": pods},
     ]
+    (ds,) = by_kind(docs, "DaemonSet")
+    (c,) = ds["spec"]["template"]["spec"]["containers"]
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    if kernel_memory_pods:
+        assert mounts["/host/sys/fs/cgroup"]["readOnly"] is True
+        at = c["args"].index("--cgroup-root")
+        assert c["args"][at + 1] == "/host/sys/fs/cgroup"
+    else:
+        assert "/host/sys/fs/cgroup" not in mounts and "--cgroup-root" not in c["args"]
     roles = {
         (r["metadata"]["namespace"], r["metadata"]["name"]): r["rules"]
         for r in by_kind(docs, "Role")

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -309,3 +310,107 @@ def _scraped(url: str, sample: str = "", at_least: float = 0) -> dict[str, float
     except OSError:
         return None
     return m if not sample or m.get(sample, 0) >= at_least else None
+
+
+def test_the_daemon_counts_a_manual_compaction_by_node_kind_and_result(
+    tracefs: Path, tmp_path: Path
+) -> None:
+    """`echo 1 > compact_memory` while the standalone daemon traces: every zone's compaction in
+    memfrag_compactions_total{kind="manual"} and the duration histogram (the series were at 0
+    before), on the NUMA node /proc/zoneinfo gives the zone."""
+    port = free_port()
+    config = {
+        "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
+        "reporting": {"metrics_port": port, "metrics_address": "127.0.0.1"},
+        "remediation": {"mode": "off"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    log = tmp_path / "agent.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODE_NAME")}
+    agent = subprocess.Popen(
+        [str(AGENT_BIN), "run", "--standalone", "--config", str(tmp_path / "config.yaml")],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    runs = 'memfrag_compaction_duration_seconds_count{kind="manual",numa_node="0"}'
+
+    def manual(m: dict[str, float]) -> float:
+        return sum(
+            v
+            for k, v in m.items()
+            if k.startswith("memfrag_compactions_total{") and 'kind="manual"' in k
+        )
+
+    try:
+        wait_for(lambda: "tracing started" in log.read_text(errors="replace"), "tracing", 60)
+        before = wait_for(lambda: _scraped(url), "the agent's /metrics", 30)
+        assert before[runs] == 0 and manual(before) == 0  # created at 0
+        Path("/proc/sys/vm/compact_memory").write_text("1\n")
+        after = wait_for(lambda: _scraped(url, runs, 1), "the traced compaction", 30)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+    zones = sum(1 for z in ProcReader().observe(with_pagetypeinfo=False).zoneinfo or ())
+    print(f"manual compactions traced {manual(after)} of {zones} zones, {after[runs]} on node 0")
+    assert 1 <= manual(after) <= zones  # one per populated zone at most
+    assert manual(after) == sum(
+        v for k, v in after.items() if k.startswith("memfrag_compaction_duration_seconds_count")
+    )
+    assert after["memfrag_tracing_errors_total"] == 0
+    assert agent.returncode == 0
+
+
+def test_a_reload_that_changes_the_target_order_refilters_the_live_instance(
+    tracefs: Path, tmp_path: Path
+) -> None:
+    """The ConfigMap's assessment.target_order changes: the daemon's instance is made again with
+    the new in-kernel filter, without a restart (before: the order of the start stayed)."""
+    port = free_port()
+    config: dict[str, dict[str, Any]] = {
+        "assessment": {"target_order": 4},
+        "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
+        "reporting": {"metrics_port": port, "metrics_address": "127.0.0.1"},
+        "remediation": {"mode": "off"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "agent.log"
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODE_NAME")}
+    agent = subprocess.Popen(
+        [str(AGENT_BIN), "run", "--standalone", "--config", str(path)],
+        env=env,
+        stdout=open(log, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    flt = tracefs / "instances" / INSTANCE / "events" / "kmem" / "mm_page_alloc" / "filter"
+
+    def filtered(order: int) -> bool:
+        try:
+            return f"order >= {order} " in flt.read_text()
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: filtered(4), "the instance filtering order >= 4", 60)
+        config["assessment"]["target_order"] = 6
+        new = tmp_path / "config.new"
+        new.write_text(yaml.safe_dump(config))
+        new.replace(path)  # as the kubelet swaps a ConfigMap
+        wait_for(lambda: filtered(6), "the instance filtering order >= 6", 30)
+        url = f"http://127.0.0.1:{port}/metrics"
+        m = wait_for(lambda: _scraped(url), "the agent's /metrics", 30)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+    lines = [
+        json.loads(x) for x in log.read_text(errors="replace").splitlines() if x.startswith("{")
+    ]
+    changed = [
+        x for x in lines if x.get("msg") == "tracing: traced order changed, instance restarted"
+    ]
+    assert [(x["from_order"], x["to_order"]) for x in changed] == [(4, 6)], changed
+    assert m["memfrag_tracing_errors_total"] == 0
+    assert agent.returncode == 0
+    assert not (tracefs / "instances" / INSTANCE).exists()

@@ -1,22 +1,14 @@
 """The hugepage targets' grammar (agent.config.targets), each target against its pool
-(agent.assess.hugepages.target_readiness, on a real host's pools) and rate_per_minute."""
+(agent.assess.hugepages.target_readiness, on a real host's pools)."""
 
 from __future__ import annotations
 
 import pytest
 
 from agent.assess.hugepages import readiness, target_readiness
-from agent.assess.rates import rate_per_minute
 from agent.base.errors import MemfragError
 from agent.config.targets import HugepageTarget, parse_targets
 from tests.unit.assess.test_hugepage_readiness import _real
-
-
-def test_rate_per_minute() -> None:
-    assert rate_per_minute(100, 400, 120.0) == 150.0
-    assert rate_per_minute(5, 5, 60.0) == 0.0
-    assert rate_per_minute(400, 100, 60.0) is None  # went backwards: another boot
-    assert rate_per_minute(1, 2, 0.0) is None
 
 
 def test_targets_grammar() -> None:

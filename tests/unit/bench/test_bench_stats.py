@@ -241,3 +241,13 @@ def test_npd_patch_carries_every_condition_with_a_new_heartbeat() -> None:
     ]
     assert {c["lastHeartbeatTime"] for c in conds} == {"1970-01-01T01:00:00Z"}
     assert {c["lastTransitionTime"] for c in conds} == {"1970-01-01T00:00:00Z"}
+
+
+def test_tracing_rounds_ratio_is_the_median_of_back_to_back_pairs() -> None:
+    """A burst of load on one round spoils its pair only, whichever side it fell on."""
+    from bench.tracing import Rounds
+
+    r = Rounds(off=(1.0, 1.0, 5.0, 1.0, 1.0), on=(1.01, 1.02, 1.0, 9.0, 1.01))
+    assert r.pair_ratios == (1.01, 1.02, 0.2, 9.0, 1.01)
+    assert r.ratio == 1.01
+    assert r.ratio_of_minimums == 1.0

@@ -426,7 +426,12 @@ def test_run_passes_the_lease_namespace_to_the_agent(
     for key, value in {"NODE_NAME": "node-a", **env}.items():
         monkeypatch.setenv(key, value)
     assert main(["run", "--proc-root", VM, "--sys-root", NOSYS, "--log-format", "text", *argv]) == 0
-    assert _CapturedAgent.seen == {"node": "node-a", "namespace": namespace, "holder": None}
+    assert _CapturedAgent.seen == {
+        "node": "node-a",
+        "namespace": namespace,
+        "holder": None,
+        "cgroup_root": "/sys/fs/cgroup",
+    }
 
 
 @pytest.mark.parametrize(

@@ -37,6 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "assessment.prediction_horizon_seconds": 21600.0,
     "assessment.hugepage_targets": "",
     "assessment.thp_fallback_high_per_minute": 100.0,
+    "assessment.vmstat_window_seconds": 600.0,
     "sources.poll_interval_seconds": 15.0,
     "sources.pagetypeinfo_interval_seconds": 300.0,
     "sources.kmsg_enabled": True,
@@ -50,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "reporting.heartbeat_seconds": 900.0,
     "reporting.stuck_pod_seconds": 300.0,
     "reporting.max_tainted_percent": 20.0,
+    "reporting.kernel_memory_pods": 3,
     "reporting.metrics_port": 9808,
     "reporting.metrics_address": "0.0.0.0",
     "reporting.contiguity_label": False,
@@ -105,7 +107,7 @@ def test_config_docs_cover_every_key() -> None:
     for path, default, doc in rows:
         assert doc.strip(), f"{path} has no description"
         assert default == repr(DEFAULTS[path]), path
-    assert len(rows) == 40
+    assert len(rows) == 42
 
 
 def test_every_field_has_doc_metadata() -> None:

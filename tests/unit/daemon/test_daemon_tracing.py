@@ -4,18 +4,32 @@ sentence in the condition, one Event per episode, a source that cannot start tol
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agent.daemon.loop import Agent
 from agent.daemon.tracing import RETRY_SECONDS, Source
+from agent.decide.ladder import Step
 from agent.kernel.cgroupinfo import CgroupPaths
+from agent.kernel.procfs import ProcReader
+from agent.kernel.trace import CompactionBegin, CompactionEnd
 from agent.kernel.tracefollow import TraceWindow
 from agent.kernel.tracefs import TracingError
+from agent.kernel.writes import ActionResult
 from agent.kube import paths
 from tests.trace_fixtures import POLLUTER_PID, recorded
-from tests.unit.daemon.parts import HEALTHY, UNMOVABLE, CountingReader, Host, config_file
+from tests.unit.daemon.parts import (
+    FRAGMENTED,
+    HEALTHY,
+    UNMOVABLE,
+    CountingReader,
+    Host,
+    config_file,
+    rewrite,
+)
 from tests.unit.daemon.test_daemon_loop import FAST, sample
 from tests.unit.kube.fakekube import Clock, FakeKube
 
@@ -54,13 +68,20 @@ class Tracer:
 
 
 class World:
-    def __init__(self, tmp: Path, tracer: Tracer, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        tracer: Tracer,
+        enabled: bool = True,
+        remediation: dict[str, Any] | None = None,
+    ) -> None:
         self.kube = FakeKube()
         self.kube.add_node("n1")
         self.host = Host(tmp, HEALTHY)
         self.clock = Clock()
         values = {k: dict(v) for k, v in FAST.items()}
         values["sources"]["tracing_enabled"] = enabled
+        values["remediation"] = remediation or {}
         self.agent = Agent(
             "n1",
             self.kube,
@@ -70,6 +91,7 @@ class World:
             "pod-a",
             monotonic=self.clock,
             make_trace_source=tracer,
+            cgroup_root=str(tmp / "cgroup"),
         )
         assert self.agent.reporter is not None
         self.agent.reporter.node_inf.offer(self.kube.objects[paths.node("n1")])
@@ -77,7 +99,7 @@ class World:
     def start(self) -> None:
         """Agent.start without the HTTP server and the watches: the tracing part only."""
         assert self.agent.tracing is not None
-        self.agent.tracing.start(self.agent._pageblock_order())
+        self.agent.tracing.start(*self.agent._trace_layout())
 
     def tick(self, dt: float = 0.0) -> None:
         self.clock.t += dt
@@ -199,3 +221,161 @@ def test_a_source_whose_reader_stopped_is_replaced(tmp_path: Path) -> None:
     assert tracer.made[0].stopped == 1 and len(tracer.made) == 1
     w.tick(RETRY_SECONDS)
     assert len(tracer.made) == 2 and tracer.made[1].started == 1
+
+
+def test_a_reload_that_changes_the_target_order_restarts_the_instance_with_its_filter(
+    tmp_path: Path,
+) -> None:
+    """Before: the filter kept the order of the start until the pod restarted."""
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    assert tracer.made[0].args[0] == 4
+    rewrite(
+        w.agent.config_file, "assessment:\n  target_order: 2\nsources:\n  tracing_enabled: true\n"
+    )
+    w.agent.reload_config()
+    assert tracer.made[0].stopped == 1
+    assert len(tracer.made) == 2 and tracer.made[1].args[0] == 2 and tracer.made[1].started == 1
+    assert sample(w.agent, FAILURES, {"order": "2", "silent": "true"}) == 0  # new labels at 0
+    for e in recorded("hugetlb-exhausted-thp.trace"):
+        tracer.made[1].window.add(e)
+    assert sample(w.agent, FAILURES, {"order": "9", "silent": "true"}) == 300
+    rewrite(
+        w.agent.config_file, "assessment:\n  target_order: 2\nreporting:\n  heartbeat_seconds: 60\n"
+    )
+    w.agent.reload_config()  # the order unchanged: the instance stays
+    assert len(tracer.made) == 2 and tracer.made[1].stopped == 0
+
+
+def test_a_reload_before_start_only_sets_the_order(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    rewrite(
+        w.agent.config_file, "assessment:\n  target_order: 6\nsources:\n  tracing_enabled: true\n"
+    )
+    w.agent.reload_config()
+    assert not tracer.made
+    w.start()
+    assert tracer.made[0].args[0] == 6
+
+
+def test_vmstat_rates_per_minute_are_a_gauge_and_in_the_message_while_not_healthy(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path, Tracer(), enabled=False)
+    vmstat = w.host.root / "vmstat"
+    lines = vmstat.read_text().splitlines()
+
+    def stall(n: int) -> None:
+        vmstat.write_text(
+            "\n".join(f"compact_stall {n}" if x.startswith("compact_stall ") else x for x in lines)
+            + "\n"
+        )
+
+    stall(100)
+    w.tick()
+    rate = "memfrag_vmstat_rate_per_minute"
+    assert w.agent.metrics.registry.get_sample_value(rate, {"counter": "compact_stall"}) is None
+    stall(130)
+    w.tick(60)
+    assert sample(w.agent, rate, {"counter": "compact_stall"}) == 30.0
+    assert "per minute" not in w.message()  # healthy: no news
+    w.host.be(UNMOVABLE)  # its vmstat: counters from another boot, a reset
+    w.tick(60)
+    assert "per minute over the last 10 minutes: compact_stall" in w.message()
+
+
+COMPACTIONS = "memfrag_compactions_total"
+
+
+def test_compactions_are_counted_by_numa_node_kind_and_result_from_zero(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    for kind in ("direct", "kcompactd", "manual"):
+        for result in ("complete", "contended", "other"):
+            labels = {"numa_node": "0", "kind": kind, "result": result}
+            assert w.agent.metrics.registry.get_sample_value(COMPACTIONS, labels) == 0
+    for e in recorded("pipes-and-compact-memory.trace"):
+        tracer.made[0].window.add(e)
+    # echo 1 > compact_memory: the writer's task compacts each of the VM's three zones
+    manual = {"numa_node": "0", "kind": "manual"}
+    assert sample(w.agent, COMPACTIONS, {**manual, "result": "complete"}) == 2
+    assert sample(w.agent, COMPACTIONS, {**manual, "result": "contended"}) == 1
+    count = sample(w.agent, "memfrag_compaction_duration_seconds_count", manual)
+    total = sample(w.agent, "memfrag_compaction_duration_seconds_sum", manual)
+    assert count == 3 and abs(total - (0.000015 + 0.002841 + 0.148408)) < 1e-6
+
+
+def test_a_remediation_records_how_long_the_node_compacted_while_it_ran(tmp_path: Path) -> None:
+    """Not only its wall time: the traced compaction between the write and the settling."""
+    tracer = Tracer()
+    w = World(tmp_path, tracer, remediation={"mode": "on"})
+    w.start()
+    src = tracer.made[0]
+    trace = recorded("pipes-and-compact-memory.trace")
+    begin = next(e for e in trace if isinstance(e, CompactionBegin))
+    end = next(e for e in trace if isinstance(e, CompactionEnd))
+
+    def runner(step: Step, reader: ProcReader, timeout: float) -> ActionResult:
+        now = time.monotonic()
+        src.window.add(
+            dataclasses.replace(begin, head=dataclasses.replace(begin.head, timestamp=now))
+        )
+        src.window.add(
+            dataclasses.replace(end, head=dataclasses.replace(end.head, timestamp=now + 0.25))
+        )
+        w.host.be(HEALTHY)
+        return ActionResult(True, 0.25)
+
+    w.agent.remediator.runner = runner
+    w.agent.remediator.settle = 0.3
+    w.host.be(FRAGMENTED)
+    w.tick()
+    gauge = "memfrag_remediation_last_compaction_seconds"
+    assert abs(sample(w.agent, gauge, {"kind": "manual"}) - 0.25) < 0.01
+    assert sample(w.agent, gauge, {"kind": "direct"}) == 0
+    w.tick(1)
+    messages = [o["message"] for k, o in w.kube.objects.items() if "/events/" in k]
+    assert any("the node compacted 0.250s meanwhile (traced: manual 0.250s)" in m for m in messages)
+
+
+def test_an_unmovable_cause_names_the_pods_by_kernel_memory_and_gives_each_an_event(
+    tmp_path: Path,
+) -> None:
+    """From the cgroup files (v1 here, as on this machine), names from the pod informer, the
+    Event in the pod's namespace about the pod; once per episode; tracing not needed."""
+    w = World(tmp_path, Tracer(), enabled=False)
+    pod = tmp_path / "cgroup" / "memory" / "kubepods" / "burstable" / f"pod{POD_UID}"
+    pod.mkdir(parents=True)
+    (pod / "memory.kmem.usage_in_bytes").write_text(f"{200 << 20}\n")
+    (pod / "memory.kmem.tcp.usage_in_bytes").write_text(f"{56 << 20}\n")
+    assert w.agent.stuck is not None
+    w.agent.stuck.pods.offer(
+        {
+            "metadata": {"name": "cart", "namespace": "shop", "uid": POD_UID},
+            "spec": {"nodeName": "n1"},
+        }
+    )
+    w.tick()
+    assert w.agent.kernel_memory.reads == 0  # healthy: the cgroups are not walked
+    w.host.be(UNMOVABLE)
+    w.tick(15)  # pagetypeinfo is read again within 30 s of a verdict not healthy
+    w.tick(30)
+    assert "unmovable kernel memory by pod: shop/cart 256.0 MiB" in w.message()
+    w.tick(15)
+    w.tick(15)
+    on_pods = [o for k, o in w.kube.objects.items() if "/namespaces/shop/events/" in k]
+    assert len(on_pods) == 1
+    (ev,) = on_pods
+    assert ev["reason"] == "UnmovableKernelMemory" and ev["type"] == "Warning"
+    assert ev["involvedObject"] == {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "namespace": "shop",
+        "name": "cart",
+        "uid": POD_UID,
+    }
+    assert ev["reportingInstance"] == "n1" and "kmem 200.0 MiB, kmem_tcp 56.0 MiB" in ev["message"]
+    assert w.agent.kernel_memory.reads == 1  # at most once a minute

@@ -9,7 +9,7 @@ from typing import Literal
 
 from agent.assess.hugepages import PoolReadiness
 from agent.assess.predict import Prediction
-from agent.assess.tracing import TraceSummary, summarize
+from agent.assess.tracing import PodKernelMemory, TraceSummary, summarize
 from agent.assess.verdict import Assessment, Reason, Verdict, assess
 from agent.config.model import Config
 from agent.decide.cycle import (
@@ -25,8 +25,8 @@ from agent.decide.cycle import (
 from agent.decide.ladder import ladder
 from agent.decide.nodeview import Condition, ConditionStatus, NodeView
 from agent.decide.remediation import ActionOutcome, after_action
-from agent.decide.report import EventReason, ReportState
-from agent.kernel.cgroupinfo import CgroupPaths
+from agent.decide.report import EventReason, PodRef, ReportState
+from agent.kernel.cgroupinfo import CgroupPaths, KernelMemory
 from agent.kernel.procfs import ProcReader
 from tests.trace_fixtures import POLLUTER_PID, ZONES, recorded
 
@@ -303,3 +303,38 @@ def test_the_polluters_named_are_bounded() -> None:
     assert text.endswith(f" and {rest} by others")
     assert "x" * WHERE_MAX not in text and "..." in text
     assert text.count("): ") == len(shown)
+
+
+def _kernel_pods() -> tuple[PodKernelMemory, ...]:
+    big = KernelMemory(300 << 20, (("slab_unreclaimable", 250 << 20), ("sock", 50 << 20)))
+    small = KernelMemory(12 << 20, (("kmem", 12 << 20),))
+    return (PodKernelMemory("uid-a", big), PodKernelMemory("uid-b", small))
+
+
+def test_an_unmovable_cause_names_the_pods_holding_kernel_memory_and_tells_each_once() -> None:
+    pods = {"uid-a": "shop/cart"}  # uid-b: not in the informer (yet)
+    f = facts(UNMOVABLE, view(ConditionStatus.TRUE), kernel_pods=_kernel_pods(), pods=pods)
+    assert UNMOVABLE.verdict == Verdict.FRAGMENTED
+    d = decide_tick(f, TickState(), cfg())
+    assert "unmovable kernel memory by pod: shop/cart 300.0 MiB, uid-b 12.0 MiB" in (
+        d.outcome.message
+    )
+    (ev,) = [e for e in d.events if e.reason == EventReason.UNMOVABLE_KERNEL_MEMORY]
+    assert ev.pod == PodRef("shop", "cart", "uid-a")  # uid-b: no namespace to put it in
+    assert "300.0 MiB of unmovable kernel memory (slab_unreclaimable 250.0 MiB, sock 50.0" in (
+        ev.message
+    )
+    again = decide_tick(f, d.state, cfg())
+    assert not [e for e in again.events if e.reason == EventReason.UNMOVABLE_KERNEL_MEMORY]
+    # the episode ends: the next one tells them again
+    healthy = decide_tick(facts(HEALTHY, view(ConditionStatus.TRUE)), again.state, cfg())
+    assert not healthy.state.said_kernel_pods
+    third = decide_tick(f, healthy.state, cfg())
+    assert [e.pod for e in third.events if e.pod is not None] == [PodRef("shop", "cart", "uid-a")]
+
+
+def test_kernel_memory_pods_are_not_named_for_another_cause() -> None:
+    f = facts(FRAG, view(ConditionStatus.TRUE), kernel_pods=_kernel_pods(), pods={})
+    d = decide_tick(f, TickState(), cfg())
+    assert "kernel memory by pod" not in d.outcome.message
+    assert not [e for e in d.events if e.pod is not None]

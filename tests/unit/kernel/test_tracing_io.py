@@ -187,6 +187,10 @@ def test_pod_kernel_memory_v1_and_v2_trees(tmp_path: Path) -> None:
     v1.mkdir(parents=True)
     (v1 / "memory.kmem.usage_in_bytes").write_text("8192\n")
     assert CgroupReader(tmp_path / "v1").pod_kernel_memory()[uid_a].total == 8192
+    # socket buffers are charged apart on v1 (memory.kmem.tcp): before, left out
+    (v1 / "memory.kmem.tcp.usage_in_bytes").write_text("4096\n")
+    km = CgroupReader(tmp_path / "v1").pod_kernel_memory()[uid_a]
+    assert km.total == 12288 and km.parts == (("kmem", 8192), ("kmem_tcp", 4096))
     v2 = tmp_path / "v2" / "kubepods.slice" / f"kubepods-pod{uid_b.replace('-', '_')}.slice"
     v2.mkdir(parents=True)
     (tmp_path / "v2" / "cgroup.controllers").write_text("memory\n")
