@@ -13,11 +13,10 @@ in it: buddyinfo cannot foresee that, and the report says so instead of guessing
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agent.base.errors import MemfragError
+from agent.config.targets import HugepageTarget
 from agent.kernel.buddyinfo import ZoneBlocks
 from agent.kernel.hugepageinfo import HugePages
 from agent.kernel.zoneinfo import ZoneWatermarks
@@ -147,19 +146,6 @@ def thp_fallback(
     return ThpRate(faults, fallbacks, since_boot=before is None)
 
 
-_SIZE = re.compile(r"([0-9]{1,9})([kKmMgG])(?:i?B)?")
-_UNIT = {"k": 1, "m": 1024, "g": 1024 * 1024}
-
-
-def parse_target(text: str) -> tuple[int, int]:
-    """`2M=1024`, `1G=4` or `2048kB=1024` -> (size in KiB, count)."""
-    size, sep, count = text.partition("=")
-    m = _SIZE.fullmatch(size.strip())
-    if not sep or m is None or not count.strip().isdigit() or len(count.strip()) > 9:
-        raise MemfragError(f"hugepage target {text!r}: expected SIZE=COUNT, e.g. 2M=1024 or 1G=4")
-    return int(m.group(1)) * _UNIT[m.group(2).lower()], int(count)
-
-
 def _size_name(kib: int) -> str:
     for unit, div in (("GiB", 1 << 20), ("MiB", 1 << 10)):
         if kib >= div and kib % div == 0:
@@ -276,3 +262,72 @@ def _pool_readiness(
         can_grow=can_grow,
         message=message,
     )
+
+
+@dataclass(frozen=True)
+class TargetReadiness:
+    """One configured target (assessment.hugepage_targets) against its pool as read: how many
+    pages the pool lacks and whether the free blocks could give them now."""
+
+    size_kib: int
+    numa_node: int | None  # None: the machine-wide pool
+    target: int
+    held: int | None  # nr_hugepages of the pool; None: no such pool on this host
+    shortfall: int  # pages the pool lacks of its target
+    allocatable: int | None  # None: a gigantic page, or no such NUMA node
+    can_grow: bool | None  # None: cannot tell (gigantic) or nothing lacking
+    message: str
+
+
+def target_readiness(
+    hr: HugepageReadiness, targets: Sequence[HugepageTarget]
+) -> tuple[TargetReadiness, ...]:
+    """Each target against the pool the kernel reports (the machine's, or the NUMA node's under
+    /sys/devices/system/node), in the order given."""
+    out: list[TargetReadiness] = []
+    for t in targets:
+        where = "" if t.numa_node is None else f" on NUMA node {t.numa_node}"
+        name = f"hugepages-{t.size_kib}kB ({_size_name(t.size_kib)}){where}"
+        held: int | None
+        allocatable: int | None
+        if t.numa_node is None:
+            pool = next((p for p in hr.pools if p.size_kib == t.size_kib), None)
+            held = pool.nr if pool else None
+            allocatable = pool.allocatable if pool else None
+        else:
+            node = next(
+                (n for n in hr.nodes if n.size_kib == t.size_kib and n.node == t.numa_node), None
+            )
+            held = node.nr if node else None
+            allocatable = node.allocatable if node else None
+        shortfall = max(0, t.pages - (held or 0))
+        known = any(p.size_kib == t.size_kib for p in hr.pools) and (
+            t.numa_node is None or any(n.node == t.numa_node for n in hr.nodes)
+        )
+        if not known:
+            can_grow, message = False, f"{name}: no such pool on this node (target {t.pages})"
+        elif shortfall == 0:
+            can_grow, message = None, f"{name}: holds {held} of the target {t.pages}"
+        elif allocatable is None:
+            can_grow = None
+            message = (
+                f"{name}: holds {held or 0} of the target {t.pages}; a gigantic page is cut by "
+                "migration, which free block counts cannot foresee"
+            )
+        else:
+            can_grow = allocatable >= shortfall
+            message = (
+                f"{name}: holds {held or 0} of the target {t.pages}, {allocatable} could be "
+                "allocated now"
+                + (
+                    ""
+                    if can_grow
+                    else f": it cannot grow by {shortfall} without reclaim or compaction"
+                )
+            )
+        out.append(
+            TargetReadiness(
+                t.size_kib, t.numa_node, t.pages, held, shortfall, allocatable, can_grow, message
+            )
+        )
+    return tuple(out)

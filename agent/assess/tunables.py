@@ -6,6 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# The knobs the review may recommend, and so the only ones a trial may write (a name read back
+# from the node's record is checked against this: never a path from an annotation).
+KNOBS = (
+    "min_free_kbytes",
+    "watermark_scale_factor",
+    "compaction_proactiveness",
+    "extfrag_threshold",
+)
+
 
 @dataclass(frozen=True)
 class Recommendation:

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from agent.assess.hugepages import HugepageReadiness, parse_target, readiness
+from agent.assess.hugepages import HugepageReadiness, readiness
 from agent.assess.signatures import SignatureMatch, match_line
 from agent.assess.tunables import recommend
 from agent.assess.verdict import assess
@@ -23,6 +23,7 @@ from agent.cli.render import (
     signature_lines,
 )
 from agent.config.load import load
+from agent.config.targets import parse_target
 from agent.decide.ladder import ladder
 from agent.kernel.boundedlines import bounded_lines
 from agent.kernel.hugepages import read_hugepages

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from agent.base.errors import ConfigError
 from agent.base.excerpt import excerpt
+from agent.config.targets import targets_error
 
 # The orders a target may take: assessment.target_order and the CLI's --order.
 # From 1: order 0 is a single page, which no fragmentation can take away (a failed order-0
@@ -82,6 +83,7 @@ def _is_ip(text: str) -> bool:
 
 _ADDRESS = "must be an IPv4 or IPv6 address such as 0.0.0.0, :: or 127.0.0.1; got {value}"
 _SECONDS = Allowed(minimum=0)
+_TARGET = r"[0-9]{1,9}[kKmMgG](i?B)?=[0-9]{1,9}(@[0-9]{1,4})?"
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,35 @@ class AssessmentConfig:
         21600.0,
         "Report a prediction only when the trend crosses the fragmented line within this.",
         Allowed(minimum=60, maximum=604800),
+    )
+    hugepage_targets: str = _key(
+        "",
+        "Hugepage pools this node is expected to hold, as comma-separated SIZE=COUNT[@NUMA_NODE] "
+        "(e.g. '2M=1024,1G=4@0'; without @ the machine-wide pool): the condition's message "
+        "names a pool that holds fewer pages than its target and cannot grow to it from the "
+        "free blocks now; memfrag_hugepages_target and memfrag_hugepages_shortfall. Empty: "
+        "none (pools with nr_overcommit_hugepages headroom are still checked).",
+        Allowed(
+            max_length=400,
+            pattern=rf"^$|^{_TARGET}(,{_TARGET})*$",
+            invalid="must be comma-separated SIZE=COUNT[@NUMA_NODE] such as 2M=1024,1G=4@0; "
+            "got {value}",
+            says="comma-separated SIZE=COUNT[@NUMA_NODE], e.g. 2M=1024,1G=4@0",
+            rules=(
+                Rule(
+                    lambda v: targets_error(v) is None,
+                    "gives one pool twice (or more than 16 pools): {value}",
+                    "each pool (size and NUMA node) at most once, 16 pools at most",
+                ),
+            ),
+        ),
+    )
+    thp_fallback_high_per_minute: float = _key(
+        100.0,
+        "Transparent huge page faults that fell back to small pages (thp_fault_fallback per "
+        "minute over vmstat_window_seconds, memfrag_vmstat_rate_per_minute) above which the "
+        "condition's message says so.",
+        Allowed(exclusive_minimum=0),
     )
     vmstat_window_seconds: float = _key(
         600.0,
@@ -245,6 +276,14 @@ class ReportingConfig:
             ),
         ),
     )
+    contiguity_label: bool = _key(
+        False,
+        "Label the Node memfrag.dev/contiguity=high|medium|low|none (free blocks at the target "
+        "order against at_risk_below_blocks and fragmented_below_blocks, the emptiest NUMA node "
+        "counting), so that pods needing contiguous memory can select nodes before the taint "
+        "fires; written only when the bucket changes, with hysteresis. Needs the chart's "
+        "nodes patch permission (granted already for the taint).",
+    )
 
 
 @dataclass(frozen=True)
@@ -297,7 +336,33 @@ class RemediationConfig:
         "controller owns, so they are recreated.",
     )
     apply_tunables: bool = _key(
-        False, "Write the recommended vm.* tunables (min_free_kbytes, watermark_scale_factor...)."
+        False,
+        "With mode 'on', try the vm.* tunables the review recommends (min_free_kbytes, "
+        "watermark_scale_factor, compaction_proactiveness, extfrag_threshold), one at a time: "
+        "measure tunables_trial_seconds before and as long after the change (blocks at the "
+        "target order, compact_stall and kswapd runs per minute), keep the new value only if it "
+        "helped, roll it back otherwise; each outcome an Event. At most max_concurrent_nodes "
+        "nodes try at once (Lease slots); the original value is kept in the node's record "
+        "(its Lease) and restored on stop or after a crash.",
+    )
+    tunables_trial_seconds: float = _key(
+        1800.0,
+        "Length of each of the two windows of a tunable trial (before and after the change).",
+        Allowed(minimum=60, maximum=86400),
+    )
+    act_on_prediction: bool = _key(
+        False,
+        "When a NUMA node is predicted to fragment within the horizon "
+        "(assessment.prediction_*) and the node is idle (PSI memory some avg60 at most "
+        "act_on_prediction_max_psi_some_avg60), compact that NUMA node only, through the "
+        "normal remediation path (mode, window, cooldown, hourly cap, Lease slots, Events); "
+        "once per prediction episode.",
+    )
+    act_on_prediction_max_psi_some_avg60: float = _key(
+        5.0,
+        "The node counts as idle for act_on_prediction at or below this memory PSI some avg60 "
+        "(percent); a kernel without PSI is never idle.",
+        Allowed(minimum=0, maximum=100),
     )
 
 

@@ -41,9 +41,12 @@ from agent.daemon.remediator import ClusterLock, Ran, Remediator
 from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
 from agent.daemon.tracing import MakeSource, Tracing, pod_names, trace_source
+from agent.daemon.tuner import MemoryStore, RecordStore, Store, Tuner
 from agent.daemon.vmrates import VmRates
-from agent.decide.cycle import Facts, TickState, decide_tick, wants_taint_slot
+from agent.decide.contiguity import LABEL
+from agent.decide.cycle import Facts, TickState, decide_tick, early_decision, wants_taint_slot
 from agent.decide.ladder import Step, ladder
+from agent.decide.remediation import RemedyDecision, RemedyState
 from agent.decide.report import EventReason, EventSpec, EventType
 from agent.kernel.cgroups import CgroupReader
 from agent.kernel.kmsg import Finding
@@ -144,6 +147,8 @@ class Agent:
         self.reporter: Reporter | None = None
         self.stuck: StuckPods | None = None
         lock: ClusterLock | None = None
+        store: Store = MemoryStore()
+        tunable_slots: Semaphore | None = None
         if kube is not None:
             kube.observer = lambda err: self.metrics.api_result(None if err is None else err.status)
             self.events = EventRecorder(kube, node_name, wall=wall, monotonic=monotonic)
@@ -167,6 +172,21 @@ class Agent:
             self.reporter = Reporter(kube, node_name, record, taint_sem, self._api_failed)
             self.stuck = StuckPods(kube, node_name, self._api_failed)
             lock = ClusterLock(record, remedy_sem, self.holder, self._api_failed, self._budget)
+            store = RecordStore(record)
+            # Tunable trials hold a slot for two windows: their own slots, the same budget.
+            tunable_slots = Semaphore(
+                kube, namespace, "memfrag-tunables", self.holder, wall=wall, monotonic=monotonic
+            )
+        self.tuner = Tuner(
+            reader.proc,
+            store,
+            tunable_slots,
+            self.holder,
+            wall,
+            self._api_failed,
+            self._budget,
+            lambda name, result: self.metrics.tunable_trials.labels(name, result).inc(),
+        )
         self.remediator = Remediator(
             reader,
             self.observer,
@@ -214,7 +234,12 @@ class Agent:
         return (pti.pageblock_order if pti is not None else None), zone_nodes(obs)
 
     def stop(self) -> None:
-        """What `run` releases on its way out: the HTTP server and our trace instance."""
+        """What `run` releases on its way out: a tunable trial (its original value back), the
+        HTTP server and our trace instance."""
+        with self._budget():
+            for ev in self.tuner.stop():
+                self._emit(ev)
+            self._flush_events()
         if self.tracing is not None:
             self.tracing.stop()
         if self.http is not None:
@@ -246,6 +271,8 @@ class Agent:
             self.remediator.review_tunables(obs, self.cfg.remediation)
         except MemfragError as exc:
             log.error("cannot review vm tunables", extra={"error": str(exc)})
+        for ev in self.tuner.resume():
+            self._emit(ev)
         next_poll = last_cycle = 0.0
         batch: list[Finding] = []
         while not self.stop_event.is_set():
@@ -344,6 +371,8 @@ class Agent:
             suppressed_window=FINDING_TTL,
             predictions=self.outlook.predictions(now, a, cfg),
             hugepages=huge.pools if huge is not None else (),
+            targets=self.outlook.targets if huge is not None else (),
+            compactable=self.observer.numa_nodes_with_compact(),
             vmstat=self.vmrates.update(
                 now, obs.vmstat if obs is not None else None, cfg.assessment.vmstat_window_seconds
             ),
@@ -384,16 +413,26 @@ class Agent:
                 self.state = dataclasses.replace(self.state, report=report)
                 if d.delete_stuck:
                     events += self.stuck.delete(stuck)
+                if d.label is not None:
+                    self.reporter.set_label(LABEL, d.label.value)
                 shown = self.reporter.shown(cfg.reporting)
             ran: Ran | None = None
             if d.run is not None and a is not None and obs is not None:
                 phase.close()
+                redecide = None
+                if d.early:  # asked again as it was decided: on the prediction
+                    acted = tuple(n for n in self.state.acted_early if n != d.run.arg)
+
+                    def redecide(r: RemedyState) -> RemedyDecision:
+                        return early_decision(facts, r, acted, cfg)
+
                 ran = self.remediator.carry_out(
-                    now, wall, d.run, obs, a, order, steps, self.state.remedy, cfg
+                    now, wall, d.run, obs, a, order, steps, self.state.remedy, cfg, redecide
                 )
                 self.state = dataclasses.replace(self.state, remedy=ran.state)
                 events += ran.events
                 phase.enter_context(self._budget())
+            events += self.tuner.tick(now, a, obs, cfg, disturbed=ran is not None)
             # 6. record, once
             self._record(digest, a, len(stuck), shown, d.run, ran, assess_seconds, wall)
             for ev in events:

@@ -26,11 +26,13 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from agent import __version__
+from agent.assess.tunables import KNOBS
 from agent.assess.verdict import Assessment, Verdict
 from agent.base.errors import MemfragError
 from agent.daemon.httpserver import BoundedHTTPServer
 from agent.decide.ladder import Step
 from agent.decide.remediation import ActionOutcome
+from agent.decide.tunables import TrialResult
 from agent.kernel.actions import ActionKind
 from agent.kernel.kmsg import KINDS
 
@@ -199,11 +201,33 @@ class Metrics:
             ["size_kib", "numa_node"],
             registry=r,
         )
+        self.hugepages_target = Gauge(
+            "memfrag_hugepages_target",
+            "Hugepages the pool is expected to hold (assessment.hugepage_targets; numa_node "
+            "'all': the machine-wide pool)",
+            ["size_kib", "numa_node"],
+            registry=r,
+        )
+        self.hugepages_shortfall = Gauge(
+            "memfrag_hugepages_shortfall",
+            "Hugepages the pool lacks of its target (target minus nr_hugepages, at least 0)",
+            ["size_kib", "numa_node"],
+            registry=r,
+        )
+        self.tunable_trials = Counter(
+            "memfrag_tunable_trials",
+            "Measured vm tunable trials by knob and how each ended (remediation.apply_tunables)",
+            ["tunable", "result"],
+            registry=r,
+        )
+        for knob in KNOBS:
+            for ended in TrialResult:
+                self.tunable_trials.labels(knob, ended)
         self.config_valid.set(1)
         for kind in KINDS:
             for order in (*range(16), None):
                 self.findings.labels(kind, order_label(order))
-        for operation in ("condition", "event", "lease", "pod-delete", "taint"):
+        for operation in ("condition", "event", "label", "lease", "pod-delete", "taint"):
             self.api_errors.labels(operation)
         for reload in ("ok", "invalid"):
             self.config_reloads.labels(reload)

@@ -1,7 +1,8 @@
 """What comes next, per NUMA node: the trend of the free blocks at the target order (a bounded
 series per node, agent.assess.predict each tick) and how many hugepages could be allocated now
-(the pools under /sys re-read at the pagetypeinfo cadence, agent.assess.hugepages). Both only
-report: they feed the tick's Facts and their gauges, and never act."""
+(the pools under /sys re-read at the pagetypeinfo cadence, agent.assess.hugepages) against the
+configured targets. They only report: they feed the tick's Facts and their gauges, and never
+act."""
 
 from __future__ import annotations
 
@@ -10,11 +11,17 @@ import math
 from collections import deque
 from pathlib import Path
 
-from agent.assess.hugepages import HugepageReadiness, readiness
+from agent.assess.hugepages import (
+    HugepageReadiness,
+    TargetReadiness,
+    readiness,
+    target_readiness,
+)
 from agent.assess.predict import Prediction, Sample, predict
 from agent.assess.verdict import Assessment
 from agent.base.errors import MemfragError
 from agent.config.model import Config
+from agent.config.targets import parse_targets
 from agent.daemon.metrics import Metrics
 from agent.kernel.hugepages import read_hugepages
 from agent.kernel.observation import Observation
@@ -74,6 +81,7 @@ class Outlook:
         self.metrics = metrics
         self.trend = Trend()
         self.hugepages: HugepageReadiness | None = None
+        self.targets: tuple[TargetReadiness, ...] = ()
         self._read_at = -1e18
 
     def predictions(self, now: float, a: Assessment | None, cfg: Config) -> tuple[Prediction, ...]:
@@ -107,10 +115,22 @@ class Outlook:
             pools = read_hugepages(self.sys_root)
         except MemfragError as exc:
             log.error("cannot read the hugepage pools", extra={"error": str(exc)})
-            self.hugepages = None
+            self.hugepages, self.targets = None, ()
+            self.metrics.hugepages_target.clear()
+            self.metrics.hugepages_shortfall.clear()
             return None
         self.hugepages = readiness(obs.buddy, obs.zoneinfo, pools, obs.page_size)
         for n in self.hugepages.nodes:
             value = math.nan if n.allocatable is None else n.allocatable
             gauge.labels(str(n.size_kib), str(n.node)).set(value)
+        # validated with the config: a parse error here cannot happen
+        self.targets = target_readiness(
+            self.hugepages, parse_targets(cfg.assessment.hugepage_targets)
+        )
+        self.metrics.hugepages_target.clear()
+        self.metrics.hugepages_shortfall.clear()
+        for t in self.targets:
+            labels = (str(t.size_kib), "all" if t.numa_node is None else str(t.numa_node))
+            self.metrics.hugepages_target.labels(*labels).set(t.target)
+            self.metrics.hugepages_shortfall.labels(*labels).set(t.shortfall)
         return self.hugepages

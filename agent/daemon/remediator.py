@@ -22,6 +22,7 @@ from agent.decide.ladder import Step
 from agent.decide.remediation import (
     ActionOutcome,
     PastAction,
+    RemedyDecision,
     RemedyState,
     after_action,
     decide_remediation,
@@ -30,7 +31,7 @@ from agent.decide.remediation import (
 from agent.decide.report import EventReason, EventSpec, EventType
 from agent.kernel.observation import Observation
 from agent.kernel.procfs import ProcReader
-from agent.kernel.writes import ActionResult, run_step, write_tunable
+from agent.kernel.writes import ActionResult, run_step
 from agent.kube.errors import ApiError
 from agent.kube.leases import NodeRecord, Semaphore
 from agent.kube.leases import NodeState as RecordState
@@ -39,6 +40,7 @@ log = logging.getLogger("memfrag.agent")
 SETTLE_SECONDS = 1.0
 Failed = Callable[[str, ApiError], None]
 Runner = Callable[[Step, ProcReader, float], ActionResult]
+Redecide = Callable[[RemedyState], RemedyDecision]  # the tick's decision, with the record's history
 # Traced compaction seconds by kind between two CLOCK_MONOTONIC times (Tracing.compaction_during)
 CompactionDuring = Callable[[float, float], Mapping[CompactionKind, float]]
 
@@ -101,9 +103,12 @@ class ClusterLock:
         obs: Observation,
         remedy: RemedyState,
         cfg: RemediationConfig,
+        redecide: Redecide | None = None,
     ) -> tuple[str | None, RemedyState, ActionOutcome | None]:
         """(the slot or None, the remedy state with the node's history, 'skipped' when another
-        pod or the cluster's budget holds it, None when the node's record says not now)."""
+        pod or the cluster's budget holds it, None when the node's record says not now).
+        `redecide`: how the step was decided (default: the ladder's policy), asked again with
+        the record's history."""
         with self.budget():
             try:
                 record = self.record.lock(cfg.lease_seconds)
@@ -115,7 +120,11 @@ class ClusterLock:
                 return None, remedy, ActionOutcome.SKIPPED
             # The record may hold actions other pods ran since: decided again with them counted.
             remedy = merge_history(remedy, record.actions, self.holder, now, wall)
-            rd = decide_remediation(now, before, steps, remedy, cfg, obs.pressure, wall=wall)
+            rd = (
+                redecide(remedy)
+                if redecide is not None
+                else decide_remediation(now, before, steps, remedy, cfg, obs.pressure, wall=wall)
+            )
             remedy = rd.state
             slot: str | None = None
             skipped: ActionOutcome | None = None
@@ -192,6 +201,7 @@ class Remediator:
         steps: tuple[Step, ...],
         remedy: RemedyState,
         cfg: Config,
+        redecide: Redecide | None = None,
     ) -> Ran:
         rcfg = cfg.remediation
         if rcfg.mode == "dry-run":
@@ -209,7 +219,7 @@ class Remediator:
         slot: str | None = None
         if self.lock is not None:
             slot, remedy, skipped = self.lock.take(
-                now, wall, step, before, steps, obs, remedy, rcfg
+                now, wall, step, before, steps, obs, remedy, rcfg, redecide
             )
             if slot is None:
                 return Ran(skipped, remedy)
@@ -255,10 +265,12 @@ class Remediator:
             if not res.ok
             else (ActionOutcome.OK if b1 > b0 else ActionOutcome.NO_EFFECT)
         )
+        early = before.verdict != Verdict.FRAGMENTED  # on a prediction: nothing to recover
         detail = (
             f"{step.name}: order>={order} blocks {b0} -> {b1} in {res.seconds:.1f}s, "
             f"page cache dropped {dropped} MiB"
-            + (", recovered" if recovered else ", still fragmented")
+            + (", ahead of the predicted fragmentation" if early else "")
+            + ("" if early else ", recovered" if recovered else ", still fragmented")
             + (f"; {res.error}" if res.error else "")
             + (f"; {compaction_words(compacted)}" if compacted is not None else "")
         )
@@ -288,29 +300,18 @@ class Remediator:
         return Ran(result, state, (ev,), b0, b1, res.seconds, compacted)
 
     def review_tunables(self, obs: Observation, cfg: RemediationConfig) -> None:
-        """Log what the vm tunables review recommends; apply it when remediation.mode is on and
-        remediation.apply_tunables."""
+        """Log what the vm tunables review recommends; with remediation.apply_tunables (and mode
+        on) agent.daemon.tuner tries them one at a time, measured."""
         total = (obs.meminfo or {}).get("MemTotal")
+        trying = cfg.apply_tunables and cfg.mode == "on"
         for r in recommend(obs.sysctl, total):
-            if cfg.apply_tunables and cfg.mode == "on":
-                err = write_tunable(self.reader.proc, r.name, r.recommended)
-                log.info(
-                    "tunable not applied" if err else "tunable applied",
-                    extra={
-                        "tunable": f"vm.{r.name}",
-                        "current": r.current,
-                        "recommended": r.recommended,
-                        "error": err,
-                        "why": r.why,
-                    },
-                )
-            else:
-                log.info(
-                    "tunable recommended",
-                    extra={
-                        "tunable": f"vm.{r.name}",
-                        "current": r.current,
-                        "recommended": r.recommended,
-                        "why": r.why,
-                    },
-                )
+            log.info(
+                "tunable recommended",
+                extra={
+                    "tunable": f"vm.{r.name}",
+                    "current": r.current,
+                    "recommended": r.recommended,
+                    "why": r.why,
+                    "to_be_tried": trying,  # measured, one at a time (agent.daemon.tuner)
+                },
+            )

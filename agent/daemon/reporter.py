@@ -18,7 +18,7 @@ from agent.kube.api import Api
 from agent.kube.errors import ApiError
 from agent.kube.informer import Informer
 from agent.kube.leases import NodeRecord, NodeState, Semaphore, node_count, taint_slots
-from agent.kube.nodes import write_condition, write_taint
+from agent.kube.nodes import write_condition, write_label, write_taint
 
 log = logging.getLogger("memfrag.agent")
 Failed = Callable[[str, ApiError], None]
@@ -128,6 +128,15 @@ class Reporter:
             if d.taint == TaintChange.REMOVE:
                 self.release_taint_slot()
         return state
+
+    def set_label(self, key: str, value: str | None) -> None:
+        """The contiguity label (None: off); the Node as written goes to the informer, so the
+        next tick sees it and writes nothing."""
+        try:
+            self.node_inf.offer(write_label(self.kube, self.node, key, value))
+            log.info("node label written", extra={"label": key, "value": value})
+        except ApiError as exc:
+            self.failed("label", exc)
 
     def shown(self, cfg: ReportingConfig) -> Shown:
         cur = self.view()

@@ -9,15 +9,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from agent.assess.hugepages import PoolReadiness
+from agent.assess.hugepages import PoolReadiness, TargetReadiness
 from agent.assess.predict import Prediction
 from agent.assess.tracing import PodKernelMemory, Ranked, TraceSummary, span
 from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
 from agent.assess.vmrates import VmstatRates
-from agent.config.model import Config, ReportingConfig
+from agent.config.model import AssessmentConfig, Config, ReportingConfig
+from agent.decide.contiguity import LabelChange, label_change
 from agent.decide.ladder import Step
 from agent.decide.nodeview import ConditionStatus, NodeView, taint_effects
-from agent.decide.remediation import RemedyDecision, RemedyState, decide_remediation
+from agent.decide.remediation import RemedyDecision, RemedyState, decide_early, decide_remediation
 from agent.decide.report import (
     Decision,
     Escalation,
@@ -54,8 +55,10 @@ class Facts:
     owned: frozenset[str] = frozenset()  # taint effects the node's record says are ours
     predictions: tuple[Prediction, ...] = ()  # NUMA nodes whose trend crosses the line soon
     hugepages: tuple[PoolReadiness, ...] = ()  # the pools as last read (pagetypeinfo cadence)
+    targets: tuple[TargetReadiness, ...] = ()  # assessment.hugepage_targets against the pools
     traced: TraceSummary | None = None  # the tracing source's window; None: tracing off
     pods: Mapping[str, str] = field(default_factory=dict)  # pod UID -> namespace/name
+    compactable: tuple[int, ...] = ()  # NUMA nodes with a per-node compact file
     vmstat: VmstatRates | None = None  # /proc/vmstat rates; None: fewer than two samples
     # the pods holding the most unmovable kernel memory (read only for an unmovable cause)
     kernel_pods: tuple[PodKernelMemory, ...] = ()
@@ -69,6 +72,7 @@ class TickState:
     predicted_at: float | None = None  # monotonic: the last prediction of this episode
     said_traced: bool = False  # traced failures told in an Event, until the window is clear
     said_kernel_pods: bool = False  # the pods' Events went out this episode
+    acted_early: tuple[int, ...] = ()  # NUMA nodes compacted on a prediction in this episode
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class TickDecision:
     events: tuple[EventSpec, ...]
     delete_stuck: bool  # the node just recovered and stuck pods are to be recreated
     state: TickState
+    early: bool = False  # `run` acts on a prediction (remediation.act_on_prediction)
+    label: LabelChange | None = None  # the contiguity label to write (None: nothing)
 
 
 def wants_taint_slot(
@@ -114,17 +120,38 @@ def prediction_message(predictions: tuple[Prediction, ...]) -> str:
     return "Fragmentation predicted: " + "; ".join(p.message() for p in predictions)
 
 
-def stuck_pools(pools: tuple[PoolReadiness, ...]) -> tuple[PoolReadiness, ...]:
-    """Pools with a target (nr_overcommit_hugepages headroom, or a count asked for) that the
-    free blocks cannot grow to: a pool nobody asked to grow is no news."""
-    return tuple(
-        p for p in pools if p.can_grow is False and (p.target is not None or (p.overcommit or 0))
+def stuck_pools(
+    pools: tuple[PoolReadiness, ...], targets: tuple[TargetReadiness, ...] = ()
+) -> tuple[str, ...]:
+    """What the message says of the pools: each configured target the pool lacks and cannot
+    grow to, and each pool with nr_overcommit_hugepages headroom (or a count asked for) that the
+    free blocks cannot give; a pool nobody asked to grow is no news, and a size with a
+    machine-wide target is told once, by its target."""
+    told = {t.size_kib for t in targets if t.numa_node is None}
+    out = [t.message for t in targets if t.can_grow is False]
+    out += [
+        p.message
+        for p in pools
+        if p.can_grow is False
+        and (p.target is not None or (p.overcommit or 0))
+        and p.size_kib not in told
+    ]
+    return tuple(out)
+
+
+def thp_message(rate: float | None, cfg: AssessmentConfig) -> str | None:
+    if rate is None or rate <= cfg.thp_fallback_high_per_minute:
+        return None
+    return (
+        f"transparent huge page faults fell back to small pages {rate:.0f} times a minute "
+        f"(above {cfg.thp_fallback_high_per_minute:g}: no free order-9 block at fault time)"
     )
 
 
-def outcome_of(f: Facts) -> Outcome:
+def outcome_of(f: Facts, cfg: Config | None = None) -> Outcome:
     """What the node says, in words: the assessment (or its prediction), the hugepage pools that
-    cannot grow, the stuck pods, the suppressed reports."""
+    cannot grow, a high THP fallback rate, the stuck pods, the suppressed reports."""
+    cfg = cfg or Config()
     a = f.assessment
     if a is not None:
         out = Outcome(a.verdict, a.reason, a.message)
@@ -135,8 +162,14 @@ def outcome_of(f: Facts) -> Outcome:
                 Reason.FRAGMENTATION_PREDICTED,
                 f"{prediction_message(predicted)}. {a.message}",
             )
-        for pool in stuck_pools(f.hugepages):
-            out = replace(out, message=f"{out.message}; {pool.message}")
+        for said in stuck_pools(f.hugepages, f.targets):
+            out = replace(out, message=f"{out.message}; {said}")
+        thp = thp_message(
+            f.vmstat.per_minute("thp_fault_fallback") if f.vmstat is not None else None,
+            cfg.assessment,
+        )
+        if thp is not None:
+            out = replace(out, message=f"{out.message}; {thp}")
     else:
         out = Outcome(Verdict.UNKNOWN, Reason.ASSESSMENT_FAILED, f"Cannot assess: {f.error}")
     if f.stuck:
@@ -251,7 +284,7 @@ def escalation(a: Assessment | None, rd: RemedyDecision | None, cfg: Config) -> 
 
 
 def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
-    outcome = outcome_of(f)
+    outcome = outcome_of(f, cfg)
     a = f.assessment
     events: list[EventSpec] = []
     run: Step | None = None
@@ -275,6 +308,8 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
     ):
         # it came true, or a whole window without one: the next prediction is news again
         predicted_at = None
+    acted_early = s.acted_early if predicted_at is not None else ()
+    early = False
     if a is not None:
         rd = decide_remediation(f.now, a, f.steps, remedy, cfg.remediation, f.pressure, wall=f.wall)
         remedy, run, why = rd.state, rd.step, rd.why
@@ -287,6 +322,11 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
                 said = True
         if a.verdict != Verdict.FRAGMENTED:
             said = False
+        if run is None and predicting(f):
+            ed = early_decision(f, remedy, acted_early, cfg)
+            if ed.step is not None and ed.step.arg is not None:
+                run, why, early = ed.step, ed.why, True
+                acted_early = (*acted_early, ed.step.arg)
     said_pods = s.said_kernel_pods
     if a is None or a.verdict != Verdict.FRAGMENTED or a.cause.kind != CauseKind.UNMOVABLE:
         said_pods = False
@@ -338,5 +378,26 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
         report=report,
         events=tuple(events),
         delete_stuck=recovered and cfg.remediation.delete_stuck_pods,
-        state=TickState(report_state, remedy, said, predicted_at, said_traced, said_pods),
+        state=TickState(
+            report_state,
+            remedy,
+            said,
+            predicted_at,
+            said_traced,
+            said_kernel_pods=said_pods,
+            acted_early=acted_early,
+        ),
+        early=early,
+        label=label_change(a, f.view, cfg.reporting.contiguity_label, cfg.assessment),
+    )
+
+
+def early_decision(
+    f: Facts, remedy: RemedyState, acted: tuple[int, ...], cfg: Config
+) -> RemedyDecision:
+    """The act-early decision for this tick's predictions (the NUMA nodes not yet compacted in
+    this prediction episode); the daemon asks it again under the node's lock."""
+    nodes = tuple(p.node for p in predicting(f) if p.node not in acted)
+    return decide_early(
+        f.now, nodes, f.compactable, remedy, cfg.remediation, f.pressure, wall=f.wall
     )

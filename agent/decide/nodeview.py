@@ -8,8 +8,8 @@ an effect we put on; the same key with another effect belongs to someone else.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -57,6 +57,7 @@ class NodeView:
     taints: tuple[dict[str, Any], ...]
     unremediable: Condition | None = None
     summary: str | None = None  # the SUMMARY_ANNOTATION as written
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ours(self) -> bool:
@@ -87,6 +88,9 @@ def node_view(node: dict[str, Any]) -> NodeView:
         taints=tuple((node.get("spec") or {}).get("taints") or ()),
         unremediable=found.get(UNREMEDIABLE_TYPE),
         summary=None if summary is None else str(summary),
+        labels={
+            str(k): str(v) for k, v in (meta.get("labels") or {}).items() if isinstance(v, str)
+        },
     )
 
 
@@ -130,6 +134,11 @@ def taint_patch(resource_version: str, taints: list[dict[str, Any]]) -> dict[str
     """A strategic-merge patch that replaces spec.taints only if nobody wrote the node since
     we read it: the resourceVersion is a precondition (409 Conflict otherwise)."""
     return {"metadata": {"resourceVersion": resource_version}, "spec": {"taints": taints}}
+
+
+def label_patch(key: str, value: str | None) -> dict[str, Any]:
+    """metadata.labels merges by key: this touches our label only (None: removes it)."""
+    return {"metadata": {"labels": {key: value}}}
 
 
 def condition_patch(

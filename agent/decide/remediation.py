@@ -19,6 +19,7 @@ from enum import StrEnum
 from agent.assess.verdict import Assessment, CauseKind, Verdict
 from agent.config.model import RemediationConfig
 from agent.decide.ladder import Step
+from agent.kernel.actions import ActionKind
 from agent.kernel.psi import Pressure
 
 HOUR = 3600.0
@@ -143,30 +144,91 @@ def decide_remediation(
             "node to recover or for an operator"
         )
         return RemedyDecision(None, why, replace(state, climbed=True))
+    step = untried[0]
+    held = held_back(now, step, state, cfg, pressure, wall)
+    if held is not None:
+        return RemedyDecision(None, held, state)
+    return RemedyDecision(step, step.why, state)
+
+
+def held_back(
+    now: float,
+    step: Step,
+    state: RemedyState,
+    cfg: RemediationConfig,
+    pressure: Pressure | None,
+    wall: float,
+) -> str | None:
+    """Why `step` may not run now, whatever asked for it (the ladder or a prediction): the
+    maintenance window, memory pressure, the hourly cap, the step's cooldown. None: it may."""
     if not in_window(cfg.maintenance_window, wall):
-        return RemedyDecision(
-            None, f"outside the maintenance window {cfg.maintenance_window} UTC", state
-        )
+        return f"outside the maintenance window {cfg.maintenance_window} UTC"
     if pressure is not None and pressure.some_avg10 > cfg.max_psi_some_avg10:
-        return RemedyDecision(
-            None,
+        return (
             f"memory pressure is high (PSI some avg10 {pressure.some_avg10:.1f}% > "
-            f"{cfg.max_psi_some_avg10:g}%): compaction would make it worse",
-            state,
+            f"{cfg.max_psi_some_avg10:g}%): compaction would make it worse"
         )
-    node_history = sorted((*history, *others), key=_at)
+    node_history = sorted((*state.history, *state.others), key=_at)
     last_hour = [r for r in node_history if now - r.at < HOUR and r.result != ActionOutcome.DRY_RUN]
     if len(last_hour) >= cfg.max_actions_per_hour:
-        return RemedyDecision(
-            None,
-            f"{len(last_hour)} actions in the last hour (max {cfg.max_actions_per_hour})",
-            state,
-        )
-    step = untried[0]
+        return f"{len(last_hour)} actions in the last hour (max {cfg.max_actions_per_hour})"
     recent = [r for r in node_history if r.step == step.name and now - r.at < cfg.cooldown_seconds]
     if recent:
         wait = int(cfg.cooldown_seconds - (now - recent[-1].at))
-        return RemedyDecision(None, f"{step.name} is cooling down ({wait}s left)", state)
+        return f"{step.name} is cooling down ({wait}s left)"
+    return None
+
+
+def decide_early(
+    now: float,
+    predicted: tuple[int, ...],
+    compactable: tuple[int, ...],
+    state: RemedyState,
+    cfg: RemediationConfig,
+    pressure: Pressure | None,
+    *,
+    wall: float,
+) -> RemedyDecision:
+    """remediation.act_on_prediction: compact one NUMA node that is predicted to fragment
+    (`predicted`, not yet acted on in this prediction episode) while the node is idle, under
+    the same window, cap and cooldown as the ladder. Idle is PSI some avg60, not avg10: a
+    minute of calm, not ten seconds of it."""
+    keep = max(HOUR, cfg.cooldown_seconds)
+    state = replace(
+        state,
+        history=tuple(r for r in state.history if now - r.at < keep),
+        others=tuple(r for r in state.others if now - r.at < keep),
+    )
+    if not cfg.act_on_prediction or not predicted:
+        return RemedyDecision(None, "acting on predictions is off", state)
+    if cfg.mode == "off":
+        return RemedyDecision(None, "remediation is off (remediation.mode)", state)
+    nodes = [n for n in predicted if n in compactable]
+    if not nodes:
+        return RemedyDecision(
+            None,
+            f"NUMA node {predicted[0]} has no per-node compact file "
+            "(/sys/devices/system/node/nodeN/compact needs CONFIG_NUMA)",
+            state,
+        )
+    limit = cfg.act_on_prediction_max_psi_some_avg60
+    if pressure is None:
+        return RemedyDecision(None, "no memory PSI on this kernel: cannot tell idle", state)
+    if pressure.some_avg60 > limit:
+        return RemedyDecision(
+            None,
+            f"not idle (PSI some avg60 {pressure.some_avg60:.1f}% > {limit:g}%)",
+            state,
+        )
+    step = Step(
+        ActionKind.COMPACT_NODE,
+        nodes[0],
+        f"NUMA node {nodes[0]} is predicted to fragment and the node is idle "
+        f"(PSI some avg60 {pressure.some_avg60:.1f}%): compact it early",
+    )
+    held = held_back(now, step, state, cfg, pressure, wall)
+    if held is not None:
+        return RemedyDecision(None, held, state)
     return RemedyDecision(step, step.why, state)
 
 

@@ -64,6 +64,9 @@ class EventReason(StrEnum):
     STUCK_POD_DELETED = "StuckPodDeleted"
     CONFIG_INVALID = "ConfigInvalid"
     TRACING_FAILED = "TracingFailed"
+    TUNABLE_TRIAL_STARTED = "TunableTrialStarted"
+    TUNABLE_KEPT = "TunableKept"
+    TUNABLE_ROLLED_BACK = "TunableRolledBack"
     UNMOVABLE_KERNEL_MEMORY = "UnmovableKernelMemory"  # on a pod, not the Node
 
 

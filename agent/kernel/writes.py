@@ -74,7 +74,28 @@ def write_tunable(proc_root: Path, name: str, value: int) -> str | None:
     """Write /proc/sys/vm/<name>; the error in words, or None."""
     path = proc_root / "sys" / "vm" / name
     try:
-        _write(path, str(value))
+        _write(path, f"{value}\n")  # as `echo` writes it
     except OSError as exc:
         return f"not written: {path}: {exc.strerror or exc}"
+    return None
+
+
+def read_tunable(proc_root: Path, name: str) -> int | None:
+    """/proc/sys/vm/<name> as an integer; None when absent or not one number."""
+    try:
+        words = (proc_root / "sys" / "vm" / name).read_text()[:64].split()
+    except OSError:
+        return None
+    return int(words[0]) if words and words[0].isdigit() else None
+
+
+def set_tunable(proc_root: Path, name: str, value: int) -> str | None:
+    """Write /proc/sys/vm/<name> and read it back: a kernel that clamps or ignores the value
+    (the write succeeds, the knob does not move) is an error too. The error in words, or None."""
+    err = write_tunable(proc_root, name, value)
+    if err is not None:
+        return err
+    back = read_tunable(proc_root, name)
+    if back != value:
+        return f"{proc_root / 'sys' / 'vm' / name}: wrote {value}, reads back {back}"
     return None

@@ -1,6 +1,7 @@
 """Cluster-wide operator commands: what the agent says about every node (`status`, and the
 kubectl plugin's `nodes`, `describe` and `events`, all from one read: `read_fleet`) and
-`cleanup` (remove every trace of the agent: taints, conditions, the summary, leases)."""
+`cleanup` (remove every trace of the agent: taints, conditions, the summary, the contiguity
+label, leases)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.base.times import rfc3339
+from agent.decide.contiguity import LABEL as CONTIGUITY_LABEL
 from agent.decide.nodeview import SUMMARY_ANNOTATION, Condition, NodeView, has_taint, node_view
 from agent.decide.remediation import PastAction
 from agent.decide.summary import Summary, SummaryError, parse_summary
@@ -24,7 +26,7 @@ from agent.kube.leases import (
     node_record_name,
     parse_node_state,
 )
-from agent.kube.nodes import delete_condition, write_taint
+from agent.kube.nodes import delete_condition, write_label, write_taint
 
 EVENTS_SHOWN = 10  # recent Events in `describe`
 
@@ -226,8 +228,8 @@ def event_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def cleanup(
     kube: Api, namespace: str, taint_key: str, taint_effects: Collection[str] = ()
 ) -> list[str]:
-    """Remove our taint, conditions and summary from every node and our Leases; report what
-    was done.
+    """Remove our taint, conditions, summary and label from every node and our Leases; report
+    what was done.
 
     Our taint is our key with an effect the agent put on: the one each node's record names,
     and `taint_effects` (the configured effect, from the chart). The same key with any other
@@ -248,6 +250,9 @@ def cleanup(
                 f"condition {c.type}" for c in (v.condition, v.unremediable) if c is not None
             ] + ([f"annotation {SUMMARY_ANNOTATION}"] if v.summary is not None else [])
             done.append(f"node/{name}: removed {', '.join(present)}")
+        if CONTIGUITY_LABEL in v.labels:
+            write_label(kube, name, CONTIGUITY_LABEL, None)
+            done.append(f"node/{name}: removed label {CONTIGUITY_LABEL}")
     for lease in leases:
         name = lease["metadata"]["name"]
         try:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.assess.tunables import KNOBS
 from agent.base.times import micro_time
 from agent.decide.remediation import ActionOutcome, PastAction
 from agent.kube import paths
@@ -34,6 +35,8 @@ LABEL_VALUE = "memfrag-agent"
 KIND = "memfrag.dev/semaphore"  # label: which semaphore a slot belongs to ("node": the record)
 OWNER = "memfrag.dev/owner"  # annotation: the node a slot is held for (taint slots)
 ACTIONS = "memfrag.dev/actions"
+TRIAL = "memfrag.dev/tunable-trial"  # the vm tunable being tried, with its original value
+TUNED = "memfrag.dev/tunables"  # the tunables tried, and how each ended
 TAINT_EFFECTS = "memfrag.dev/taint-effects"
 MAX_ACTIONS = 64  # the node's record keeps this many actions (hourly caps need far fewer)
 Clock = Callable[[], float]
@@ -204,9 +207,61 @@ def taint_slots(nodes: int, max_percent: float) -> int:
 
 
 @dataclass(frozen=True)
+class RecordedTrial:
+    """A tunable trial in progress, as the node's record keeps it: written before the knob is,
+    so whoever finds it after a crash can put the original back."""
+
+    name: str
+    original: int
+    value: int
+    by: str
+    wall: float
+
+
+@dataclass(frozen=True)
 class NodeState:
     actions: tuple[PastAction, ...] = ()
     taint_effects: tuple[str, ...] = ()
+    trial: RecordedTrial | None = None
+    tuned: tuple[tuple[str, str], ...] = ()  # (knob, how its trial ended)
+
+
+def _count(v: object) -> int:
+    """A sysctl value from an annotation: a non-negative int that fits the kernel's int."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 31:
+        raise ValueError(f"not a tunable value: {v!r}")
+    return v
+
+
+def _trial(text: str | None) -> RecordedTrial | None:
+    """Only a knob the review knows (KNOBS): the name becomes a path under /proc/sys/vm."""
+    if not text:
+        return None
+    try:
+        raw = json.loads(text)
+        t = RecordedTrial(
+            str(raw["name"]),
+            _count(raw["original"]),
+            _count(raw["value"]),
+            str(raw["by"]),
+            float(raw["at"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        log.warning("node record: malformed annotation dropped", extra={"annotation": TRIAL})
+        return None
+    return t if t.name in KNOBS else None
+
+
+def _tuned(text: str | None) -> tuple[tuple[str, str], ...]:
+    try:
+        raw = json.loads(text or "[]")
+    except ValueError:
+        return ()
+    out = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, list) and len(item) == 2 and item[0] in KNOBS:
+            out.append((str(item[0]), str(item[1])[:20]))
+    return tuple(out[: len(KNOBS) * 2])
 
 
 def node_record_name(node: str) -> str:
@@ -246,7 +301,12 @@ def parse_node_state(lease: dict[str, Any] | None) -> NodeState:
             except (KeyError, TypeError, ValueError):
                 continue
     effects = tuple(e for e in str(notes.get(TAINT_EFFECTS) or "").split(",") if e)
-    return NodeState(tuple(actions[-MAX_ACTIONS:]), effects)
+    return NodeState(
+        tuple(actions[-MAX_ACTIONS:]),
+        effects,
+        _trial(notes.get(TRIAL)),
+        _tuned(notes.get(TUNED)),
+    )
 
 
 def node_state_annotations(state: NodeState) -> dict[str, str]:
@@ -254,10 +314,17 @@ def node_state_annotations(state: NodeState) -> dict[str, str]:
         {"step": a.step, "at": round(a.wall, 3), "result": a.result, "by": a.by}
         for a in state.actions[-MAX_ACTIONS:]
     ]
-    return {
+    out = {
         ACTIONS: json.dumps(actions, separators=(",", ":")),
         TAINT_EFFECTS: ",".join(state.taint_effects),
     }
+    t = state.trial
+    if t is not None:
+        trial = {"name": t.name, "original": t.original, "value": t.value, "by": t.by}
+        out[TRIAL] = json.dumps({**trial, "at": round(t.wall, 3)}, separators=(",", ":"))
+    if state.tuned:
+        out[TUNED] = json.dumps([list(x) for x in state.tuned], separators=(",", ":"))
+    return out
 
 
 class NodeRecord:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from agent.decide.nodeview import (
     Condition,
     condition_patch,
+    label_patch,
     node_view,
     removal_patch,
     taint_effects,
@@ -98,3 +99,15 @@ def write_condition(
 def delete_condition(api: Api, name: str) -> JSON:
     """Our conditions and the summary annotation off the Node (`cleanup`)."""
     return api.request("PATCH", paths.node_status(name), body=removal_patch(), content_type=SMP)
+
+
+def write_label(api: Api, name: str, key: str, value: str | None) -> JSON:
+    """Our label only (metadata.labels merges by key; None removes it), with a few retries."""
+    return api.with_retries(
+        api.request,
+        "PATCH",
+        paths.node(name),
+        body=label_patch(key, value),
+        content_type=SMP,
+        attempts=3,
+    )

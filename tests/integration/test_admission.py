@@ -542,6 +542,41 @@ def test_taint_effect_follows_the_chart(scope: Scope, node_a: JSON, effect: str)
         )
 
 
+def _label_answer(scope: Scope, labels: JSON) -> str:
+    """The agent patching its Node's labels (a dry run)."""
+    body = {"metadata": {"labels": labels}}
+    return _answer(scope.agent, "PATCH", f"/api/v1/nodes/{NODE_A}", body, None, {"dryRun": "All"})
+
+
+def test_contiguity_label_only_when_on_only_its_own_only_a_bucket(
+    scope: Scope, node_a: JSON
+) -> None:
+    """config.reporting.contiguity_label: the agent may set memfrag.dev/contiguity to a bucket
+    (and remove it); never another label, never another value; off (the default), no label."""
+    label = "memfrag.dev/contiguity"
+    assert _label_answer(scope, {label: "high"}).startswith("403 ")  # off: not even ours
+    _apply(scope.plane, _chart("config.reporting.contiguity_label=true", kinds=POLICY_KINDS))
+    try:
+        wait_for(
+            lambda: _label_answer(scope, {label: "high"}) == "allowed",
+            "the policy with contiguity_label in force",
+        )
+        assert _label_answer(scope, {label: None}) == "allowed"
+        bogus = _label_answer(scope, {label: "plenty"})
+        assert bogus.startswith("403 ") and "only to high, medium, low or none" in bogus, bogus
+        other = _label_answer(scope, {label: "low", "example.com/zone": "a"})
+        assert other.startswith("403 ") and "metadata.labels.example.com/zone" in other, other
+        removed = _label_answer(scope, {"kubernetes.io/arch": None})
+        assert removed.startswith("403 ") and "metadata.labels.kubernetes.io/arch" in removed
+        assert _stored(_node(scope.admin)) == _stored(node_a)  # dry runs: nothing stored
+    finally:
+        _apply(scope.plane, _chart(kinds=POLICY_KINDS))
+        wait_for(
+            lambda: _label_answer(scope, {label: "high"}).startswith("403 "),
+            "the chart's policy again",
+        )
+
+
 # --- Events -------------------------------------------------------------------------------------
 
 EVENTS = "/api/v1/namespaces/default/events"

@@ -698,3 +698,29 @@ def test_suppressed_reports_are_counted_and_told(
     c = condition(admin, node)
     assert c is not None
     assert "suppressed 3 more allocation-failure report(s)" in c["message"]
+
+
+def test_the_contiguity_label_follows_the_bucket_without_a_write_per_tick(
+    admin: Kube, agent_kubeconfig: Path, node: str, agents: list[AgentProcess], tmp_path: Path
+) -> None:
+    """reporting.contiguity_label, as the chart's ServiceAccount (its nodes patch): high on a
+    healthy host, none once fragmented, and the Node untouched while nothing changes."""
+    label = "memfrag.dev/contiguity"
+
+    def value() -> str | None:
+        node_json = admin.request("GET", f"/api/v1/nodes/{node}")
+        return (node_json["metadata"].get("labels") or {}).get(label)
+
+    a = start_agent(
+        agents, tmp_path, node, agent_kubeconfig, {"reporting": {"contiguity_label": True}}
+    )
+    wait_for(lambda: value() == "high", "the label on a healthy host")
+    wait_for(lambda: status_is(admin, node, "False"), "the condition")
+    rv = admin.request("GET", f"/api/v1/nodes/{node}")["metadata"]["resourceVersion"]
+    time.sleep(4)  # four polls
+    assert admin.request("GET", f"/api/v1/nodes/{node}")["metadata"]["resourceVersion"] == rv
+    a.host.fragmented()
+    wait_for(lambda: value() == "none", "the label once fragmented")
+    a.host.healthy()
+    wait_for(lambda: value() == "high", "the label after recovery")
+    assert a.stop() == 0

@@ -10,11 +10,11 @@ import pytest
 from agent.assess.hugepages import (
     allocatable_now,
     hugepage_orders,
-    parse_target,
     readiness,
     thp_fallback,
 )
 from agent.base.errors import MemfragError
+from agent.config.targets import parse_target
 from agent.kernel.buddyinfo import ZoneBlocks, parse_buddyinfo
 from agent.kernel.hugepageinfo import HugePages
 from agent.kernel.hugepages import read_hugepages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from agent.assess.signatures import (
     decode_gfp,
+    load,
     match_line,
     parse_version,
     signatures,
@@ -88,8 +90,69 @@ def test_decode_gfp(mode: str, kernel: tuple[int, ...] | None, names: tuple[str,
 
 
 def test_decode_gfp_outside_every_table() -> None:
-    assert decode_gfp("0xd0", (4, 19, 0)) is None
+    assert decode_gfp("0xd0", (3, 7, 0)) is None  # before the first table
     assert decode_gfp("zz") is None
+
+
+def _gfp_cases() -> list[tuple[str, int, str, str]]:
+    """(fixture, line, the reporter's kernel, the table) for a real line per table: gfp.txt
+    (gfp.tsv names each kernel and source), and the corpus lines whose source names one."""
+    rows = (KMSG / "gfp.tsv").read_text().splitlines()[1:]
+    kernels = {int(r.split("\t")[0]): r.split("\t")[1] for r in rows}
+    tables = {1: "4.5-4.9", 2: "4.10-4.12", 3: "4.13-4.15", 4: "4.16-5.0", 5: "4.16-5.0"}
+    tables |= {6: "5.1-6.2", 7: "5.1-6.2", 8: "6.3-", 9: "6.3-"}
+    out = [("gfp.txt", n, kernels[n], t) for n, t in tables.items()]
+    return [
+        *out,
+        ("findings.txt", 7, "3.18.18+38-ph", "3.16-4.3"),  # writeboost/dm-writeboost#72
+        ("findings.txt", 17, "4.3.0-1-ARCH", "3.16-4.3"),  # archlinuxarm/PKGBUILDs#1308
+        ("findings.txt", 1, "4.9.24-coreos", "4.5-4.9"),  # coreos/bugs#1106
+        ("findings.txt", 5, "6.8.0", "6.3-"),  # jcmvbkbc/linux-xtensa#17
+    ]
+
+
+_MODE = re.compile(r"(?:mode:|gfp_mask=)(0x[0-9a-f]+)(?:\(([A-Za-z0-9_|]+)\))?")
+
+
+@pytest.mark.parametrize(("fixture", "n", "kernel", "table"), _gfp_cases())
+def test_each_table_decodes_a_real_line_as_its_kernel_did(
+    fixture: str, n: int, kernel: str, table: str
+) -> None:
+    """Kernels from 4.6 print the names themselves (with the same greedy walk over composites
+    and bits as decode_gfp): the table for the reporter's kernel must give the same names."""
+    m = _MODE.search(_line(f"tests/fixtures/kmsg/{fixture}", n))
+    assert m is not None
+    version = parse_version(kernel)
+    d = decode_gfp(m.group(1), version)
+    assert d is not None and d.table == table and not d.assumed
+    if m.group(2):
+        assert set(d.flags) == set(m.group(2).split("|"))
+    else:  # hex only (before 4.6): what this layout's bits say
+        want = {"0x204010": {"GFP_NOIO", "__GFP_COMP", "__GFP_NOTRACK"}, "0x20": {"GFP_ATOMIC"}}
+        assert set(d.flags) == want[m.group(1)]
+
+
+def test_every_kernel_from_3_8_has_exactly_one_table() -> None:
+    tables = load()[1]
+    for major, minor in [(3, m) for m in range(8, 20)] + [(4, m) for m in range(21)]:
+        held = [t.id for t in tables if t.kernels.holds((major, minor, 0))]
+        assert len(held) == 1, (major, minor, held)
+    for minor in range(20):
+        assert len([t for t in tables if t.kernels.holds((5, minor))]) == 1
+        assert len([t for t in tables if t.kernels.holds((6, minor))]) == 1
+    # the bits moved where the tables change: GFP_KERNEL in each layout
+    kernel = {t.id: dict(t.composites).get("GFP_KERNEL") for t in tables}
+    assert kernel == {
+        "3.8-3.15": 0xD0,
+        "3.16-4.3": 0xD0,
+        "4.4": 0x24000C0,
+        "4.5-4.9": 0x24000C0,
+        "4.10-4.12": 0x14000C0,
+        "4.13-4.15": 0x14000C0,
+        "4.16-5.0": 0x6000C0,
+        "5.1-6.2": 0xCC0,
+        "6.3-": 0xCC0,
+    }
 
 
 def test_versions() -> None:

@@ -54,6 +54,15 @@ STRINGS: dict[str, list[tuple[str, bool, bool]]] = {
         ("0.0.0.0:9808", True, False),
         ("::", False, False),
     ],
+    "assessment.hugepage_targets": [
+        ("2M", True, True),
+        ("2M=1024,", True, True),
+        ("2X=4", True, True),
+        ("2M=4@x", True, True),
+        ("2M=4,2048kB=8", True, False),  # one pool twice: the agent's own rule
+        ("2M=1024,1G=4@0", False, False),
+        ("", False, False),
+    ],
     "remediation.maintenance_window": [
         ("25:00-01:00", True, True),
         ("22:00", True, True),

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "assessment.prediction_enabled": True,
     "assessment.prediction_window_seconds": 3600.0,
     "assessment.prediction_horizon_seconds": 21600.0,
+    "assessment.hugepage_targets": "",
+    "assessment.thp_fallback_high_per_minute": 100.0,
     "assessment.vmstat_window_seconds": 600.0,
     "sources.poll_interval_seconds": 15.0,
     "sources.pagetypeinfo_interval_seconds": 300.0,
@@ -52,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "reporting.kernel_memory_pods": 3,
     "reporting.metrics_port": 9808,
     "reporting.metrics_address": "0.0.0.0",
+    "reporting.contiguity_label": False,
     "remediation.mode": "dry-run",
     "remediation.cooldown_seconds": 900.0,
     "remediation.max_actions_per_hour": 4,
@@ -63,6 +66,9 @@ DEFAULTS: dict[str, Any] = {
     "remediation.allow_drop_caches": True,
     "remediation.delete_stuck_pods": False,
     "remediation.apply_tunables": False,
+    "remediation.tunables_trial_seconds": 1800.0,
+    "remediation.act_on_prediction": False,
+    "remediation.act_on_prediction_max_psi_some_avg60": 5.0,
 }
 
 
@@ -101,7 +107,7 @@ def test_config_docs_cover_every_key() -> None:
     for path, default, doc in rows:
         assert doc.strip(), f"{path} has no description"
         assert default == repr(DEFAULTS[path]), path
-    assert len(rows) == 36
+    assert len(rows) == 42
 
 
 def test_every_field_has_doc_metadata() -> None:

@@ -16,6 +16,9 @@ from typing import Any
 import pytest
 
 from agent.daemon.outlook import MAX_KEPT, Trend
+from agent.decide.ladder import Step
+from agent.kernel.procfs import ProcReader
+from agent.kernel.writes import ActionResult
 from tests.unit.daemon.parts import HEALTHY, PROC
 from tests.unit.daemon.test_daemon_loop import World, sample
 
@@ -164,3 +167,97 @@ def test_the_series_is_bounded_by_the_window_and_by_max_kept(tmp_path: Path) -> 
     )
     trend.add(20_000.0, a, moved)
     assert [len(s) for s in trend.series.values()] == [1]
+
+
+def test_act_on_prediction_compacts_the_numa_node_once_through_the_remediation_path(
+    tmp_path: Path,
+) -> None:
+    """A falling node, idle (the capture's PSI is 0), with act_on_prediction: one compact-node
+    run through the Remediator (node record, slot, Event), not one per tick."""
+    more = {
+        "assessment": PREDICTING["assessment"],
+        "remediation": {"mode": "on", "act_on_prediction": True},
+    }
+    w = World(tmp_path, more)
+    node0 = w.host.sys / "devices" / "system" / "node" / "node0"
+    node0.mkdir(parents=True)
+    (node0 / "compact").write_text("")
+    (w.host.root / "pressure").mkdir()
+    shutil.copy(PROC / HEALTHY / "pressure" / "memory", w.host.root / "pressure" / "memory")
+    ran: list[str] = []
+
+    def runner(step: Step, reader: ProcReader, timeout: float) -> ActionResult:
+        ran.append(step.name)
+        return ActionResult(True, 0.1)
+
+    w.agent.remediator.runner = runner
+    w.agent.remediator.settle = 0
+    conds = run(w, list(range(300, 270, -1)))
+    assert conds[-1] is not None and conds[-1]["reason"] == "FragmentationPredicted"
+    assert ran == ["compact-node=0"]
+    assert w.events().count("RemediationNoEffect") + w.events().count("RemediationSucceeded") == 1
+    assert w.kube is not None
+    (said,) = [
+        o["message"]
+        for k, o in w.kube.objects.items()
+        if "/events/" in k and o["reason"].startswith("Remediation")
+    ]
+    assert "ahead of the predicted fragmentation" in said and "recovered" not in said
+    assert (
+        sample(
+            w.agent,
+            "memfrag_remediation_actions_total",
+            {"action": "compact-node=0", "result": "no_effect"},
+        )
+        + sample(
+            w.agent,
+            "memfrag_remediation_actions_total",
+            {"action": "compact-node=0", "result": "ok"},
+        )
+        == 1
+    )
+
+
+def vmstat_fallback(w: World, n: int) -> None:
+    path = w.host.root / "vmstat"
+    text = path.read_text()
+    path.write_text(
+        re.sub(r"^thp_fault_fallback [0-9]+$", f"thp_fault_fallback {n}", text, flags=re.M)
+    )
+
+
+def test_thp_fallback_rate_in_the_message_when_high(tmp_path: Path) -> None:
+    """thp_fault_fallback per minute from the vmstat rates (agent.daemon.vmrates): said in the
+    condition's message only above assessment.thp_fallback_high_per_minute."""
+    w = World(tmp_path, {"assessment": {"thp_fallback_high_per_minute": 100}})
+    rate = "memfrag_vmstat_rate_per_minute"
+    vmstat_fallback(w, 1000)
+    w.tick()
+    vmstat_fallback(w, 1090)
+    w.tick(60)
+    assert sample(w.agent, rate, {"counter": "thp_fault_fallback"}) == 90.0
+    assert "fell back to small pages" not in (w.condition() or {})["message"]
+    vmstat_fallback(w, 1390)
+    w.tick(60)
+    assert sample(w.agent, rate, {"counter": "thp_fault_fallback"}) == 195.0  # 390 in 2 min
+    msg = (w.condition() or {})["message"]
+    assert "transparent huge page faults fell back to small pages 195 times a minute" in msg
+
+
+def test_hugepage_targets_in_gauges_and_the_message(tmp_path: Path) -> None:
+    w = World(tmp_path, {"assessment": {"hugepage_targets": "2M=64,2M=20000@0,1G=2"}})
+    hugepages(w, overcommit=0)
+    w.tick()
+    g = "memfrag_hugepages_target"
+    assert sample(w.agent, g, {"size_kib": "2048", "numa_node": "all"}) == 64
+    assert sample(w.agent, g, {"size_kib": "2048", "numa_node": "0"}) == 20000
+    short = "memfrag_hugepages_shortfall"
+    assert sample(w.agent, short, {"size_kib": "2048", "numa_node": "all"}) == 0  # holds 64
+    assert sample(w.agent, short, {"size_kib": "2048", "numa_node": "0"}) == 20000 - 64
+    msg = (w.condition() or {})["message"]
+    assert (
+        "hugepages-2048kB (2 MiB) on NUMA node 0: holds 64 of the target 20000, 1505 could be "
+        "allocated now: it cannot grow by 19936" in msg
+    )
+    assert "target 64" not in msg  # met: no news
+    assert "hugepages-1048576kB (1 GiB): holds 0 of the target 2" not in msg  # cannot tell

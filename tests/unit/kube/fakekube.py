@@ -1,8 +1,8 @@
 """An in-memory API server for unit tests of the parts that take an `agent.kube.api.Api`: objects
 by path, resourceVersions, 404/409 as the real one answers, and faults a test injects. Only what
 the agent uses: GET (object, or a list of a collection with the agent's field selectors and
-`limit`), POST, PUT and DELETE with resourceVersion preconditions, and the three PATCHes it sends
-(condition by type, spec.taints with a resourceVersion, an Event's count)."""
+`limit`), POST, PUT and DELETE with resourceVersion preconditions, and the four PATCHes it sends
+(condition by type, spec.taints with a resourceVersion, an Event's count, our label by key)."""
 
 from __future__ import annotations
 
@@ -172,6 +172,14 @@ class FakeKube:
                     kept[k] = v
             if "spec" in body:
                 new["spec"].update(body["spec"])
+            labels = (body.get("metadata") or {}).get("labels") or {}
+            if labels:  # merged by key; null removes
+                mine = new["metadata"].setdefault("labels", {})
+                for k, v in labels.items():
+                    if v is None:
+                        mine.pop(k, None)
+                    else:
+                        mine[k] = v
             for k, v in body.items():
                 if k not in ("metadata", "spec", "status"):
                     new[k] = v

@@ -12,7 +12,13 @@ from agent.kube import paths
 from agent.kube.admin import cleanup
 from agent.kube.errors import ApiError
 from agent.kube.leases import NodeRecord, NodeState
-from agent.kube.nodes import TAINT_ATTEMPTS, delete_condition, write_condition, write_taint
+from agent.kube.nodes import (
+    TAINT_ATTEMPTS,
+    delete_condition,
+    write_condition,
+    write_label,
+    write_taint,
+)
 from tests.unit.kube.fakekube import FakeKube
 
 KEY = "memfrag.dev/fragmented"
@@ -94,7 +100,12 @@ def test_cleanup_removes_ours_by_the_record_and_the_flag_only() -> None:
     )
     rec = NodeRecord(kube, "ns", "n1", "pod-a")
     rec.update(lambda s: NodeState(s.actions, ("PreferNoSchedule",)))
+    write_label(kube, "n1", "memfrag.dev/contiguity", "low")
+    kube.objects[paths.node("n2")]["metadata"]["labels"] = {"team": "a"}
     done = cleanup(kube, "ns", KEY, ["NoSchedule"])
+    assert "node/n1: removed label memfrag.dev/contiguity" in done
+    assert kube.objects[paths.node("n1")]["metadata"]["labels"] == {}
+    assert kube.objects[paths.node("n2")]["metadata"]["labels"] == {"team": "a"}
     assert taints(kube, "n1") == [OTHER]
     assert taints(kube, "n2") == [{"key": KEY, "effect": "NoExecute"}]  # another tool's
     assert "node/n1: removed taint memfrag.dev/fragmented:PreferNoSchedule" in done
