@@ -41,6 +41,7 @@ from agent.kernel.kmsg import scan_events
 from agent.kernel.pagetypeinfo import parse_pagetypeinfo
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import SMP, ApiError, Kube
+from agent.kube.informer import WATCH_SECONDS_MAX, WATCH_SECONDS_MIN
 from bench import npd
 from bench.kubeio import ApiServerMetrics, LeaseWrites, NodeWatcher, Window, window
 from bench.stats import (
@@ -69,9 +70,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIN_CYCLE_GAP = float(getattr(agent.daemon.loop, "MIN_CYCLE_GAP", 1.0))
 DEVKMSG_LINE = f"<4>{SEED_LINE}\n".encode()
 PRINTK_DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
-WATCH_TIMEOUT_S = (
-    300  # agent.kube.client.Kube.watch's timeout_seconds: each watch is renewed this often
-)
+# Each of the agent's watches is renewed once per timeoutSeconds, uniform over
+# agent.kube.informer.WATCH_SECONDS_MIN..MAX: on average this often.
+WATCH_TIMEOUT_S = (WATCH_SECONDS_MIN + WATCH_SECONDS_MAX) / 2
 SIM_LABEL = "bench.memfrag.dev/sim"
 # What the chart's RBAC (charts/memfrag-agent/templates/rbac.yaml) lets the agent touch; the
 # API server's own requests on anything else are left out of the agent's counts.
@@ -982,10 +983,11 @@ class Bench:
                 per_hour(fleet_writes, node_seconds), 2
             )
             self.details["projection"] = {
-                "formula": f"R(N) = N * (a + {watches}/300), W(N) = N * w; a, w = least-squares "
-                "slopes through the origin of measured non-watch requests/s and writes/s over "
-                f"the sustained levels; {watches}/300 = the agent's {watches} watches, each "
-                "renewed every 300 s",
+                "formula": f"R(N) = N * (a + {watches}/{WATCH_TIMEOUT_S:.0f}), W(N) = N * w; a, "
+                "w = least-squares slopes through the origin of measured non-watch requests/s "
+                f"and writes/s over the sustained levels; {watches}/{WATCH_TIMEOUT_S:.0f} = the "
+                f"agent's {watches} watches, each renewed every {WATCH_SECONDS_MIN}-"
+                f"{WATCH_SECONDS_MAX} s (timeoutSeconds, uniform)",
                 "a_nonwatch_requests_per_node_s": nonwatch,
                 "w_writes_per_node_s": per_write,
                 "levels_used": [lv["nodes"] for lv in ok],
@@ -1066,10 +1068,12 @@ NOTES = [
     "(1 s): a line arriving sooner after its previous cycle waits for the gap (~1,020 ms was "
     "measured that way). Detection trials start at least 1.25 s after the previous cycle, as an "
     "isolated allocation failure would.",
-    "Requests/s of a level = measured non-watch requests/s + k*N/300 watch renewals/s (each of "
-    "an agent's k watches ends every 300 s, timeoutSeconds, and is re-opened with one GET; a "
-    "window shorter than 300 s right after start-up sees none of them, so they are added from "
-    "the model). Projection to 5,000 nodes is linear per node (see details.projection).",
+    f"Requests/s of a level = measured non-watch requests/s + k*N/{WATCH_TIMEOUT_S:.0f} watch "
+    "renewals/s (each of an agent's k watches asks for bookmarks and ends after timeoutSeconds, "
+    f"uniform over {WATCH_SECONDS_MIN}-{WATCH_SECONDS_MAX} s, and is re-opened with one GET "
+    "from its last bookmark; a short window right after start-up sees none of them, so they are "
+    "added from the model). Projection to 5,000 nodes is linear per node (see "
+    "details.projection).",
     "The kmsg flood writes 10,000 unrelated kernel-format lines per second into the agent's "
     "FIFO (batches every 5 ms); the FIFO blocks the writer if the agent falls behind, so the "
     "achieved rate is reported next to the CPU.",

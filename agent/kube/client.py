@@ -25,6 +25,8 @@ from agent.base.errors import MemfragError
 from agent.kube.api import JSON, MERGE, SMP
 from agent.kube.errors import ApiError, BudgetSpent, backoff_delay
 
+WATCH_IDLE_SECONDS = 300  # a watch stream silent this long (bookmarks come every ~60 s) is dead
+
 __all__ = ["JSON", "MERGE", "SMP", "ApiError", "BudgetSpent", "Kube", "backoff_delay"]
 
 
@@ -143,12 +145,15 @@ class Kube:
 
     def watch(self, path: str, query: dict[str, Any], timeout_seconds: int = 300) -> Iterator[JSON]:
         """Stream watch events ({type, object}) until the server ends the watch. An ERROR event
-        with code 410 (Gone) means the resourceVersion expired: the caller re-lists."""
+        with code 410 (Gone) means the resourceVersion expired: the caller re-lists. With
+        bookmarks the server sends something at least every minute, so a stream silent for
+        WATCH_IDLE_SECONDS is a dead connection: the read times out and the caller re-watches."""
         self.requests_total += 1
         q = dict(query, watch="1", timeoutSeconds=str(timeout_seconds), allowWatchBookmarks="true")
         params = self._prepare("GET", path, q, None, None)
+        idle = min(timeout_seconds + 30, WATCH_IDLE_SECONDS)
         try:
-            resp = self.api.call_api(*params, _request_timeout=(10, timeout_seconds + 30))
+            resp = self.api.call_api(*params, _request_timeout=(10, idle))
         except ApiException as exc:
             raise self._failed(
                 ApiError("WATCH", path, exc.status or 0, str(exc.reason or ""))
