@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -103,7 +104,7 @@ FULL = Profile(
     name="full",
     trials=50,
     baseline_s=12,
-    steady_s=300,
+    steady_s=1800,  # >= 30 min: a heartbeat every 900 s, start-up writes left out
     flood_s=30,
     flood_rate=10_000,
     assess_iters=2000,
@@ -492,9 +493,9 @@ class Bench:
             raise RuntimeError("the agent never reported on the real /proc")
         time.sleep(5)  # its start-up writes are done
         w.stop()  # nothing but the agent talks to the API server from here on
-        before, k0 = self.scrape(), ticks(pid)
+        before, k0, wall0 = self.scrape(), ticks(pid), time.time()
         time.sleep(self.p.steady_s)
-        after, k1 = self.scrape(), ticks(pid)
+        after, k1, wall1 = self.scrape(), ticks(pid), time.time()
         secs = after[1] - before[1]
         rss = rss_mib(pid)
         _, counts = self.api_window(before, after)
@@ -511,6 +512,7 @@ class Bench:
             "heartbeat_seconds": Config().reporting.heartbeat_seconds,
             "poll_interval_seconds": Config().sources.poll_interval_seconds,
             "api_writes_per_node_hour_model": 3600 / Config().reporting.heartbeat_seconds,
+            "condition_writes": condition_writes(a.log(), wall0, wall1),
         }
 
     def _trials(self, targets: list[Target]) -> None:
@@ -1119,6 +1121,21 @@ NOTES = [
 ]
 
 
+def condition_writes(agent_log: str, start: float, end: float) -> list[dict[str, Any]]:
+    """The agent's "condition written" log lines between two wall times: what each write of a
+    window said (a heartbeat repeats the words; a change of words is why the others came)."""
+    out = []
+    for line in agent_log.splitlines():
+        try:
+            rec = json.loads(line)
+            ts = datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if rec.get("msg") == "condition written" and start <= ts.timestamp() <= end:
+            out.append({k: rec.get(k) for k in ("ts", "status", "reason", "text")})
+    return out
+
+
 def _findings(metrics: dict[str, float]) -> float:
     return sum(v for k, v in metrics.items() if k.startswith("memfrag_kernel_log_findings_total"))
 
@@ -1198,11 +1215,16 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset, in order (baseline+assess always runs)",
     )
     p.add_argument("--sim-levels", help="comma-separated fleet sizes (default: the mode's)")
+    p.add_argument(
+        "--steady-seconds", type=float, help="the steady window (default: full 1800, quick 30)"
+    )
     args = p.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.sim_levels:
         levels = tuple(int(x) for x in args.sim_levels.split(","))
         profile = dataclasses.replace(profile, sim_levels=levels)
+    if args.steady_seconds:
+        profile = dataclasses.replace(profile, steady_s=args.steady_seconds)
     phases = [x for x in args.phases.split(",") if x]
     bench = Bench(profile, args.workdir.resolve(), args.out.resolve())
     try:

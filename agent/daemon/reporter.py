@@ -118,6 +118,11 @@ class Reporter:
             try:
                 self.node_inf.offer(write_condition(self.kube, self.node, d.condition))
                 state = dataclasses.replace(state, written_at=now)
+                c = d.condition  # a few an hour: what each write said, for who counts them
+                log.info(
+                    "condition written",
+                    extra={"status": c.status, "reason": c.reason, "text": c.message},
+                )
             except ApiError as exc:
                 self.failed("condition", exc)
         if d.taint is not None:

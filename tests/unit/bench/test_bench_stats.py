@@ -241,3 +241,22 @@ def test_npd_patch_carries_every_condition_with_a_new_heartbeat() -> None:
     ]
     assert {c["lastHeartbeatTime"] for c in conds} == {"1970-01-01T01:00:00Z"}
     assert {c["lastTransitionTime"] for c in conds} == {"1970-01-01T00:00:00Z"}
+
+
+def test_condition_writes_are_read_from_the_agents_log_within_the_window() -> None:
+    from bench.run import condition_writes
+
+    log = "\n".join(
+        [
+            '{"ts": "2026-12-02T03:09:06.249Z", "msg": "condition written", "status": "False",'
+            ' "reason": "ContiguousMemoryAvailable", "text": "start"}',
+            "garbage {",
+            '{"ts": "2026-12-02T03:20:00.000Z", "msg": "started"}',
+            '{"ts": "2026-12-02T03:25:00.5Z", "msg": "condition written", "status": "False",'
+            ' "reason": "FragmentationPredicted", "text": "later"}',
+            '{"ts": "nope", "msg": "condition written"}',
+        ]
+    )
+    start = 1_796_181_000.0  # 2026-12-02T03:10:00Z
+    got = condition_writes(log, start, start + 3600)
+    assert [(w["reason"], w["text"]) for w in got] == [("FragmentationPredicted", "later")]
