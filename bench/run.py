@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,6 +43,7 @@ from agent.kernel.kmsg import scan_events
 from agent.kernel.pagetypeinfo import parse_pagetypeinfo
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import SMP, ApiError, Kube
+from agent.kube.informer import WATCH_SECONDS_MAX, WATCH_SECONDS_MIN
 from bench import npd
 from bench import tracing as tracecost
 from bench.kubeio import ApiServerMetrics, LeaseWrites, NodeWatcher, Window, window
@@ -71,15 +73,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIN_CYCLE_GAP = float(getattr(agent.daemon.loop, "MIN_CYCLE_GAP", 1.0))
 DEVKMSG_LINE = f"<4>{SEED_LINE}\n".encode()
 PRINTK_DEVKMSG = Path("/proc/sys/kernel/printk_devkmsg")
-WATCH_TIMEOUT_S = (
-    300  # agent.kube.client.Kube.watch's timeout_seconds: each watch is renewed this often
-)
+# Each of the agent's watches is renewed once per timeoutSeconds, uniform over
+# agent.kube.informer.WATCH_SECONDS_MIN..MAX: on average this often.
+WATCH_TIMEOUT_S = (WATCH_SECONDS_MIN + WATCH_SECONDS_MAX) / 2
 SIM_LABEL = "bench.memfrag.dev/sim"
 # What the chart's RBAC (charts/memfrag-agent/templates/rbac.yaml) lets the agent touch; the
 # API server's own requests on anything else are left out of the agent's counts.
 AGENT_RESOURCES = frozenset({"nodes", "pods", "events", "leases"})
 SIM_START_RATE = 50.0  # agents started per second across the workers (a DaemonSet rollout)
 PROJECT_TO = 5000
+FLOOD_MARKERS = 5  # lines of interest mixed into the flood, each must be counted
 
 
 @dataclass(frozen=True)
@@ -106,14 +109,14 @@ FULL = Profile(
     name="full",
     trials=50,
     baseline_s=12,
-    steady_s=300,
+    steady_s=1800,  # >= 30 min: a heartbeat every 900 s, start-up writes left out
     flood_s=30,
     flood_rate=10_000,
     assess_iters=2000,
     pti_iters=100,
     sim_levels=(100, 1000, 5000),
     sim_window_s=30,
-    sim_budget_s=540,
+    sim_budget_s=1200,
     npd_fleet_level=1000,
     npd_fleet_window_s=30,
 )
@@ -157,6 +160,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "api_writes_per_episode": ("requests", "same, writes only"),
     "kmsg_flood_cpu_percent": ("% core", "agent CPU under the kernel-log flood"),
     "kmsg_flood_lines_per_s": ("lines/s", "flood rate achieved (target 10,000/s)"),
+    "kmsg_flood_markers_lost": ("lines", f"of {FLOOD_MARKERS} lines of interest in the flood"),
     "sim_100_requests_per_s": ("req/s", "100 simulated nodes: API server requests/s"),
     "sim_100_writes_per_s": ("req/s", "100 simulated nodes: writes/s"),
     "sim_1000_requests_per_s": ("req/s", "1,000 simulated nodes: requests/s"),
@@ -499,9 +503,9 @@ class Bench:
             raise RuntimeError("the agent never reported on the real /proc")
         time.sleep(5)  # its start-up writes are done
         w.stop()  # nothing but the agent talks to the API server from here on
-        before, k0 = self.scrape(), ticks(pid)
+        before, k0, wall0 = self.scrape(), ticks(pid), time.time()
         time.sleep(self.p.steady_s)
-        after, k1 = self.scrape(), ticks(pid)
+        after, k1, wall1 = self.scrape(), ticks(pid), time.time()
         secs = after[1] - before[1]
         rss = rss_mib(pid)
         _, counts = self.api_window(before, after)
@@ -518,6 +522,7 @@ class Bench:
             "heartbeat_seconds": Config().reporting.heartbeat_seconds,
             "poll_interval_seconds": Config().sources.poll_interval_seconds,
             "api_writes_per_node_hour_model": 3600 / Config().reporting.heartbeat_seconds,
+            "condition_writes": condition_writes(a.log(), wall0, wall1),
         }
 
     def _trials(self, targets: list[Target]) -> None:
@@ -649,40 +654,76 @@ class Bench:
         return Target("NPD detection", w, trigger, reset, functools.partial(self.rng.uniform, 0, 1))
 
     def flood(self) -> None:
+        """Unrelated kernel-log lines at flood_rate through the real /dev/kmsg (as root; else
+        the agent's FIFO, said in notes), MARKERS lines of interest among them: the CPU, the
+        rate achieved, and whether every marker was counted."""
         node = "bench-flood"
         self.cp.register_node(node)
         w = self.watcher(node)
         host = FakeHost(self.workdir / "flood-proc")
-        a = self.agent("flood", node, host, default_config())
+        real = os.geteuid() == 0 and os.access("/dev/kmsg", os.W_OK)
+        sources = {"kmsg_path": "/dev/kmsg", "accept_user_facility": True} if real else {}
+        a = self.agent("flood", node, host, default_config(sources=sources))
         assert a.proc is not None
         pid = a.proc.pid
         if w.wait_state("False", False, 60) is None:
             raise RuntimeError("no initial condition False")
+        w.stop()
         rate, secs = self.p.flood_rate, self.p.flood_s
-        written = 0
-        k0, t0 = ticks(pid), time.monotonic()
-        while True:
-            elapsed = time.monotonic() - t0
-            if elapsed >= secs:
-                break
-            due = min(int(rate * elapsed) - written, 1000)
-            if due > 0:
-                a.write_kmsg(unrelated_lines(written + 100, due))
-                written += due
-            time.sleep(0.005)
-        elapsed = time.monotonic() - t0
-        k1 = ticks(pid)
+        lines = unrelated_lines(100, 20_000).split(b"\n")[:-1]
+        if real:
+            # one write() is one record; <6> (info) stays off the console (console_loglevel 4)
+            records = [b"<6>" + line.split(b";", 1)[1] for line in lines]
+            marker = DEVKMSG_LINE
+        else:
+            records = [line + b"\n" for line in lines]
+            marker = kmsg_line(SEED_LINE, seq=99)
+        marks_at = [int(rate * secs * (k + 1) / (FLOOD_MARKERS + 1)) for k in range(FLOOD_MARKERS)]
+        found0 = _findings(a.metrics())
+        written = marked = 0
+        with devkmsg_unlimited() if real else contextlib.nullcontext():
+            fd = os.open("/dev/kmsg", os.O_WRONLY) if real else None
+            try:
+                k0, t0 = ticks(pid), time.monotonic()
+                while True:
+                    elapsed = time.monotonic() - t0
+                    if elapsed >= secs:
+                        break
+                    due = min(int(rate * elapsed) - written, 1000)
+                    for i in range(max(0, due)):
+                        rec = records[(written + i) % len(records)]
+                        if fd is not None:
+                            os.write(fd, rec)
+                        else:
+                            a.write_kmsg(rec)
+                    written += max(0, due)
+                    while marked < FLOOD_MARKERS and written >= marks_at[marked]:
+                        os.write(fd, marker) if fd is not None else a.write_kmsg(marker)
+                        marked += 1
+                    time.sleep(0.005)
+                elapsed = time.monotonic() - t0
+                k1 = ticks(pid)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        deadline = time.monotonic() + 10  # the last marker's cycle
+        while _findings(a.metrics()) - found0 < marked and time.monotonic() < deadline:
+            time.sleep(0.2)
+        m = a.metrics()
         self.results["kmsg_flood_cpu_percent"] = round(cpu_percent(k1 - k0, CLK_TCK, elapsed), 2)
         self.results["kmsg_flood_lines_per_s"] = round(written / elapsed)
-        m = a.metrics()
+        self.results["kmsg_flood_markers_lost"] = marked - int(_findings(m) - found0)
+        if not real:
+            self.notes.append("kmsg flood through the agent's FIFO: the real /dev/kmsg needs root")
         self.details["flood"] = {
+            "source": "/dev/kmsg" if real else "fifo",
             "seconds": round(elapsed, 2),
             "lines": written,
             "target_lines_per_s": rate,
+            "markers_written": marked,
+            "markers_counted": int(_findings(m) - found0),
             "agent_alive": a.proc.poll() is None and a.healthz(),
-            "agent_findings": sum(
-                v for k, v in m.items() if k.startswith("memfrag_kernel_log_findings_total")
-            ),
+            "kmsg_lost": sum(v for k, v in m.items() if k.startswith("memfrag_kmsg_lost")),
         }
 
     def episode(self) -> None:
@@ -1070,10 +1111,11 @@ class Bench:
                 per_hour(fleet_writes, node_seconds), 2
             )
             self.details["projection"] = {
-                "formula": f"R(N) = N * (a + {watches}/300), W(N) = N * w; a, w = least-squares "
-                "slopes through the origin of measured non-watch requests/s and writes/s over "
-                f"the sustained levels; {watches}/300 = the agent's {watches} watches, each "
-                "renewed every 300 s",
+                "formula": f"R(N) = N * (a + {watches}/{WATCH_TIMEOUT_S:.0f}), W(N) = N * w; a, "
+                "w = least-squares slopes through the origin of measured non-watch requests/s "
+                f"and writes/s over the sustained levels; {watches}/{WATCH_TIMEOUT_S:.0f} = the "
+                f"agent's {watches} watches, each renewed every {WATCH_SECONDS_MIN}-"
+                f"{WATCH_SECONDS_MAX} s (timeoutSeconds, uniform)",
                 "a_nonwatch_requests_per_node_s": nonwatch,
                 "w_writes_per_node_s": per_write,
                 "levels_used": [lv["nodes"] for lv in ok],
@@ -1155,14 +1197,36 @@ NOTES = [
     "(1 s): a line arriving sooner after its previous cycle waits for the gap (~1,020 ms was "
     "measured that way). Detection trials start at least 1.25 s after the previous cycle, as an "
     "isolated allocation failure would.",
-    "Requests/s of a level = measured non-watch requests/s + k*N/300 watch renewals/s (each of "
-    "an agent's k watches ends every 300 s, timeoutSeconds, and is re-opened with one GET; a "
-    "window shorter than 300 s right after start-up sees none of them, so they are added from "
-    "the model). Projection to 5,000 nodes is linear per node (see details.projection).",
-    "The kmsg flood writes 10,000 unrelated kernel-format lines per second into the agent's "
-    "FIFO (batches every 5 ms); the FIFO blocks the writer if the agent falls behind, so the "
-    "achieved rate is reported next to the CPU.",
+    f"Requests/s of a level = measured non-watch requests/s + k*N/{WATCH_TIMEOUT_S:.0f} watch "
+    "renewals/s (each of an agent's k watches asks for bookmarks and ends after timeoutSeconds, "
+    f"uniform over {WATCH_SECONDS_MIN}-{WATCH_SECONDS_MAX} s, and is re-opened with one GET "
+    "from its last bookmark; a short window right after start-up sees none of them, so they are "
+    "added from the model). Projection to 5,000 nodes is linear per node (see "
+    "details.projection).",
+    "The kmsg flood writes 10,000 unrelated lines per second into the real /dev/kmsg (one "
+    "write() per record, level 6, printk_devkmsg on for its duration; as root, else into the "
+    "agent's FIFO), in batches every 5 ms, with 5 page-allocation-failure lines spread among "
+    "them; kmsg_flood_markers_lost counts those the agent's findings counter did not see.",
 ]
+
+
+def condition_writes(agent_log: str, start: float, end: float) -> list[dict[str, Any]]:
+    """The agent's "condition written" log lines between two wall times: what each write of a
+    window said (a heartbeat repeats the words; a change of words is why the others came)."""
+    out = []
+    for line in agent_log.splitlines():
+        try:
+            rec = json.loads(line)
+            ts = datetime.strptime(rec["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if rec.get("msg") == "condition written" and start <= ts.timestamp() <= end:
+            out.append({k: rec.get(k) for k in ("ts", "status", "reason", "text")})
+    return out
+
+
+def _findings(metrics: dict[str, float]) -> float:
+    return sum(v for k, v in metrics.items() if k.startswith("memfrag_kernel_log_findings_total"))
 
 
 def _mem_available_mib() -> float:
@@ -1240,11 +1304,16 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated subset, in order (baseline+assess always runs)",
     )
     p.add_argument("--sim-levels", help="comma-separated fleet sizes (default: the mode's)")
+    p.add_argument(
+        "--steady-seconds", type=float, help="the steady window (default: full 1800, quick 30)"
+    )
     args = p.parse_args(argv)
     profile = QUICK if args.quick else FULL
     if args.sim_levels:
         levels = tuple(int(x) for x in args.sim_levels.split(","))
         profile = dataclasses.replace(profile, sim_levels=levels)
+    if args.steady_seconds:
+        profile = dataclasses.replace(profile, steady_s=args.steady_seconds)
     phases = [x for x in args.phases.split(",") if x]
     bench = Bench(profile, args.workdir.resolve(), args.out.resolve())
     try:

@@ -94,9 +94,12 @@ class BoundedHTTPServer:
     # --- the loop ------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stopping:
+            # Idle, it sleeps until a connection or shutdown's wake-up (no timeout: an idle
+            # agent must not wake once a second); else until the nearest deadline.
             now = time.monotonic()
-            nearest = min((c.deadline for c in self._conns.values()), default=now + 1.0)
-            for key, mask in self._selector.select(max(0.0, min(nearest - now, 1.0))):
+            nearest = min((c.deadline for c in self._conns.values()), default=None)
+            timeout = None if nearest is None else max(0.0, nearest - now)
+            for key, mask in self._selector.select(timeout):
                 if key.fileobj is self._listener:
                     self._accept()
                 elif key.fileobj is self._wake_r:

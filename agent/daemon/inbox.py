@@ -3,12 +3,20 @@ the findings ask for (kept FINDING_TTL), de-duplication of announcements, and th
 the kernel suppressed (kept FINDING_TTL too).
 
 Threads: `put` and `suppressed` run on the kmsg thread (Queue and deque.append are thread-safe);
-`take` and `digest` run on the loop."""
+`take` and `digest` run on the loop; `wake` runs anywhere, a signal handler included.
+
+The loop sleeps in `take` until the next poll is due, not in 1 s steps (an idle agent woke 60
+times a minute for nothing): a finding or `wake` ends the wait at once through a pipe, which is
+safe from a signal handler where a lock is not (the handler may interrupt its own thread holding
+it) and leaves no gap between "nothing queued" and "sleep" for a wake-up to fall into."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import queue
+import select
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -48,6 +56,7 @@ class Inbox:
         self._suppressed: collections.deque[tuple[float, int]] = collections.deque(maxlen=1024)
         self._recent: dict[Key, float] = {}
         self._announced: dict[Key, float] = {}
+        self._pipe: tuple[int, int] | None = None  # made by the first waiting take()
 
     # --- the kmsg thread ---------------------------------------------------------------------
     def put(self, f: Finding) -> None:
@@ -55,6 +64,14 @@ class Inbox:
             self._queue.put_nowait(f)
         except queue.Full:
             self.on_lost()
+            return
+        self.wake()
+
+    def wake(self) -> None:
+        """End the loop's wait now (a finding, a stop); from any thread or a signal handler."""
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
+                os.write(self._pipe[1], b"x")
 
     def suppressed(self, n: int) -> None:
         """Failure reports the kernel did not print."""
@@ -62,15 +79,30 @@ class Inbox:
 
     # --- the loop ----------------------------------------------------------------------------
     def take(self, timeout: float, batch: list[Finding]) -> None:
-        """Append what is queued to `batch`, waiting up to `timeout` for the first."""
+        """Append what is queued to `batch`, waiting up to `timeout` for the first finding or a
+        `wake`."""
+        if timeout > 0 and self._queue.empty():
+            if self._pipe is None:
+                r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+                self._pipe = (r, w)
+                if not self._queue.empty():  # put() before the pipe existed did not wake us
+                    timeout = 0
+            select.select([self._pipe[0]], [], [], timeout)
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):  # BlockingIOError: nothing to drain
+                while os.read(self._pipe[0], 4096):
+                    pass
         try:
-            batch.append(
-                self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-            )
             while len(batch) < BATCH_MAX:
                 batch.append(self._queue.get_nowait())
         except queue.Empty:
             pass
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
 
     def digest(self, now: float, batch: list[Finding]) -> Digest:
         announce = []

@@ -244,10 +244,17 @@ class Agent:
             self.tracing.stop()
         if self.http is not None:
             self.http.shutdown()
+        self.inbox.close()
+
+    def request_stop(self) -> None:
+        """Make `run` return: from a signal handler or another thread (the loop sleeps until
+        the next poll; this wakes it)."""
+        self.stop_event.set()
+        self.inbox.wake()
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
         if self.http is None:  # `run` starts it first, to tell a start-up failure as such
             self.start()
         try:
@@ -276,8 +283,10 @@ class Agent:
         next_poll = last_cycle = 0.0
         batch: list[Finding] = []
         while not self.stop_event.is_set():
-            timeout = max(0.0, next_poll - time.monotonic())
-            self.inbox.take(min(timeout, 1.0), batch)
+            wait = next_poll - time.monotonic()
+            if batch:  # findings held back by MIN_CYCLE_GAP: wait for the gap, not the poll
+                wait = min(wait, last_cycle + MIN_CYCLE_GAP - time.monotonic())
+            self.inbox.take(max(0.0, wait), batch)
             now = time.monotonic()
             due = now >= next_poll or (batch and now - last_cycle >= MIN_CYCLE_GAP)
             if not due:

@@ -121,6 +121,11 @@ class Reporter:
                     write_condition(self.kube, self.node, d.condition, *more, summary=d.summary)
                 )
                 state = dataclasses.replace(state, written_at=now)
+                c = d.condition  # a few an hour: what each write said, for who counts them
+                log.info(
+                    "condition written",
+                    extra={"status": c.status, "reason": c.reason, "text": c.message},
+                )
             except ApiError as exc:
                 self.failed("condition", exc)
         if d.taint is not None:

@@ -3,35 +3,133 @@
 The official client provides kubeconfig/in-cluster loading, TLS, token refresh and the
 connection pool; everything above this module works on plain JSON dicts, so no other module
 depends on the client's generated models.
+
+Only the parts used are imported (`_narrow_import`): `import kubernetes.client` runs the
+package's __init__, which imports every generated API and model, 19 MiB of the daemon's 48; its
+Configuration, RESTClientObject (urllib3 pool, TLS) and in-cluster loader alone cost 2 MiB (the
+kubeconfig loader, never used in a pod, 5.5 more: oauthlib and requests).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import json
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlencode
 
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-
+from agent import __version__
 from agent.base.errors import MemfragError
 from agent.kube.api import JSON, MERGE, SMP
 from agent.kube.errors import ApiError, BudgetSpent, backoff_delay
 
-__all__ = ["JSON", "MERGE", "SMP", "ApiError", "BudgetSpent", "Kube", "backoff_delay"]
+
+def _narrow_import() -> None:
+    """Register the `kubernetes` packages whose __init__ is heavy (`kubernetes`, `.client`,
+    `.config`, `.utils`) without running it, so importing one submodule loads that module
+    alone. A package runs its __init__ the first time anything asks it for a name it lacks
+    (PEP 562 __getattr__): `import kubernetes` elsewhere in the process still gets the whole
+    client, only later. Nothing is done when the package is loaded already."""
+    if "kubernetes" in sys.modules:
+        return
+    for name in ("kubernetes", "kubernetes.config", "kubernetes.utils"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return  # not installed: the imports below say so
+        module = importlib.util.module_from_spec(spec)
+        module.__dict__["__getattr__"] = _completer(module)
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+
+
+def _completer(module: types.ModuleType) -> Callable[[str], Any]:
+    def complete(attr: str) -> Any:
+        module.__dict__.pop("__getattr__", None)
+        assert module.__spec__ is not None and module.__spec__.loader is not None
+        module.__spec__.loader.exec_module(module)
+        return getattr(module, attr)
+
+    return complete
+
+
+def _api_client(*args: Any, **kwargs: Any) -> Any:
+    """Stands in for ApiClient in kubernetes.config.kube_config, which only constructs one (in
+    new_client_from_config and an OIDC refresh): the real one, with every model, when called."""
+    return importlib.import_module("kubernetes.client.api_client").ApiClient(*args, **kwargs)
+
+
+def _kube_config() -> types.ModuleType:
+    """kubernetes.config.kube_config without the 14 MiB of ApiClient's import (every model and
+    pydantic): `from kubernetes.client import ApiClient` finds the stand-in while it loads,
+    and the package's own lazy name again afterwards."""
+    name = "kubernetes.config.kube_config"
+    if name not in sys.modules:
+        package = sys.modules["kubernetes.client"]
+        standin = "ApiClient" not in vars(package)
+        if standin:
+            package.ApiClient = _api_client  # type: ignore[attr-defined]
+        try:
+            importlib.import_module(name)
+        finally:
+            if standin and vars(package).get("ApiClient") is _api_client:
+                del package.ApiClient
+    return sys.modules[name]
+
+
+_narrow_import()
+import kubernetes.client.configuration as k8s_configuration  # noqa: E402
+import kubernetes.client.exceptions as k8s_exceptions  # noqa: E402
+import kubernetes.client.rest as k8s_rest  # noqa: E402
+import kubernetes.config.config_exception as k8s_config_exception  # noqa: E402
+
+ApiException = k8s_exceptions.ApiException
+ConfigException = k8s_config_exception.ConfigException
+USER_AGENT = f"memfrag-agent/{__version__}"
+WATCH_IDLE_SECONDS = 300  # a watch stream silent this long (bookmarks come every ~60 s) is dead
+
+__all__ = ["JSON", "MERGE", "SMP", "ApiError", "BudgetSpent", "Kube", "Transport", "backoff_delay"]
+
+
+class Transport:
+    """What Kube needs of the client: the Configuration (server, TLS, credentials, token
+    refresh) and one urllib3 pool (RESTClientObject), without ApiClient and its models."""
+
+    def __init__(self, conf: Any) -> None:
+        self.conf = conf
+        self.rest = k8s_rest.RESTClientObject(conf)
+
+    def call(
+        self,
+        method: str,
+        url_path: str,
+        headers: dict[str, str],
+        body: Any,
+        timeout: float | tuple[float, float],
+    ) -> Any:
+        """One request; the response unread (a RESTResponse: .status, .read(), .response)."""
+        headers = dict(headers)
+        for auth in self.conf.auth_settings().values():  # the bearer token, refreshed
+            if auth["in"] == "header" and auth["value"]:
+                headers[auth["key"]] = auth["value"]
+        return self.rest.request(  # type: ignore[no-untyped-call]
+            method, self.conf.host + url_path, headers=headers, body=body, _request_timeout=timeout
+        )
 
 
 class Kube:
     """Raw JSON access to the API server through the official client's transport."""
 
     def __init__(self, api_client: Any, timeout: float = 15.0) -> None:
+        """`api_client`: a Transport (or a stand-in with its `call`)."""
         self.api = api_client
         self.timeout = timeout
         self.requests_total = 0  # for benchmarks and the api-load metric
@@ -71,40 +169,36 @@ class Kube:
     def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> Kube:
         """In-cluster config when running in a pod (and neither a file nor a context is named),
         else KUBECONFIG / the given file, with its current context or the one named."""
-        conf = k8s_client.Configuration()
+        conf = k8s_configuration.Configuration()
         try:
             if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-                k8s_config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+                from kubernetes.config.incluster_config import load_incluster_config
+
+                load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
             else:
-                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                _kube_config().load_kube_config(
                     config_file=kubeconfig, context=context, client_configuration=conf
                 )
         except (ConfigException, OSError, TypeError) as exc:
             raise MemfragError(f"cannot load Kubernetes credentials: {exc}") from exc
         conf.retries = 0  # we back off ourselves, with jitter
-        return cls(k8s_client.ApiClient(conf))
+        return cls(Transport(conf))
 
-    def _prepare(
+    def _call(
         self,
         method: str,
         path: str,
         query: dict[str, Any] | None,
         body: Any,
         content_type: str | None,
-    ) -> tuple[Any, ...]:
-        headers = {"Accept": "application/json"}
+        timeout: float | tuple[float, float],
+    ) -> Any:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         url_path = path + ("?" + urlencode(query) if query else "")
-        return tuple(
-            self.api.param_serialize(
-                method=method,
-                resource_path=url_path,
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-        )
+        assert self.api is not None, "Kube without a transport"
+        return self.api.call(method, url_path, headers, body, timeout)
 
     def request(
         self,
@@ -119,9 +213,8 @@ class Kube:
         timeout is urllib3's total for connect, TLS handshake and read."""
         seconds = self._time_left(method, path, timeout)  # BudgetSpent: nothing was sent
         self.requests_total += 1
-        params = self._prepare(method, path, query, body, content_type)
         try:
-            resp = self.api.call_api(*params, _request_timeout=seconds)
+            resp = self._call(method, path, query, body, content_type, seconds)
             data = resp.read()
         except ApiException as exc:
             raise self._failed(
@@ -144,12 +237,14 @@ class Kube:
 
     def watch(self, path: str, query: dict[str, Any], timeout_seconds: int = 300) -> Iterator[JSON]:
         """Stream watch events ({type, object}) until the server ends the watch. An ERROR event
-        with code 410 (Gone) means the resourceVersion expired: the caller re-lists."""
+        with code 410 (Gone) means the resourceVersion expired: the caller re-lists. With
+        bookmarks the server sends something at least every minute, so a stream silent for
+        WATCH_IDLE_SECONDS is a dead connection: the read times out and the caller re-watches."""
         self.requests_total += 1
         q = dict(query, watch="1", timeoutSeconds=str(timeout_seconds), allowWatchBookmarks="true")
-        params = self._prepare("GET", path, q, None, None)
+        idle = min(timeout_seconds + 30, WATCH_IDLE_SECONDS)
         try:
-            resp = self.api.call_api(*params, _request_timeout=(10, timeout_seconds + 30))
+            resp = self._call("GET", path, q, None, None, (10, idle))
         except ApiException as exc:
             raise self._failed(
                 ApiError("WATCH", path, exc.status or 0, str(exc.reason or ""))

@@ -4,6 +4,13 @@ The agent reads the API server only through watches: one for its own Node (a fie
 metadata.name) and one for the pods on it (spec.nodeName), never a list of all nodes per poll.
 An expired watch (410 Gone) re-lists; any other failure backs off with jitter and re-lists.
 
+Each watch asks the server to end it after WATCH_SECONDS_MIN..MAX (uniform, so a fleet's
+renewals do not fall together) and asks for bookmarks: the server sends one about every minute
+and just before it ends the watch, so the next watch resumes from a fresh resourceVersion (no
+410, no re-list) and a healthy node costs one GET per watch per 30-60 min (it was every 300 s:
+24 requests per node-hour for two watches). The minute's bookmark also tells a live stream
+from a dead connection (Kube.watch's idle read timeout).
+
 A cluster-wide watch (FailedCreatePodSandBox Events) is bounded three ways: the list is paged
 (limit/continue), `keep` drops every object that does not concern this node as it arrives, and
 the cache holds at most `max_items` (the oldest go first).
@@ -12,6 +19,7 @@ the cache holds at most `max_items` (the oldest go first).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,6 +31,7 @@ from agent.kube.errors import ApiError, backoff_delay
 log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 PAGE = 500
+WATCH_SECONDS_MIN, WATCH_SECONDS_MAX = 1800, 3600  # the server ends each watch within these
 
 
 def object_key(obj: JSON) -> str:
@@ -50,8 +59,15 @@ class Informer:
         keep: Callable[[JSON], bool] | None = None,
         max_items: int | None = None,
         page: int = PAGE,
+        watch_seconds: Callable[[], int] | None = None,
     ) -> None:
+        """`watch_seconds`: the timeoutSeconds of each watch (default: uniform over
+        WATCH_SECONDS_MIN..MAX)."""
         self.kube, self.path, self.query, self.name = kube, path, query, name
+        self.watch_seconds = watch_seconds or (
+            lambda: random.randint(WATCH_SECONDS_MIN, WATCH_SECONDS_MAX)
+        )
+        self.watches = 0  # watches opened (each one GET)
         self.on_change, self.keep, self.max_items, self.page = on_change, keep, max_items, page
         self.pages = 0  # list pages read (a paged list of N objects reads N / page)
         self.dropped = 0  # objects evicted to stay within max_items
@@ -153,7 +169,9 @@ class Informer:
 
     def _watch_once(self, rv: str) -> str:
         """Follow one watch; return the resourceVersion to resume from, '' to re-list."""
-        for event in self.kube.watch(self.path, dict(self.query, resourceVersion=rv)):
+        self.watches += 1
+        query = dict(self.query, resourceVersion=rv)
+        for event in self.kube.watch(self.path, query, timeout_seconds=self.watch_seconds()):
             etype, obj = event.get("type"), event.get("object") or {}
             if etype == "ERROR":
                 if obj.get("code") == 410:
@@ -163,7 +181,7 @@ class Informer:
             meta = obj.get("metadata") or {}
             rv = str(meta.get("resourceVersion", rv))
             if etype == "BOOKMARK":
-                continue
+                continue  # only a newer resourceVersion to resume from
             key = object_key(obj)
             with self._lock:
                 if etype == "DELETED":

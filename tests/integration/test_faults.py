@@ -138,6 +138,50 @@ def test_expired_watch_relists(control_plane: ControlPlane, admin: Kube) -> None
     inf.stop()
 
 
+def test_a_watch_the_server_ends_resumes_from_its_bookmark_without_a_relist(
+    control_plane: ControlPlane, admin: Kube
+) -> None:
+    """The real API server sends a bookmark just before it ends a watch (timeoutSeconds): the
+    informer's next watch starts from that resourceVersion (newer than the list's, though
+    nothing changed on this Node), needs no re-list, and still delivers changes."""
+    control_plane.register_node("bookmarked")
+    seen: list[tuple[str, int]] = []
+
+    class Recording(Kube):
+        def watch(self, path: str, query: dict[str, Any], timeout_seconds: int = 300) -> Any:
+            seen.append((str(query["resourceVersion"]), timeout_seconds))
+            return super().watch(path, query, timeout_seconds)
+
+    kube = Recording(admin.api)
+    inf = Informer(
+        kube,
+        "/api/v1/nodes",
+        {"fieldSelector": "metadata.name=bookmarked"},
+        watch_seconds=lambda: 4,
+    )
+    inf.start()
+    try:
+        wait_for(lambda: inf.get("bookmarked") is not None, "the informer's list")
+        control_plane.register_node("bookmark-elsewhere")  # moves the resourceVersion on
+        wait_for(lambda: len(seen) >= 3, "three watches", timeout=60)
+        listed_rv = int(seen[0][0])
+        assert inf.relists == 1 and all(t == 4 for _, t in seen)
+        assert int(seen[2][0]) > listed_rv  # a bookmark's, not the list's
+        admin.request(
+            "PATCH",
+            "/api/v1/nodes/bookmarked",
+            body={"metadata": {"labels": {"x": "2"}}},
+            content_type="application/strategic-merge-patch+json",
+        )
+        wait_for(
+            lambda: (inf.get("bookmarked") or {}).get("metadata", {}).get("labels", {}).get("x"),
+            "the watch delivering the change",
+        )
+        assert inf.relists == 1
+    finally:
+        inf.stop()
+
+
 def test_sigterm_during_an_action_finishes_it_cleanly(
     control_plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
 ) -> None:

@@ -251,3 +251,22 @@ def test_tracing_rounds_ratio_is_the_median_of_back_to_back_pairs() -> None:
     assert r.pair_ratios == (1.01, 1.02, 0.2, 9.0, 1.01)
     assert r.ratio == 1.01
     assert r.ratio_of_minimums == 1.0
+
+
+def test_condition_writes_are_read_from_the_agents_log_within_the_window() -> None:
+    from bench.run import condition_writes
+
+    log = "\n".join(
+        [
+            '{"ts": "2026-12-02T03:09:06.249Z", "msg": "condition written", "status": "False",'
+            ' "reason": "ContiguousMemoryAvailable", "text": "start"}',
+            "garbage {",
+            '{"ts": "2026-12-02T03:20:00.000Z", "msg": "started"}',
+            '{"ts": "2026-12-02T03:25:00.5Z", "msg": "condition written", "status": "False",'
+            ' "reason": "FragmentationPredicted", "text": "later"}',
+            '{"ts": "nope", "msg": "condition written"}',
+        ]
+    )
+    start = 1_796_181_000.0  # 2026-12-02T03:10:00Z
+    got = condition_writes(log, start, start + 3600)
+    assert [(w["reason"], w["text"]) for w in got] == [("FragmentationPredicted", "later")]

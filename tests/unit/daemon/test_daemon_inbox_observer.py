@@ -3,6 +3,8 @@ observer (one observation, the pagetypeinfo cache) with a fake clock."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -70,6 +72,31 @@ def test_a_full_queue_counts_the_finding_lost_instead_of_blocking() -> None:
     assert len(batch) == 2 and len(lost) == 3
     inbox.take(0.01, batch)  # nothing queued: returns after the timeout
     assert len(batch) == 2
+
+
+def test_take_sleeps_the_whole_timeout_and_a_finding_or_wake_ends_it_at_once() -> None:
+    """The loop sleeps until the next poll, not in 1 s steps: only a finding or wake() (a
+    stop, from a signal handler or a thread) wakes it early."""
+    inbox = Inbox(Clock())
+    batch: list[Finding] = []
+    t0 = time.monotonic()
+    inbox.take(0.3, batch)
+    assert batch == [] and time.monotonic() - t0 >= 0.29
+    for wake in (lambda: inbox.put(finding()), inbox.wake):
+        timer = threading.Timer(0.05, wake)
+        timer.start()
+        t0 = time.monotonic()
+        inbox.take(30, batch)
+        assert time.monotonic() - t0 < 5
+        timer.join()
+    assert len(batch) == 1  # the finding; wake() brings none
+    inbox.wake()  # pending wake-ups are drained: a later take waits again
+    inbox.take(0.01, batch)
+    t0 = time.monotonic()
+    inbox.take(0.2, batch)
+    assert time.monotonic() - t0 >= 0.19
+    inbox.close()
+    inbox.wake()  # after close: nothing, no error
 
 
 def test_pagetypeinfo_is_read_by_its_interval_and_cached_between(tmp_path: Path) -> None:

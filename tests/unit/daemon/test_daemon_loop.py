@@ -270,7 +270,7 @@ def test_run_serves_healthz_ticks_and_stops(tmp_path: Path) -> None:
 
     w = World(tmp_path, api=False)
     result: list[int] = []
-    stopper = threading.Timer(1.5, w.agent.stop_event.set)
+    stopper = threading.Timer(1.5, w.agent.request_stop)
     stopper.start()
     result.append(w.agent.run())
     assert result == [0] and w.reader.observed >= 2  # the tunables review and a tick

@@ -283,6 +283,19 @@ def test_numbers_alone_wait_for_the_heartbeat_words_do_not() -> None:
     assert d.condition is not None and d.condition.message == worded.message
 
 
+def test_a_size_changing_unit_is_a_number_moving_not_new_words() -> None:
+    """The size of the free memory in small blocks went from MiB to KiB and back on a busy
+    host: each flip was a condition write until the heartbeat would have done."""
+    n = FakeNode()
+    say = "Enough contiguous free memory. NUMA node 0 (DMA32+Normal): {} blocks ({}), {} free"
+    n.step(T0, replace(HEALTHY, message=say.format(333682, "20855 MiB", "169 MiB")))
+    for t, small in ((15, "204 KiB"), (30, "1 MiB"), (45, "240 KiB"), (60, "1.2 GiB")):
+        msg = say.format(273984 + t, "17124 MiB", small)
+        assert n.step(T0 + t, replace(HEALTHY, message=msg)).condition is None, small
+    worded = replace(HEALTHY, message=say.format(1, "2 MiB", "3 MiB") + "; hugepages stuck")
+    assert n.step(T0 + 75, worded).condition is not None
+
+
 def test_taint_effect_none_never_taints_and_removes_ours() -> None:
     cfg = replace(CFG, taint_effect="none")
     n = FakeNode(cfg=cfg)

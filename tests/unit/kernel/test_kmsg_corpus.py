@@ -212,3 +212,27 @@ def test_parse_then_match_agrees_with_scan_on_the_corpus() -> None:
         record = parse_record(want.line)
         assert record is not None
         assert _same(match_event(record), want)
+
+
+def test_the_readers_record_prefilter_passes_every_finding_of_the_corpus() -> None:
+    """The kmsg reader drops a record `might_match_record` rejects without scanning it: every
+    corpus finding (kmsg-framed, as /dev/kmsg hands it out, dictionary lines included) must
+    pass, and a rejected look-alike must indeed give nothing."""
+    from agent.kernel.kmsg import might_match_record
+
+    for want in FINDINGS:
+        raw = f"4,1,2,-;{want.line}\n SUBSYSTEM=mm\n".encode()
+        assert might_match_record(raw), want.line
+        assert might_match_record(want.line.encode()) or want.line.startswith("{")
+    for line in LOOKALIKES + [x.line for x in FINDINGS]:
+        raw = line.encode()
+        if not might_match_record(raw):
+            assert list(scan_events([raw])) == [], line
+
+
+@given(st.binary(max_size=300))
+def test_a_record_the_prefilter_rejects_gives_no_event(raw: bytes) -> None:
+    from agent.kernel.kmsg import might_match_record
+
+    if not might_match_record(raw):
+        assert list(scan_events([raw])) == []

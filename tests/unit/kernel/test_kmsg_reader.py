@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
 
@@ -38,3 +42,32 @@ def test_findings_still_go_to_on_finding() -> None:
     f.handle(b"4,102,3,-;dockerd: page allocation failure: order:5, mode:0x440dc0")
     assert len(seen) == 1 and isinstance(seen[0], Finding)
     assert (seen[0].order, seen[0].process) == (5, "dockerd")
+
+
+def test_the_follower_reads_a_fifo_in_bursts_and_reports_every_finding(tmp_path: Path) -> None:
+    """Non-blocking reads, a batch scanned per wake-up, a pause after records: a burst of
+    unrelated lines with findings among them loses none of the findings, and a lone line after
+    a quiet spell still arrives."""
+    fifo = tmp_path / "kmsg"
+    os.mkfifo(fifo)
+    seen: list[Finding] = []
+    f = KmsgFollower(str(fifo), seen.append, accept_user_facility=True)
+    t = f.start()
+    fd = os.open(fifo, os.O_WRONLY)
+    try:
+        unrelated = b"".join(b"6,%d,1,-;eth0: renamed from tmp%d\n" % (i, i) for i in range(2000))
+        marker = b"4,9999,1,-;mysqld: page allocation failure: order:4, mode:0x10c0d0\n"
+        os.write(fd, unrelated[:30000] + marker + unrelated[30000:] + marker)
+        deadline = time.monotonic() + 10
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [x.order for x in seen] == [4, 4]
+        time.sleep(0.2)
+        os.write(fd, marker)
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(seen) == 3 and f.records == 2003
+    finally:
+        f.stop()
+        os.close(fd)  # EOF: the follower returns from this open and sees the stop
+        t.join(5)

@@ -3,12 +3,13 @@ list call is a stand-in; the real control plane runs them in tests/integration).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from agent.assess.pods import concerns_node
 from agent.decide.remediation import ActionOutcome, PastAction
 from agent.kube.client import Kube
-from agent.kube.informer import Informer, object_key
+from agent.kube.informer import WATCH_SECONDS_MAX, WATCH_SECONDS_MIN, Informer, object_key
 from agent.kube.leases import (
     ACTIONS,
     MAX_ACTIONS,
@@ -55,6 +56,65 @@ def test_the_list_is_paged_and_keeps_only_what_concerns_the_node() -> None:
     assert inf._list() == "99"
     assert inf.pages == 5 and all(q["limit"] == "500" for q in kube.queries)
     assert [e["involvedObject"]["name"] for e in inf.items()] == ["mine"]
+
+
+class Watches(Pages):
+    """Lists once (resourceVersion 99), then plays one script of events per watch; the informer
+    is stopped when the scripts run out."""
+
+    def __init__(self, scripts: list[list[dict[str, Any]]]) -> None:
+        super().__init__([])
+        self.scripts, self.watched = scripts, []  # type: ignore[var-annotated]
+        self.informer: Informer | None = None
+
+    def watch(self, path: str, query: Any, timeout_seconds: int = 300) -> Iterator[Any]:
+        self.watched.append((dict(query), timeout_seconds))
+        if not self.scripts:
+            assert self.informer is not None
+            self.informer.stop()
+            return
+        yield from self.scripts.pop(0)
+
+
+def bookmark(rv: str) -> dict[str, Any]:
+    return {"type": "BOOKMARK", "object": {"kind": "Node", "metadata": {"resourceVersion": rv}}}
+
+
+def test_a_watch_ended_by_the_server_resumes_from_its_last_bookmark_without_a_relist() -> None:
+    node = {"metadata": {"name": "n1", "resourceVersion": "120"}}
+    kube = Watches(
+        [[bookmark("105"), {"type": "MODIFIED", "object": node}, bookmark("130")], [], []]
+    )
+    inf = Informer(kube, "/api/v1/nodes", {"fieldSelector": "metadata.name=n1"})
+    kube.informer = inf
+    inf.run()
+    rvs = [q["resourceVersion"] for q, _ in kube.watched]
+    assert rvs == ["99", "130", "130", "130"]  # a watch that brought nothing keeps its rv
+    assert inf.relists == 1 and len(kube.queries) == 1 and inf.watches == 4
+    assert inf.get("n1") == node and inf.get("") is None  # a bookmark is no object
+    assert all(q["fieldSelector"] == "metadata.name=n1" for q, _ in kube.watched)
+
+
+def test_watch_timeouts_are_long_and_spread() -> None:
+    """30-60 min, uniformly: a fleet's renewals do not fall together."""
+    kube = Watches([[] for _ in range(199)])
+    inf = Informer(kube, "/api/v1/nodes", {})
+    kube.informer = inf
+    inf.run()
+    seconds = [t for _, t in kube.watched]
+    assert all(WATCH_SECONDS_MIN <= t <= WATCH_SECONDS_MAX for t in seconds)
+    assert WATCH_SECONDS_MIN == 1800 and WATCH_SECONDS_MAX == 3600
+    assert len(set(seconds)) > 100
+    assert min(seconds) < 2100 and max(seconds) > 3300
+
+
+def test_an_expired_watch_relists() -> None:
+    gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410}}
+    kube = Watches([[bookmark("150"), gone], []])
+    inf = Informer(kube, "/api/v1/nodes", {})
+    kube.informer = inf
+    inf.run()
+    assert inf.relists == 2 and [q["resourceVersion"] for q, _ in kube.watched] == ["99"] * 3
 
 
 def test_the_cache_is_bounded_oldest_first() -> None:

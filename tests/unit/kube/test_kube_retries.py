@@ -110,15 +110,12 @@ class Response:
 
 
 class Transport:
-    """Stands in for the client's ApiClient: answers with the statuses it is given."""
+    """Stands in for the client's transport: answers with the statuses it is given."""
 
     def __init__(self, answers: list[int | None]) -> None:
         self.answers = answers
 
-    def param_serialize(self, **kw: Any) -> tuple[Any, ...]:
-        return (kw["method"], kw["resource_path"])
-
-    def call_api(self, *args: Any, **kw: Any) -> Response:
+    def call(self, *args: Any, **kw: Any) -> Response:
         status = self.answers.pop(0)
         if status is None:
             raise ConnectionRefusedError("refused")
@@ -164,3 +161,73 @@ def test_api_up_and_its_reason_follow_the_last_request() -> None:
     m.api_result(None)
     assert m.api_up._value.get() == 1
     assert all(m.api_down.labels(r)._value.get() == 0 for r in API_DOWN_REASONS)
+
+
+def test_the_client_loads_only_the_kubernetes_modules_it_uses() -> None:
+    """`import kubernetes.client` alone imported every generated model (19 MiB of the daemon's
+    48); the agent loads Configuration, the REST pool and the loaders, and the rest of the
+    package still works for whoever asks for it later in the process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import agent.kube.client as c\n"
+        "heavy = [m for m in sys.modules if m.startswith(('kubernetes.client.models', "
+        "'kubernetes.client.api.', 'kubernetes.dynamic', 'pydantic', 'oauthlib'))]\n"
+        "assert heavy == [], heavy\n"
+        "c._kube_config()\n"
+        "assert 'kubernetes.client.api_client' not in sys.modules\n"
+        "from kubernetes import client, config\n"
+        "import kubernetes\n"
+        "assert client.CoreV1Api.__name__ == 'CoreV1Api'\n"
+        "assert isinstance(client.ApiClient, type)\n"
+        "assert config.new_client_from_config and kubernetes.watch.Watch\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+
+
+def test_the_transport_sends_the_refreshed_token_and_our_user_agent() -> None:
+    from kubernetes.client.configuration import Configuration
+
+    from agent.kube.client import USER_AGENT
+
+    conf = Configuration(host="https://127.0.0.1:6443")
+    conf.api_key = {"authorization": "t0"}
+    conf.api_key_prefix = {"authorization": "Bearer"}
+    tokens = iter(["t1", "t2"])
+    conf.refresh_api_key_hook = lambda c: c.api_key.update(authorization=next(tokens))  # type: ignore[assignment]
+    sent: list[tuple[Any, ...]] = []
+
+    class Rest:
+        def request(self, method: str, url: str, **kw: Any) -> Response:
+            sent.append((method, url, kw["headers"], kw["body"], kw["_request_timeout"]))
+            return Response(200, b'{"kind": "Node"}')
+
+    from agent.kube.client import Transport
+
+    t = Transport(conf)
+    t.rest = Rest()  # type: ignore[assignment]
+    kube = Kube(t)
+    assert kube.request("PATCH", "/api/v1/nodes/n", {"a": "b c"}, {"x": 1}, "m/p") == {
+        "kind": "Node"
+    }
+    kube.request("GET", "/api/v1/nodes")
+    (m, url, headers, body, timeout), second = sent
+    assert (m, url, body, timeout) == (
+        "PATCH",
+        "https://127.0.0.1:6443/api/v1/nodes/n?a=b+c",
+        {"x": 1},
+        15.0,
+    )
+    assert headers == {
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+        "Content-Type": "m/p",
+        "authorization": "Bearer t1",
+    }
+    assert second[2]["authorization"] == "Bearer t2" and "Content-Type" not in second[2]
