@@ -115,12 +115,17 @@ mount -t tmpfs run /run
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 for m in virtio_pci 9pnet_virtio 9p; do modprobe "$m" 2>/dev/null; done
 mkdir -p /repo /results
-mount -t 9p -o trans=virtio,version=9p2000.L,ro repo /repo || echo "lab-init: cannot mount the repo share"
-mount -t 9p -o trans=virtio,version=9p2000.L results /results || echo "lab-init: cannot mount the results share"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=16384 repo /repo || echo "lab-init: cannot mount the repo share"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=16384 results /results || echo "lab-init: cannot mount the results share"
+# The code runs from the guest's own disk, as an agent runs from its image: 9p needs msize-sized
+# kernel buffers (order 5 by default), which a fragmented guest cannot allocate (the first runs
+# saw the daemon die on ENOMEM listing /repo/agent). Copied before anything is fragmented.
+mkdir -p /opt/memfrag
+cp -a /repo/agent /repo/lab /opt/memfrag/ || echo "lab-init: cannot copy the repo"
 args=$(sed -n 's/.*lab\.args=\([^ ]*\).*/\1/p' /proc/cmdline | tr ',' ' ')
 echo "lab-init: kernel $(uname -r); running lab/guest.py $args"
 cd /
-PYTHONPATH=/repo:/opt/lab-pylib PYTHONDONTWRITEBYTECODE=1 python3 /repo/lab/guest.py $args
+PYTHONPATH=/opt/memfrag:/opt/lab-pylib python3 /opt/memfrag/lab/guest.py $args
 echo "lab-init: guest.py exited $?"
 sync
 poweroff -f 2>/dev/null || echo o > /proc/sysrq-trigger

@@ -79,7 +79,7 @@ PAGE = 4096
 MIB = 1 << 20
 VM = Path("/proc/sys/vm")
 RESULTS = Path("/results/lab.json")
-REPO = Path(__file__).resolve().parents[1]  # /repo in the guest
+REPO = Path(__file__).resolve().parents[1]  # /opt/memfrag in the guest (lab-init copies it)
 EXPECTED_CAUSE = {
     "movable": "movable",
     "reclaimable": "reclaimable",
@@ -220,8 +220,11 @@ def agent_assess(with_pagetype: bool = True) -> Assessment:
     return assess(reader.observe(with_pagetypeinfo=with_pagetype), CFG.assessment)
 
 
-def fragmented() -> bool:
-    return agent_assess(False).verdict == "fragmented"
+def recovered() -> bool:
+    """Neither fragmented nor exhausted (a node at its watermarks reads as not fragmented, but
+    has no blocks either: the probe's own memory can take it there in the reclaimable case)."""
+    a = agent_assess(False)
+    return a.verdict != "fragmented" and not a.exhausted
 
 
 def cached_mib() -> float:
@@ -664,7 +667,7 @@ def wait_recovered(row: dict[str, Any], wait: float) -> None:
     start = time.monotonic()
     while time.monotonic() - start < wait:
         time.sleep(1.0)
-        if not fragmented():
+        if recovered():
             row["seconds"] = round(time.monotonic() - start, 1)
             break
     row["elapsed"] = round(time.monotonic() - start, 1)
@@ -697,7 +700,7 @@ def strategy_seed(row: dict[str, Any], ctx: Ctx) -> Run:
     row["actions"] = ["drop-caches=3", "compact"]
     time.sleep(SETTLE_SECONDS)
     row["elapsed"] = round(time.monotonic() - start, 1)
-    if not fragmented():
+    if recovered():
         row["seconds"] = row["elapsed"]
     return Run([(start, end)], own)
 
@@ -792,6 +795,9 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
             break
         time.sleep(0.1)
     row["agent_start_seconds"] = round(time.monotonic() - t, 1)
+    # its CPU from here: python's imports under TCG take seconds, a node pays them once
+    cpu0 = cpu_ticks([proc.pid])
+    row["agent_start_cpu_seconds"] = round(cpu0 / CLK_TCK, 2)
     ctx.start()
     start = time.monotonic()
     last_action = start
@@ -836,7 +842,7 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
         end = time.monotonic()
         if recovered_at is not None:
             row["seconds"] = round(recovered_at - start, 1)
-        own_cpu = cpu_ticks([proc.pid]) / CLK_TCK
+        own_cpu = (cpu_ticks([proc.pid]) - cpu0) / CLK_TCK
         m0 = scrape()
         if m0 is not None:
             row["agent_metrics"] = {
@@ -866,6 +872,7 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
     row["agent_exit"] = proc.returncode
     if proc.returncode not in (0, -15):  # it did not stop for our SIGTERM: say why
         row["agent_log_tail"] = AGENT_LOG.read_text(errors="replace").splitlines()[-20:]
+        log(f"agent: exited {proc.returncode}: {' | '.join(row['agent_log_tail'][-3:])[:400]}")
     return Run(windows, own_cpu)
 
 
@@ -1023,7 +1030,7 @@ def run_one(scenario: str, strategy: str) -> dict[str, Any]:
         windows = [(a0 - 0.05, b0) for a0, b0 in windows]
         row.update(
             blocks_ge4_after=blocks_ge(rows1),
-            recovered=not fragmented(),
+            recovered=recovered(),
             free_mib_after=mi1["MemFree"] // 1024,
             cache_mib_after=round(mi1["Cached"] / 1024, 1),
             cache_dropped_mib=round(max(0, mi0["Cached"] - mi1["Cached"]) / 1024, 1),
@@ -1146,18 +1153,24 @@ def cli_check() -> dict[str, Any]:
     )
     cfg = Path("/tmp/lab-cli-run.yaml")
     cfg.write_text(json.dumps({"reporting": {"metrics_address": "127.0.0.1", "metrics_port": 0}}))
-    # `run --standalone` for 12 s (then its own SIGTERM; python starts slowly under TCG): the
-    # daemon's imports, without the kubernetes package (the guest has none)
+    # `run --standalone` until its SIGTERM handler is in (the daemon runs), two seconds more,
+    # then its own SIGTERM: the daemon's imports, without the kubernetes package (the guest has
+    # none)
     stop_later = (
-        "import os, signal, threading; "
-        "threading.Timer(12, lambda: os.kill(os.getpid(), signal.SIGTERM)).start(); "
+        "import os, signal, threading, time\n"
+        "def _stop():\n"
+        "    while signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):\n"
+        "        time.sleep(0.2)\n"
+        "    time.sleep(2)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "threading.Thread(target=_stop, daemon=True).start()\n"
     )
     for name, argv in (
         ("check", ["check", "--output", "json"]),
         ("remediate", ["remediate", "--action", "compact", "--dry-run"]),
         ("run --standalone", ["run", "--standalone", "--config", str(cfg)]),
     ):
-        code = (stop_later if name.startswith("run") else "") + probe
+        code = (stop_later if name.startswith("run") else "") + probe.replace("; ", "\n")
         p = subprocess.run(
             [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
             check=False, env=os.environ,

@@ -21,7 +21,7 @@ import time
 
 PAGE = 4096
 SYS_SET_MEMPOLICY, MPOL_BIND = 238, 2  # x86_64
-BUF = 8 << 20
+BUF = 4 << 20
 SLEEP = 0.001
 MAX_SAMPLES = 2_000_000  # ~40 min of iterations: the arrays stay bounded
 

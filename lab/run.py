@@ -179,6 +179,7 @@ COLUMNS = [
     ("cache_dropped_mib", "cache dropped MiB"),
     ("workload_p99_ms", "probe p99 ms"),
     ("workload_max_ms", "probe max ms"),
+    ("workload_idle_p99_ms", "idle p99 ms"),
     ("refault_seconds", "refault s"),
     ("cpu_seconds", "CPU s"),
     ("failures_traced", "traced"),
