@@ -706,6 +706,8 @@ def strategy_seed(row: dict[str, Any], ctx: Ctx) -> Run:
 
 
 AGENT_LOG = Path("/tmp/lab-agent.log")
+THP_FAULTS = 8  # 16 MiB if they succeed: small beside the guest's page cache
+ORDER4_KEYS = 16  # 512 KiB of keys if they succeed
 METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
 
 
@@ -852,6 +854,8 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
                 ),
                 "free_blocks_at_target": metric_sum(m0, "memfrag_free_blocks_at_target_order"),
             }
+        # the row's "after", taken before the failure probe's allocations move memory about
+        row["after_snapshot"] = {"meminfo": meminfo(), "buddy": buddy(), "recovered": recovered()}
         if proc.poll() is None and str(OPTS["failure_probe"]) == "1":
             row.update(failure_probe(m0, poll))
     finally:
@@ -891,7 +895,7 @@ def failure_probe(
     try:
         (thp / "enabled").write_text("madvise")
         (thp / "defrag").write_text("never")
-        size = 32 * 2 * MIB
+        size = THP_FAULTS * 2 * MIB
         addr = libc.mmap(None, size + 2 * MIB, PROT_RW, MAP_PRIVATE_ANON_NORESERVE, -1, 0)
         if addr in (None, ctypes.c_void_p(-1).value):
             raise OSError(ctypes.get_errno(), "mmap failed")
@@ -906,17 +910,17 @@ def failure_probe(
         for f, v in old.items():
             (thp / f).write_text(v)
     v1 = vmstat_all()
-    out["thp_attempts"] = 32
+    out["thp_attempts"] = THP_FAULTS
     out["thp_failed"] = v1.get("thp_fault_fallback", 0) - v0.get("thp_fault_fallback", 0)
     payload = b"k" * 32767
     failed = 0
-    for k in range(32):
+    for k in range(ORDER4_KEYS):
         r = libc.syscall(
             SYS_ADD_KEY, b"user", f"fp{k}".encode(), payload, len(payload), KEY_SPEC_PROCESS_KEYRING
         )
         failed += r < 0
     libc.syscall(SYS_KEYCTL, KEYCTL_CLEAR, KEY_SPEC_PROCESS_KEYRING)
-    out["order4_attempts"], out["order4_failed"] = 32, failed
+    out["order4_attempts"], out["order4_failed"] = ORDER4_KEYS, failed
     out["failures_made"] = out["thp_failed"] + failed
     time.sleep(poll + 2)  # the daemon's next tick reads the trace window and the kernel log
     m1 = scrape()
@@ -1023,18 +1027,19 @@ def run_one(scenario: str, strategy: str) -> dict[str, Any]:
             series = sampler.finish()
             k1 = cpu_ticks(kpids)
             samples = probe.finish()
-        mi1, vm1 = meminfo(), vmstat()
-        rows1 = buddy()
+        snap = row.pop("after_snapshot", None)
+        mi1, vm1 = (snap["meminfo"], vmstat()) if snap else (meminfo(), vmstat())
+        rows1 = snap["buddy"] if snap else buddy()
         windows = ran.windows if ran.windows is not None else [(t_start, t_end)]
         # an iteration that started just before an action and was held by it counts too
         windows = [(a0 - 0.05, b0) for a0, b0 in windows]
         row.update(
             blocks_ge4_after=blocks_ge(rows1),
-            recovered=recovered(),
+            recovered=snap["recovered"] if snap else recovered(),
             free_mib_after=mi1["MemFree"] // 1024,
             cache_mib_after=round(mi1["Cached"] / 1024, 1),
             cache_dropped_mib=round(max(0, mi0["Cached"] - mi1["Cached"]) / 1024, 1),
-            buddy_after=workload_buddy(),
+            buddy_after={f"{n}/{z}": cs for n, z, cs in rows1 if z != "DMA"},
             vmstat_delta={k: vm1[k] - vm0.get(k, 0) for k in vm1 if vm1[k] != vm0.get(k, 0)},
             cpu_seconds=round(ran.own_cpu + (k1 - k0) / CLK_TCK, 2),
             cpu_kthreads_seconds=round((k1 - k0) / CLK_TCK, 2),
