@@ -131,3 +131,45 @@ def share(part: float | None, whole: float | None) -> float | None:
     if part is None or not whole:
         return None
     return round(part / whole, 2)
+
+
+def show(rows: Sequence[dict[str, object]]) -> list[str]:
+    """The issue's claims checked on a run's rows, one line each: in every recoverable scenario
+    the agent recovers with >= 0.8 of the seed fix's blocks, <= 10 % of its dropped page cache
+    (movable, reclaimable) and a lower stall (probe p99); in the hopeless one it takes no more
+    actions than the seed's two and says why (RemediationNotPossible); on two nodes it compacts
+    one node only."""
+    by = {(r.get("scenario"), r.get("strategy")): r for r in rows}
+    out = []
+    for scenario in ("movable", "reclaimable", "kernel-mixed", "numa"):
+        a, s = by.get((scenario, "agent")), by.get((scenario, "seed"))
+        if a is None or s is None:
+            continue
+        ok = [f"recovered {'yes' if a.get('recovered') else 'NO'}"]
+        b = a.get("blocks_vs_seed")
+        ok.append(f"blocks {b} of seed's {'ok' if isinstance(b, float) and b >= 0.8 else 'SHORT'}")
+        if scenario in ("movable", "reclaimable"):
+            c = a.get("cache_vs_seed")
+            good = isinstance(c, float) and c <= 0.1
+            ok.append(f"cache dropped {c} of seed's {'ok' if good else 'TOO MUCH'}")
+        pa, ps = a.get("workload_p99_ms"), s.get("workload_p99_ms")
+        if isinstance(pa, float) and isinstance(ps, float):
+            ok.append(f"stall p99 {pa} vs seed {ps} ms {'lower' if pa < ps else 'NOT LOWER'}")
+        if scenario == "numa":
+            acts = a.get("actions") or []
+            one = isinstance(acts, list) and all(str(x).startswith("compact-node=") for x in acts)
+            ok.append(f"actions {acts} {'one node only' if one and acts else 'NOT ONE NODE'}")
+        out.append(f"{scenario}: " + ", ".join(ok))
+    h = by.get(("hopeless", "agent"))
+    if h is not None:
+        acts = h.get("actions") or []
+        n = len(acts) if isinstance(acts, list) else 0
+        evs = h.get("agent_events") or []
+        said = [
+            e for e in evs if isinstance(e, dict) and e.get("reason") == "RemediationNotPossible"
+        ]
+        out.append(
+            f"hopeless: {n} action(s) {'ok' if n <= 2 else 'TOO MANY'} (seed: 2), "
+            f"RemediationNotPossible said {len(said)} time(s)"
+        )
+    return out

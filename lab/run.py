@@ -28,7 +28,7 @@ LAB = Path(__file__).resolve().parent
 REPO = LAB.parent
 OUT = REPO / "out"
 sys.path.insert(0, str(REPO))
-from lab.labcalc import share  # noqa: E402  (run as a script: lab/ is not on the path)
+from lab.labcalc import share, show  # noqa: E402  (run as a script: lab/ is not on the path)
 
 
 def kvm_usable() -> str | None:
@@ -161,7 +161,7 @@ def fmt(v: object) -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return f"{v:.1f}"
+        return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
     if isinstance(v, list):
         return ",".join(map(str, v)) or "-"
     return str(v)
@@ -279,7 +279,15 @@ def main() -> int:
         help="passed to guest.py, e.g. scenarios=movable strategies=none+agent (lists use +; "
         "the numa scenario runs in a second, 2-node guest)",
     )
+    p.add_argument(
+        "--markdown",
+        metavar="FILE",
+        help="print an existing results file (out/lab.json) as the README's table, and exit",
+    )
     args = p.parse_args()
+    if args.markdown:
+        sys.stdout.write(table(json.loads(Path(args.markdown).read_text()), markdown=True))
+        return 0
     if not 512 <= args.mem <= 1024 or not 512 <= args.numa_mem <= 1024:
         p.error("--mem, --numa-mem: 512..1024 MiB")
     if args.accel == "auto":
@@ -319,6 +327,7 @@ def main() -> int:
         else:
             doc["numa_guest"] = got
     compare(doc["rows"])
+    doc["show"] = show(doc["rows"])
     host["total_seconds"] = round(time.monotonic() - t0, 1)
     doc["host"] = host
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
@@ -329,6 +338,8 @@ def main() -> int:
     sys.stdout.write(table(doc))
     for note in doc.get("kmsg_findings", []):
         print(f"lab: agent's kmsg matcher: {json.dumps(note)}")
+    for line in doc["show"]:
+        print(f"lab: show: {line}")
     for note in doc.get("notes", []):
         print(f"lab: note: {note}")
     print(f"lab: total {time.monotonic() - t0:.0f}s")

@@ -15,6 +15,7 @@ from lab.labcalc import (
     percentile,
     proc_cpu_ticks,
     share,
+    show,
 )
 
 # /proc/buddyinfo of the 2-node guest (768 MiB, node 1 made fragmented)
@@ -90,3 +91,38 @@ def test_latency_over_the_windows_a_fix_ran_in() -> None:
 def test_share_of_the_seed_fix() -> None:
     assert share(780, 1246) == 0.63
     assert share(3.0, 0) is None and share(None, 5) is None
+
+
+def test_show_checks_the_issues_claims() -> None:
+    rows: list[dict[str, object]] = [
+        {"scenario": "reclaimable", "strategy": "seed", "workload_p99_ms": 30.0},
+        {
+            "scenario": "reclaimable",
+            "strategy": "agent",
+            "recovered": True,
+            "blocks_vs_seed": 0.63,
+            "cache_vs_seed": 0.0,
+            "workload_p99_ms": 20.0,
+        },
+        {"scenario": "numa", "strategy": "seed"},
+        {
+            "scenario": "numa",
+            "strategy": "agent",
+            "recovered": True,
+            "blocks_vs_seed": 0.9,
+            "actions": ["compact-node=1"],
+        },
+        {
+            "scenario": "hopeless",
+            "strategy": "agent",
+            "actions": ["drop-caches=1", "compact"],
+            "agent_events": [{"reason": "RemediationNotPossible"}, {"reason": "Other"}],
+        },
+    ]
+
+    assert show(rows) == [
+        "reclaimable: recovered yes, blocks 0.63 of seed's SHORT, cache dropped 0.0 of seed's "
+        "ok, stall p99 20.0 vs seed 30.0 ms lower",
+        "numa: recovered yes, blocks 0.9 of seed's ok, actions ['compact-node=1'] one node only",
+        "hopeless: 2 action(s) ok (seed: 2), RemediationNotPossible said 1 time(s)",
+    ]
