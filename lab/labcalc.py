@@ -164,9 +164,11 @@ def show(rows: Sequence[dict[str, object]]) -> list[str]:
     if h is not None:
         acts = h.get("actions") or []
         n = len(acts) if isinstance(acts, list) else 0
-        evs = h.get("agent_events") or []
+        evs = h.get("agent_events")
         said = [
-            e for e in evs if isinstance(e, dict) and e.get("reason") == "RemediationNotPossible"
+            e
+            for e in (evs if isinstance(evs, list) else [])
+            if isinstance(e, dict) and e.get("reason") == "RemediationNotPossible"
         ]
         out.append(
             f"hopeless: {n} action(s) {'ok' if n <= 2 else 'TOO MANY'} (seed: 2), "
