@@ -115,6 +115,7 @@ OPTS: dict[str, Any] = {
     "build_min_free_kbytes": 512,  # vm.min_free_kbytes while building (restored after)
     "probe": 1,  # try to provoke a real high-order allocation failure at the end
     "failure_probe": 1,  # agent rows: failing allocations, traced vs logged by the daemon
+    "verbose": 0,  # 1: the agent's assessment message of every build on the console
     "deadline": 2100,  # seconds for the whole run; later runs are skipped
 }
 
@@ -824,7 +825,13 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
                     started_at = now
                     decisions.append(f"{x.get('action')}: {x.get('why')}")
                 elif msg.startswith("remediation ") and "result" in x:
-                    windows.append((started_at if started_at is not None else now - 0.2, now))
+                    # the kernel write's own span (the daemon times it), from when its
+                    # "starting" line was seen (0.1 s polls): the settle and re-observe after
+                    # it are the daemon waiting, not the fix
+                    began = started_at if started_at is not None else now - 0.2
+                    took = x.get("seconds")
+                    end_w = began + float(took) + 0.15 if isinstance(took, int | float) else now
+                    windows.append((began, min(now, end_w)))
                     started_at = None
                     last_action = now
                     row["actions"].append(x["action"])
@@ -987,6 +994,7 @@ def run_one(scenario: str, strategy: str) -> dict[str, Any]:
             "strategy": strategy,
             "blocks_ge4_before": blocks_ge(rows0),
             "verdict": a.verdict,
+            "verdict_message": a.message,
             "cause": a.cause.kind,
             "cause_expected": EXPECTED_CAUSE[scenario],
             "cause_matches": a.cause.kind == EXPECTED_CAUSE[scenario],
@@ -1007,6 +1015,8 @@ def run_one(scenario: str, strategy: str) -> dict[str, Any]:
             f"({built.info.get('stop')}): {row['blocks_ge4_before']} blocks>=4, "
             f"{row['free_mib_before']} MiB free; agent says {a.verdict}, cause {a.cause.kind}"
         )
+        if str(OPTS["verbose"]) == "1":
+            log(f"{scenario}/{strategy}: {a.message}")
         probe = Probe(ctx.probe_cpu, ctx.probe_node)
         kpids = kthread_pids()
         k0 = cpu_ticks(kpids)
