@@ -115,6 +115,7 @@ OPTS: dict[str, Any] = {
     "build_min_free_kbytes": 512,  # vm.min_free_kbytes while building (restored after)
     "probe": 1,  # try to provoke a real high-order allocation failure at the end
     "failure_probe": 1,  # agent rows: failing allocations, traced vs logged by the daemon
+    "agent_first": 0,  # 1: the daemon starts before the agent row's build (remediation off)
     "verbose": 0,  # 1: the agent's assessment message of every build on the console
     "deadline": 2100,  # seconds for the whole run; later runs are skipped
 }
@@ -649,7 +650,7 @@ class Run:
 
 
 @contextlib.contextmanager
-def writer_cpu(cpu: int) -> Iterator[None]:
+def writer_cpu_ctx(cpu: int) -> Iterator[None]:
     """Strategies write from this CPU (the 2-node guest: the fragmented node's), so the probe on
     the other node measures memory stalls, not a shared CPU."""
     if cpu < 0:
@@ -692,7 +693,7 @@ def strategy_proactive(row: dict[str, Any], ctx: Ctx) -> Run:
 def strategy_seed(row: dict[str, Any], ctx: Ctx) -> Run:
     ctx.start()
     start = time.monotonic()
-    with writer_cpu(ctx.writer_cpu):
+    with writer_cpu_ctx(ctx.writer_cpu):
         c0 = thread_cpu()
         vm_write("drop_caches", 3)
         vm_write("compact_memory", 1)
@@ -747,7 +748,7 @@ def agent_lines(seen: int) -> tuple[list[dict[str, Any]], int]:
     return out, seen + end
 
 
-def agent_config(poll: float) -> Path:
+def agent_config(poll: float, mode: str = "on") -> Path:
     config = Path("/tmp/lab-agent.yaml")
     config.write_text(
         json.dumps(  # JSON is YAML
@@ -758,11 +759,41 @@ def agent_config(poll: float) -> Path:
                     "tracing_enabled": TRACEFS.is_dir(),
                 },
                 "reporting": {"metrics_address": "127.0.0.1", "metrics_port": METRICS_PORT},
-                "remediation": {"mode": "on"},
+                "remediation": {"mode": mode},
             }
         )
     )
     return config
+
+
+@dataclasses.dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    seen: int  # bytes of its log read
+    start_seconds: float
+
+
+PRESTARTED: list[Daemon] = []  # the agent row's daemon, started before its build
+
+
+def launch_daemon(poll: float, mode: str, writer_cpu: int) -> Daemon:
+    """`memfrag-agent run --standalone` with the lab's config, until it logs `started`."""
+    config = agent_config(poll, mode)
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
+    with writer_cpu_ctx(writer_cpu), open(AGENT_LOG, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--standalone", "--config", str(config),
+             "--log-format", "json"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+        )  # fmt: skip
+    seen = 0
+    t = time.monotonic()
+    while time.monotonic() - t < 90 and proc.poll() is None:
+        lines, seen = agent_lines(seen)
+        if any(x.get("msg") == "started" for x in lines):
+            break
+        time.sleep(0.1)
+    return Daemon(proc, seen, round(time.monotonic() - t, 1))
 
 
 def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
@@ -777,27 +808,21 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
     obs = reader.observe(with_pagetypeinfo=False)
     if obs.pressure is not None:
         row["psi_some_avg10_at_start"] = obs.pressure.some_avg10
-    config = agent_config(poll)
     decisions: list[str] = []
     steps_log: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     windows: list[tuple[float, float]] = []
-    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
-    start = time.monotonic()
-    with writer_cpu(ctx.writer_cpu), open(AGENT_LOG, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--standalone", "--config", str(config),
-             "--log-format", "json"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
-        )  # fmt: skip
-    seen = 0
-    t = time.monotonic()
-    while time.monotonic() - t < 90 and proc.poll() is None:
-        lines, seen = agent_lines(seen)
-        if any(x.get("msg") == "started" for x in lines):
-            break
-        time.sleep(0.1)
-    row["agent_start_seconds"] = round(time.monotonic() - t, 1)
+    if PRESTARTED:
+        # running since before the build with remediation off: switched on now, the daemon
+        # takes it at its next poll's config reload, as an operator's change would reach it
+        d = PRESTARTED.pop()
+        d.seen = AGENT_LOG.stat().st_size  # what it said during the build is not the strategy's
+        agent_config(poll, "on")
+        row["agent_started_before_build"] = True
+    else:
+        d = launch_daemon(poll, "on", ctx.writer_cpu)
+    proc, seen = d.proc, d.seen
+    row["agent_start_seconds"] = d.start_seconds
     # its CPU from here: python's imports under TCG take seconds, a node pays them once
     cpu0 = cpu_ticks([proc.pid])
     row["agent_start_cpu_seconds"] = round(cpu0 / CLK_TCK, 2)
@@ -981,10 +1006,21 @@ def refault_seconds() -> float:
 
 def run_one(scenario: str, strategy: str) -> dict[str, Any]:
     log(f"{scenario}/{strategy}: building")
-    built = build(scenario)
     # 2-node guest: the probe runs on node 0 (CPU 0, its memory bound there), the strategies
     # write from node 1's CPU, the fragmented node's
     ctx = Ctx(probe_cpu=0, probe_node=0, writer_cpu=1) if scenario == "numa" else Ctx()
+    if strategy == "agent" and str(OPTS["agent_first"]) == "1":
+        # as on a node, the daemon runs before the memory fragments: its own memory is part of
+        # the build, not a change made to the built node (remediation off until the strategy)
+        poll = float(OPTS["agent_poll"] or CFG.sources.poll_interval_seconds)
+        PRESTARTED.append(launch_daemon(poll, "off", ctx.writer_cpu))
+    try:
+        built = build(scenario)
+    except BaseException:
+        for d in PRESTARTED:
+            d.proc.kill()
+        PRESTARTED.clear()
+        raise
     try:
         a = agent_assess(True)
         mi0, vm0, bud0 = meminfo(), vmstat(), workload_buddy()
@@ -1071,6 +1107,9 @@ def run_one(scenario: str, strategy: str) -> dict[str, Any]:
         )
         return row
     finally:
+        for d in PRESTARTED:  # the strategy never took it
+            d.proc.kill()
+        PRESTARTED.clear()
         built.release()
 
 
