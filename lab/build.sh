@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the lab VM once: a minimal Debian root (debootstrap, from this machine's own apt mirror)
-# with python3, python3-yaml and Debian's kernel (linux-image-amd64), packed into an ext4 image,
+# with python3, python3-yaml and Debian's kernel (linux-image-amd64), plus the pinned
+# prometheus-client wheel (pip download on the host) in /opt/lab-pylib, packed into an ext4 image,
 # plus that kernel's vmlinuz and initrd for qemu's -kernel/-initrd. Cached under
 #   ${XDG_CACHE_HOME:-~/.cache}/memfrag-agent/lab/<key>
 # where <key> changes with this script, the suite and the mirror. Prints the cache directory on
@@ -43,7 +44,11 @@ MIRROR=${LAB_MIRROR:-$(mirror || true)}
 # script changes, without a new debootstrap.
 key=$(printf '%s\n' "$SUITE" "$MIRROR" "$INCLUDE" | sha256sum | cut -c1-16)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/memfrag-agent/lab/$key
-sig=$(cat "$0" | sha256sum | cut -c1-16)
+# The daemon needs prometheus-client >= 0.20 (bookworm has 0.16): the pinned pure-Python wheel
+# from the image's constraints, downloaded by the host's pip and unpacked into the image.
+PROM=$(sed -n 's/^prometheus-client==\([0-9][0-9.]*\)$/\1/p' "$here/../deploy/image-constraints.txt")
+[ -n "$PROM" ] || { echo "lab/build.sh: no prometheus-client pin in deploy/image-constraints.txt" >&2; exit 1; }
+sig=$( (cat "$0"; echo "$PROM") | sha256sum | cut -c1-16)
 
 if [ "$(cat "$cache/ready" 2>/dev/null)" = "$sig" ]; then
   log "cached: $cache ($(cat "$cache/kernel-release"))"
@@ -107,14 +112,20 @@ mountpoint -q /sys || mount -t sysfs sys /sys
 mountpoint -q /dev || mount -t devtmpfs dev /dev
 mount -t tmpfs -o size=64m tmp /tmp
 mount -t tmpfs run /run
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 for m in virtio_pci 9pnet_virtio 9p; do modprobe "$m" 2>/dev/null; done
 mkdir -p /repo /results
-mount -t 9p -o trans=virtio,version=9p2000.L,ro repo /repo || echo "lab-init: cannot mount the repo share"
-mount -t 9p -o trans=virtio,version=9p2000.L results /results || echo "lab-init: cannot mount the results share"
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=16384 repo /repo || echo "lab-init: cannot mount the repo share"
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=16384 results /results || echo "lab-init: cannot mount the results share"
+# The code runs from the guest's own disk, as an agent runs from its image: 9p needs msize-sized
+# kernel buffers (order 5 by default), which a fragmented guest cannot allocate (the first runs
+# saw the daemon die on ENOMEM listing /repo/agent). Copied before anything is fragmented.
+mkdir -p /opt/memfrag
+cp -a /repo/agent /repo/lab /opt/memfrag/ || echo "lab-init: cannot copy the repo"
 args=$(sed -n 's/.*lab\.args=\([^ ]*\).*/\1/p' /proc/cmdline | tr ',' ' ')
 echo "lab-init: kernel $(uname -r); running lab/guest.py $args"
 cd /
-PYTHONPATH=/repo PYTHONDONTWRITEBYTECODE=1 python3 /repo/lab/guest.py $args
+PYTHONPATH=/opt/memfrag:/opt/lab-pylib python3 /opt/memfrag/lab/guest.py $args
 echo "lab-init: guest.py exited $?"
 sync
 poweroff -f 2>/dev/null || echo o > /proc/sysrq-trigger
@@ -123,6 +134,17 @@ EOF
 chmod 755 "$root/sbin/lab-init"
 echo lab > "$root/etc/hostname"
 rm -f "$root"/var/cache/apt/archives/*.deb
+
+# --- the daemon's one non-Debian dependency -------------------------------------------------------
+wheels=$cache/wheels
+if ! ls "$wheels"/prometheus_client-"$PROM"-py3-none-any.whl >/dev/null 2>&1; then
+  log "pip download prometheus-client==$PROM (pure Python wheel, no dependencies)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" \
+    "prometheus-client==$PROM" >&2 || { echo "lab/build.sh: pip download prometheus-client==$PROM failed" >&2; exit 1; }
+fi
+rm -rf "$root/opt/lab-pylib"
+mkdir -p "$root/opt/lab-pylib"
+python3 -m zipfile -e "$wheels/prometheus_client-$PROM-py3-none-any.whl" "$root/opt/lab-pylib"
 
 kver=$(basename "$(ls -d "$root"/lib/modules/* | sort -V | tail -n1)")
 cp "$root/boot/vmlinuz-$kver" "$cache/vmlinuz"

@@ -1,30 +1,37 @@
 #!/usr/bin/env python3
-"""Runs inside the lab VM (lab/run.py boots it): fragment this kernel's memory on purpose, three
-ways, and measure what each remediation strategy gets back.
+"""Runs inside the lab VM (lab/run.py boots it): fragment this kernel's memory on purpose, and
+measure what each remediation strategy gets back and what it costs a running workload.
 
 Scenarios (each rebuilt from a clean, compacted start before every strategy):
-  movable      anonymous memory fills the free memory until no order>=4 block is left, then one
-               page of every buddy pair of physical frames is released (madvise MADV_DONTNEED;
-               frames from /proc/self/pagemap): free memory in order-0 holes between movable
-               pages, which compaction can migrate.
-  reclaimable  an anonymous ballast takes most of the memory; the rest fills with dentry slab
-               (negative dentries from lookups of missing names) in alternating runs of two
-               directories until no order>=4 block is left; then one directory is removed, which
-               frees its dentries: holes between reclaimable slab pages.
-  unmovable    the same ballast; the rest fills with pipe buffers, one page at a time alternately
-               into two sets of pipes; then one set is closed: holes between pipe pages, kernel
-               memory that neither compaction nor drop_caches can move or free.
-A page cache of a known size (a 32 MiB file, read a page at a time between the fill's anonymous
-pages, so the two are interleaved in physical memory) is present in every scenario, so what a
-strategy drops is measured.
+  movable       anonymous memory fills the free memory until no order>=4 block is left, then
+                one page of every buddy pair of physical frames is released (madvise
+                MADV_DONTNEED; frames from /proc/self/pagemap): free memory in order-0 holes
+                between movable pages, which compaction can migrate.
+  reclaimable   an anonymous ballast takes most of the memory; the rest fills with dentry slab
+                (negative dentries) in alternating runs of two directories; then one directory
+                is removed: holes between reclaimable slab pages.
+  kernel-mixed  kernel pages mixed with cache: the same ballast, the rest filled with pipe
+                buffers one page at a time alternately into two sets of pipes, one set closed:
+                holes between pipe pages (unmovable), next to movable ballast and page cache.
+  hopeless      pipe buffers fill ALL the memory the same way (no ballast), one set is closed,
+                then the page cache is read into the holes: every pageblock holds pinned kernel
+                pages, so neither compaction nor dropping caches can free a block.
+  numa          (the 2-node guest) the movable scenario with its memory bound to NUMA node 1;
+                node 0 stays healthy and runs the latency probe.
+A page cache of a known size (a 32 MiB file, read a page at a time between the fill's pages) is
+present in every scenario, so what a strategy drops is measured.
 
 Strategies:
-  none    wait (kcompactd at the default vm.compaction_proactiveness), up to none_wait seconds
-  seed    the incident's manual fix: echo 3 > drop_caches; echo 1 > compact_memory
-  agent   the daemon itself: `memfrag-agent run --standalone` (python3 -m agent) with
-          remediation.mode on, defaults otherwise, polling every sources.poll_interval_seconds;
-          what it did is read from its JSON log, until it says the node recovered or it has had
-          nothing to run for three polls
+  none       wait (kcompactd at the default vm.compaction_proactiveness 20), up to none_wait s
+  seed       the incident's manual fix: echo 3 > drop_caches; echo 1 > compact_memory
+  proactive  vm.compaction_proactiveness 90 (kcompactd's own proactive compaction), given the
+             agent's time budget
+  agent      the daemon itself: `memfrag-agent run --standalone` (python3 -m agent) with
+             remediation.mode on, defaults otherwise, polling every sources.poll_interval_seconds;
+             what it did is read from its JSON log and its /metrics
+
+Every row also measures the latency probe (lab/probe.py) during the fix, the CPU seconds spent,
+the time to read the page cache back, and the free-block series (series-*.json).
 
 Arguments are key=value (from the kernel command line, lab.args=...); lists use '+'.
 Results: /results/lab.json, rewritten after every row.
@@ -37,12 +44,19 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import platform
 import resource
+import socket
+import struct
+import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +64,33 @@ from agent.assess.verdict import Assessment, assess
 from agent.config.model import Config
 from agent.kernel.kmsg import scan
 from agent.kernel.procfs import ProcReader
+from lab.labcalc import (
+    BuddyRow,
+    blocks_ge,
+    latency_summary,
+    metric_by,
+    metric_sum,
+    parse_buddyinfo,
+    parse_metrics,
+    proc_cpu_ticks,
+)
 
 PAGE = 4096
 MIB = 1 << 20
 VM = Path("/proc/sys/vm")
 RESULTS = Path("/results/lab.json")
-REPO = Path(__file__).resolve().parents[1]  # /repo in the guest
-EXPECTED_CAUSE = {"movable": "movable", "reclaimable": "reclaimable", "unmovable": "unmovable"}
+REPO = Path(__file__).resolve().parents[1]  # /opt/memfrag in the guest (lab-init copies it)
+EXPECTED_CAUSE = {
+    "movable": "movable",
+    "reclaimable": "reclaimable",
+    "kernel-mixed": "unmovable",
+    "hopeless": "unmovable",
+    "numa": "movable",
+}
+TRACEFS = Path("/sys/kernel/tracing")
+METRICS_PORT = 9808
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NODES = sorted(int(p.name[4:]) for p in Path("/sys/devices/system/node").glob("node[0-9]*")) or [0]
 SYSCTLS = (
     "min_free_kbytes",
     "compaction_proactiveness",
@@ -70,16 +104,19 @@ FREE_FLOOR_KIB = 4 * 1024
 SETTLE_SECONDS = 1.0  # the daemon's pause between an action and its re-assessment (strategy seed)
 
 OPTS: dict[str, Any] = {
-    "scenarios": "movable+reclaimable+unmovable",
-    "strategies": "none+seed+agent",
-    "none_wait": 60,  # seconds the 'none' strategy waits for kcompactd
+    "scenarios": "movable+reclaimable+kernel-mixed+hopeless",
+    "strategies": "none+seed+proactive+agent",
+    "none_wait": 45,  # seconds the 'none' strategy waits for kcompactd
     "agent_poll": None,  # seconds between the agent's polls; default: the config's
-    "agent_budget": 120,  # seconds the agent loop may run
+    "agent_budget": 60,  # seconds the agent (and proactive compaction) may run
     "room_mib": 64,  # free memory the ballast leaves for the slab/pipe phase
     "cache_mib": 32,  # page cache read in before every build
     "stop_blocks": 8,  # fill until at most this many order>=4 blocks are free
     "build_min_free_kbytes": 512,  # vm.min_free_kbytes while building (restored after)
     "probe": 1,  # try to provoke a real high-order allocation failure at the end
+    "failure_probe": 1,  # agent rows: failing allocations, traced vs logged by the daemon
+    "agent_first": 0,  # 1: the daemon starts before the agent row's build (remediation off)
+    "verbose": 0,  # 1: the agent's assessment message of every build on the console
     "deadline": 2100,  # seconds for the whole run; later runs are skipped
 }
 
@@ -97,7 +134,8 @@ libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 libc.syscall.restype = ctypes.c_long
 PROT_RW, MAP_PRIVATE_ANON_NORESERVE = 0x3, 0x2 | 0x20 | 0x4000
-MADV_DONTNEED, MADV_NOHUGEPAGE = 4, 15
+MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE = 4, 14, 15
+SYS_SET_MEMPOLICY, MPOL_DEFAULT, MPOL_BIND = 238, 0, 2  # x86_64
 PFN_MASK = (1 << 55) - 1
 SYS_ADD_KEY, SYS_KEYCTL = 248, 250  # x86_64
 KEY_SPEC_PROCESS_KEYRING, KEYCTL_CLEAR = -2, 7
@@ -112,20 +150,14 @@ def log(msg: str) -> None:
 
 
 # --- /proc --------------------------------------------------------------------------------------
-def buddy() -> list[tuple[int, str, list[int]]]:
-    rows = []
-    for line in Path("/proc/buddyinfo").read_text().splitlines():
-        head, _, counts = line.partition("zone")
-        parts = counts.split()
-        rows.append((int(head.split()[1].rstrip(",")), parts[0], [int(c) for c in parts[1:]]))
-    return rows
+def buddy() -> list[BuddyRow]:
+    return parse_buddyinfo(Path("/proc/buddyinfo").read_text())
 
 
-def blocks_ge4(rows: list[tuple[int, str, list[int]]] | None = None) -> int:
+def blocks_ge4(rows: list[BuddyRow] | None = None, node: int | None = None) -> int:
     """Free blocks of order >= 4 in the workload zones (every zone but the 16 MiB ISA DMA zone),
-    larger blocks counted as several: sum(count[o] << (o - 4))."""
-    rows = buddy() if rows is None else rows
-    return sum(c << (o - 4) for _, z, cs in rows if z != "DMA" for o, c in enumerate(cs) if o >= 4)
+    larger blocks counted as several: sum(count[o] << (o - 4)); `node`: that NUMA node only."""
+    return blocks_ge(buddy() if rows is None else rows, 4, node)
 
 
 def workload_buddy() -> dict[str, list[int]]:
@@ -150,6 +182,34 @@ def vmstat() -> dict[str, int]:
     return out
 
 
+def vmstat_all() -> dict[str, int]:
+    return {
+        k: int(v) for k, v in (ln.split() for ln in Path("/proc/vmstat").read_text().splitlines())
+    }
+
+
+def node_meminfo(node: int) -> dict[str, int]:
+    """/sys/devices/system/node/nodeN/meminfo in KiB ("Node 1 MemFree:  1234 kB")."""
+    out = {}
+    for line in Path(f"/sys/devices/system/node/node{node}/meminfo").read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 4:
+            out[parts[2].rstrip(":")] = int(parts[3])
+    return out
+
+
+def set_mempolicy(node: int | None) -> None:
+    """Bind this process's new memory (anonymous and page cache) to one NUMA node, or back to
+    the default policy (None)."""
+    if node is None:
+        r = libc.syscall(SYS_SET_MEMPOLICY, MPOL_DEFAULT, None, 0)
+    else:
+        mask = ctypes.c_ulong(1 << node)
+        r = libc.syscall(SYS_SET_MEMPOLICY, MPOL_BIND, ctypes.byref(mask), 64)
+    if r != 0:
+        raise OSError(ctypes.get_errno(), f"set_mempolicy({node})")
+
+
 def vm_write(name: str, value: str | int) -> None:
     fd = os.open(VM / name, os.O_WRONLY)
     try:
@@ -162,8 +222,11 @@ def agent_assess(with_pagetype: bool = True) -> Assessment:
     return assess(reader.observe(with_pagetypeinfo=with_pagetype), CFG.assessment)
 
 
-def fragmented() -> bool:
-    return agent_assess(False).verdict == "fragmented"
+def recovered() -> bool:
+    """Neither fragmented nor exhausted (a node at its watermarks reads as not fragmented, but
+    has no blocks either: the probe's own memory can take it there in the reclaimable case)."""
+    a = agent_assess(False)
+    return a.verdict != "fragmented" and not a.exhausted
 
 
 def cached_mib() -> float:
@@ -222,6 +285,7 @@ class Built:
     holders: list[Any]
     info: dict[str, Any]
     proactiveness: int = 20
+    node: int | None = None  # the NUMA node made fragmented (None: the whole guest)
 
     def start(self) -> None:
         """Back to the kernel's own settings: the strategy under test starts now (writing a
@@ -320,7 +384,9 @@ def clean_start() -> None:
     time.sleep(1.0)
 
 
-def fill_anon(region: Anon, until: Any, floor_kib: int, cache: CacheFile) -> str:
+def fill_anon(
+    region: Anon, until: Any, floor_kib: int, cache: CacheFile, node: int | None = None
+) -> str:
     """Touch memory 256 KiB at a time, each 32 KiB followed by one page of the cache file, until
     `until()` says stop, the memory left (MemAvailable) falls to `floor_kib` or the mapping ends.
     The floor keeps the guest out of the OOM killer: reclaim must leave python's own file pages
@@ -329,6 +395,8 @@ def fill_anon(region: Anon, until: Any, floor_kib: int, cache: CacheFile) -> str
     while region.touched < region.size:
         if meminfo()["MemAvailable"] < floor_kib:
             return "MemAvailable floor"
+        if node is not None and node_meminfo(node)["MemFree"] < FREE_FLOOR_KIB:
+            return f"node {node} MemFree floor"  # bound there: reclaim would start on it
         for _ in range(step // (8 * PAGE)):
             region.touch(8 * PAGE)
             cache.read_pages(1)
@@ -360,12 +428,19 @@ def build(scenario: str) -> Built:
     default_proactiveness = int((VM / "compaction_proactiveness").read_text())
     vm_write("compaction_proactiveness", 0)
     vm0 = vmstat()
+    node = 1 if scenario == "numa" else None
+    built.node = node
     try:
+        if node is not None:
+            set_mempolicy(node)  # the fill and its page cache on node 1 alone
+            total = node_meminfo(node)["MemTotal"] * 1024
         region = Anon(total)
         built.holders.append(region)
         cache = CacheFile()
-        if scenario == "movable":
-            info["stop"] = fill_anon(region, lambda: blocks_ge4() <= stop, floor_kib, cache)
+        if scenario in ("movable", "numa"):
+            info["stop"] = fill_anon(
+                region, lambda: blocks_ge4(node=node) <= stop, floor_kib, cache, node
+            )
             cache.close()
             info["blocks_at_fill"] = blocks_ge4()
             info["filled_mib"] = region.touched // MIB
@@ -374,6 +449,12 @@ def build(scenario: str) -> Built:
             t = time.monotonic()
             info["pages_freed"] = region.punch_one_per_pair()
             info["punch_seconds"] = round(time.monotonic() - t, 1)
+        elif scenario == "hopeless":
+            # No ballast: pinned pipe pages everywhere, then the page cache into their holes
+            # (movable allocations fall back into the unmovable pageblocks without taking them
+            # over), so dropping it only reopens the same holes.
+            fill_pipes(built, stop, floor_kib, max_mib=total // MIB)
+            cache.close()
         else:
             room = int(OPTS["room_mib"]) * 1024
             info["ballast_stop"] = fill_anon(
@@ -383,7 +464,7 @@ def build(scenario: str) -> Built:
             cache.close()
             if scenario == "reclaimable":
                 fill_dentries(built, stop, floor_kib)
-            elif scenario == "unmovable":
+            elif scenario == "kernel-mixed":
                 fill_pipes(built, stop, floor_kib)
             else:
                 raise ValueError(scenario)
@@ -393,6 +474,8 @@ def build(scenario: str) -> Built:
         vm_write("compaction_proactiveness", default_proactiveness)
         raise
     finally:
+        if node is not None:
+            set_mempolicy(None)
         vm_write("min_free_kbytes", default_mfk)
         vm_write("watermark_boost_factor", default_boost)
     built.proactiveness = default_proactiveness
@@ -443,15 +526,16 @@ def fill_stop(stop: int, floor_kib: int) -> str | None:
     return None
 
 
-def fill_pipes(built: Built, stop: int, floor_kib: int) -> None:
+def fill_pipes(built: Built, stop: int, floor_kib: int, max_mib: int | None = None) -> None:
     """Pipe buffers (unmovable pages), written one page at a time alternately into pipe A and
-    pipe B of each pair; every B is closed afterwards."""
+    pipe B of each pair; every B is closed afterwards. `max_mib`: pipe memory at most (default:
+    the room the ballast left)."""
     p = Pipes()
     built.holders.append(p)
     page = b"\xa5" * PAGE
     pairs: list[tuple[int, int, int, int]] = []
     reason = "pipe cap"
-    max_pairs = int(OPTS["room_mib"]) * MIB // (32 * PAGE) * 2
+    max_pairs = (max_mib or int(OPTS["room_mib"]) * 2) * MIB // (32 * PAGE)
     while len(pairs) < max_pairs:
         group = []
         for _ in range(8):  # 8 pairs x 2 x 16 pages: 1 MiB between checks
@@ -474,47 +558,179 @@ def fill_pipes(built: Built, stop: int, floor_kib: int) -> None:
             p.fds.remove(fd)
 
 
+# --- what a row measures beside its blocks: the series, the stall, the CPU ----------------------
+class Sampler(threading.Thread):
+    """The free-block series during a strategy: every 0.25 s, order>=4 blocks per NUMA node
+    (the prediction work reads these series; out/lab-series/)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.t0 = time.monotonic()
+        self.stop_event = threading.Event()
+        self.series: list[list[float | int]] = []
+
+    def run(self) -> None:
+        while True:
+            rows = buddy()
+            t = round(time.monotonic() - self.t0, 2)
+            self.series.append([t, blocks_ge(rows), *(blocks_ge(rows, node=n) for n in NODES)])
+            if self.stop_event.wait(0.25):
+                return
+
+    def finish(self) -> list[list[float | int]]:
+        self.stop_event.set()
+        self.join(5)
+        return self.series
+
+
+class Probe:
+    """lab/probe.py in its own process: the running workload whose stall a fix causes."""
+
+    def __init__(self, cpu: int = -1, node: int = -1) -> None:
+        self.out = Path(f"/tmp/lab-probe-{os.getpid()}.bin")
+        self.out.unlink(missing_ok=True)
+        Path(f"{self.out}.ready").unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "lab/probe.py"), str(self.out), str(cpu), str(node)]
+        )
+        ready = Path(f"{self.out}.ready")
+        t = time.monotonic()
+        while not ready.exists() and time.monotonic() - t < 30 and self.proc.poll() is None:
+            time.sleep(0.05)  # python's start under TCG takes seconds
+        ready.unlink(missing_ok=True)
+        time.sleep(0.3)  # a few idle iterations: the baseline
+
+    def finish(self) -> list[tuple[float, float]]:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            return []
+        data = array.array("d")
+        with contextlib.suppress(OSError), open(self.out, "rb") as fh:
+            data.frombytes(fh.read())
+        self.out.unlink(missing_ok=True)
+        return list(zip(data[0::2], data[1::2], strict=False))
+
+
+def kthread_pids() -> dict[int, str]:
+    """kcompactd and kswapd: the kernel threads a strategy may set working."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                comm = (d / "comm").read_text().strip()
+                if comm.startswith(("kcompactd", "kswapd")):
+                    out[int(d.name)] = comm
+    return out
+
+
+def cpu_ticks(pids: Iterable[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += proc_cpu_ticks(Path(f"/proc/{pid}/stat").read_text())
+    return total
+
+
+def thread_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_THREAD)
+    return r.ru_utime + r.ru_stime
+
+
+@dataclasses.dataclass
+class Run:
+    """What a strategy reports back to run_one: the windows its actions ran in (monotonic, for
+    the probe's percentiles; None: the whole strategy) and CPU seconds of its own processes."""
+
+    windows: list[tuple[float, float]] | None = None
+    own_cpu: float = 0.0
+
+
+@contextlib.contextmanager
+def writer_cpu_ctx(cpu: int) -> Iterator[None]:
+    """Strategies write from this CPU (the 2-node guest: the fragmented node's), so the probe on
+    the other node measures memory stalls, not a shared CPU."""
+    if cpu < 0:
+        yield
+        return
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
+
+
 # --- strategies ---------------------------------------------------------------------------------
-def strategy_none(row: dict[str, Any]) -> None:
-    wait = float(OPTS["none_wait"])
+def wait_recovered(row: dict[str, Any], wait: float) -> None:
     start = time.monotonic()
     while time.monotonic() - start < wait:
         time.sleep(1.0)
-        if not fragmented():
+        if recovered():
             row["seconds"] = round(time.monotonic() - start, 1)
             break
     row["elapsed"] = round(time.monotonic() - start, 1)
 
 
-def strategy_seed(row: dict[str, Any]) -> None:
+def strategy_none(row: dict[str, Any], ctx: Ctx) -> Run:
+    ctx.start()
+    wait_recovered(row, float(OPTS["none_wait"]))
+    return Run()
+
+
+def strategy_proactive(row: dict[str, Any], ctx: Ctx) -> Run:
+    """The strongest peer: the kernel's own proactive compaction turned up (20 -> 90), given
+    the agent's time budget (agent_budget)."""
+    vm_write("compaction_proactiveness", 90)
+    row["actions"] = ["compaction_proactiveness=90"]
+    wait_recovered(row, float(OPTS["agent_budget"]))
+    return Run()
+
+
+def strategy_seed(row: dict[str, Any], ctx: Ctx) -> Run:
+    ctx.start()
     start = time.monotonic()
-    vm_write("drop_caches", 3)
-    vm_write("compact_memory", 1)
+    with writer_cpu_ctx(ctx.writer_cpu):
+        c0 = thread_cpu()
+        vm_write("drop_caches", 3)
+        vm_write("compact_memory", 1)
+        own = thread_cpu() - c0
+    end = time.monotonic()
     row["actions"] = ["drop-caches=3", "compact"]
     time.sleep(SETTLE_SECONDS)
     row["elapsed"] = round(time.monotonic() - start, 1)
-    if not fragmented():
+    if recovered():
         row["seconds"] = row["elapsed"]
+    return Run([(start, end)], own)
 
 
 AGENT_LOG = Path("/tmp/lab-agent.log")
+THP_FAULTS = 8  # 16 MiB if they succeed: small beside the guest's page cache
+ORDER4_KEYS = 16  # 512 KiB of keys if they succeed
+METRICS_URL = f"http://127.0.0.1:{METRICS_PORT}/metrics"
 
 
-def agent_pythonpath() -> str:
-    """The repo, and prometheus_client (pure Python) from the repo's venv: Debian's package is
-    older than the agent needs. Only that one package is exposed, nothing else of the venv."""
-    found = sorted((REPO / ".venv/lib").glob("python3*/site-packages/prometheus_client"))
-    if not found:
-        raise RuntimeError(
-            "the agent strategy runs the daemon, which needs prometheus_client: none in "
-            f"{REPO}/.venv (run `make venv` on the host first)"
-        )
-    lib = Path("/tmp/lab-pylib")
-    lib.mkdir(exist_ok=True)
-    link = lib / "prometheus_client"
-    if not link.exists():
-        link.symlink_to(found[-1])
-    return f"{REPO}:{lib}"
+def loopback_up() -> None:
+    """The guest has no network and minbase no `ip`: bring lo up for the daemon's /metrics."""
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, siocgifflags, req))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+
+
+def scrape() -> list[tuple[str, dict[str, str], float]] | None:
+    """The daemon's /metrics, read from inside the guest; None (and a note) if it does not
+    answer."""
+    try:
+        with urllib.request.urlopen(METRICS_URL, timeout=5) as r:
+            return parse_metrics(r.read().decode("utf-8", "replace"))
+    except OSError as exc:
+        log(f"agent: /metrics did not answer: {exc}")
+        return None
 
 
 def agent_lines(seen: int) -> tuple[list[dict[str, Any]], int]:
@@ -532,18 +748,7 @@ def agent_lines(seen: int) -> tuple[list[dict[str, Any]], int]:
     return out, seen + end
 
 
-def strategy_agent(row: dict[str, Any]) -> None:
-    """The real daemon, `memfrag-agent run --standalone` with remediation.mode on (defaults
-    otherwise), followed through its JSON log: each remediation it runs, the why of each of its
-    decisions, until it says the node recovered, it has had nothing to run for three polls, or
-    agent_budget runs out."""
-    import subprocess
-
-    poll = float(OPTS["agent_poll"] or CFG.sources.poll_interval_seconds)
-    budget = float(OPTS["agent_budget"])
-    obs = reader.observe(with_pagetypeinfo=False)
-    if obs.pressure is not None:
-        row["psi_some_avg10_at_start"] = obs.pressure.some_avg10
+def agent_config(poll: float, mode: str = "on") -> Path:
     config = Path("/tmp/lab-agent.yaml")
     config.write_text(
         json.dumps(  # JSON is YAML
@@ -551,52 +756,140 @@ def strategy_agent(row: dict[str, Any]) -> None:
                 "sources": {
                     "poll_interval_seconds": poll,
                     "pagetypeinfo_interval_seconds": max(poll, 300.0),
+                    "tracing_enabled": TRACEFS.is_dir(),
                 },
-                # The guest has no network and lo may be down: any address, any port.
-                "reporting": {"metrics_address": "0.0.0.0", "metrics_port": 0},
-                "remediation": {"mode": "on"},
+                "reporting": {"metrics_address": "127.0.0.1", "metrics_port": METRICS_PORT},
+                "remediation": {"mode": mode},
             }
         )
     )
-    decisions: list[str] = []
-    steps_log: list[dict[str, Any]] = []
-    start = time.monotonic()
-    with open(AGENT_LOG, "wb") as out:
+    return config
+
+
+@dataclasses.dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    seen: int  # bytes of its log read
+    start_seconds: float
+
+
+PRESTARTED: list[Daemon] = []  # the agent row's daemon, started before its build
+
+
+def launch_daemon(poll: float, mode: str, writer_cpu: int) -> Daemon:
+    """`memfrag-agent run --standalone` with the lab's config, until it logs `started`."""
+    config = agent_config(poll, mode)
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
+    with writer_cpu_ctx(writer_cpu), open(AGENT_LOG, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "run", "--standalone", "--config", str(config),
              "--log-format", "json"],
-            stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": agent_pythonpath()},
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
         )  # fmt: skip
     seen = 0
-    last_action = time.monotonic()
+    t = time.monotonic()
+    while time.monotonic() - t < 90 and proc.poll() is None:
+        lines, seen = agent_lines(seen)
+        if any(x.get("msg") == "started" for x in lines):
+            break
+        time.sleep(0.1)
+    return Daemon(proc, seen, round(time.monotonic() - t, 1))
+
+
+def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
+    """The real daemon, `memfrag-agent run --standalone` with remediation.mode on (defaults
+    otherwise), followed through its JSON log (each remediation it runs, the why of its
+    decisions, its Events) and its /metrics; until it has recovered the node and run what it
+    runs after that, has had nothing to run for three polls, or agent_budget runs out. Then,
+    with the daemon still running, the failure probe: allocations that fail while fragmented,
+    counted by the daemon's tracing and by its kernel-log follower."""
+    poll = float(OPTS["agent_poll"] or CFG.sources.poll_interval_seconds)
+    budget = float(OPTS["agent_budget"])
+    obs = reader.observe(with_pagetypeinfo=False)
+    if obs.pressure is not None:
+        row["psi_some_avg10_at_start"] = obs.pressure.some_avg10
+    decisions: list[str] = []
+    steps_log: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    windows: list[tuple[float, float]] = []
+    if PRESTARTED:
+        # running since before the build with remediation off: switched on now, the daemon
+        # takes it at its next poll's config reload, as an operator's change would reach it
+        d = PRESTARTED.pop()
+        d.seen = AGENT_LOG.stat().st_size  # what it said during the build is not the strategy's
+        agent_config(poll, "on")
+        row["agent_started_before_build"] = True
+    else:
+        d = launch_daemon(poll, "on", ctx.writer_cpu)
+    proc, seen = d.proc, d.seen
+    row["agent_start_seconds"] = d.start_seconds
+    # its CPU from here: python's imports under TCG take seconds, a node pays them once
+    cpu0 = cpu_ticks([proc.pid])
+    row["agent_start_cpu_seconds"] = round(cpu0 / CLK_TCK, 2)
+    ctx.start()
+    start = time.monotonic()
+    last_action = start
+    recovered_at: float | None = None
+    started_at: float | None = None
+    own_cpu = 0.0
     try:
         while time.monotonic() - start < budget and proc.poll() is None:
-            time.sleep(0.5)
+            time.sleep(0.1)
             lines, seen = agent_lines(seen)
-            done = False
+            now = time.monotonic()
             for x in lines:
                 msg = str(x.get("msg", ""))
+                if isinstance(x.get("event"), dict):
+                    events.append(x["event"])
                 if msg.startswith("assessment "):
-                    if x.get("verdict") != "fragmented":
-                        done = True
-                    elif x.get("remediation"):
-                        decisions.append(str(x["remediation"]))
+                    if x.get("remediation"):
+                        decisions.append(f"{x.get('verdict')}: {x['remediation']}")
+                    if x.get("verdict") != "fragmented" and recovered_at is None:
+                        recovered_at = now
                 elif msg == "remediation starting":
+                    started_at = now
                     decisions.append(f"{x.get('action')}: {x.get('why')}")
                 elif msg.startswith("remediation ") and "result" in x:
-                    last_action = time.monotonic()
+                    # the kernel write's own span (the daemon times it), from when its
+                    # "starting" line was seen (0.1 s polls): the settle and re-observe after
+                    # it are the daemon waiting, not the fix
+                    began = started_at if started_at is not None else now - 0.2
+                    took = x.get("seconds")
+                    end_w = began + float(took) + 0.15 if isinstance(took, int | float) else now
+                    windows.append((began, min(now, end_w)))
+                    started_at = None
+                    last_action = now
                     row["actions"].append(x["action"])
                     steps_log.append(
                         {k: x.get(k) for k in ("result", "seconds", "blocks_before",
-                                               "blocks_after", "error")} | {"step": x["action"]}
+                                               "blocks_after", "cache_dropped_mib", "recovered",
+                                               "error")} | {"step": x["action"]}
                     )  # fmt: skip
-                    done = done or bool(x.get("recovered"))
-            if done:
-                row["seconds"] = round(time.monotonic() - start, 1)
-                break
-            if time.monotonic() - last_action > 3 * poll + SETTLE_SECONDS:
+                    if x.get("recovered") and recovered_at is None:
+                        recovered_at = now
+            if started_at is not None:
+                continue  # an action is running: wait for its result
+            if recovered_at is not None and now - max(recovered_at, last_action) > poll + 3:
+                break  # recovered, and the next poll ran nothing more
+            if recovered_at is None and now - last_action > 3 * poll + SETTLE_SECONDS:
                 break  # the daemon waits for an operator (or a cooldown): nothing more here
+        end = time.monotonic()
+        if recovered_at is not None:
+            row["seconds"] = round(recovered_at - start, 1)
+        own_cpu = (cpu_ticks([proc.pid]) - cpu0) / CLK_TCK
+        m0 = scrape()
+        if m0 is not None:
+            row["agent_metrics"] = {
+                "actions": metric_by(m0, "memfrag_remediation_actions_total", "action", "result"),
+                "verdict": next(
+                    (lb.get("verdict") for n, lb, v in m0 if n == "memfrag_verdict" and v), None
+                ),
+                "free_blocks_at_target": metric_sum(m0, "memfrag_free_blocks_at_target_order"),
+            }
+        # the row's "after", taken before the failure probe's allocations move memory about
+        row["after_snapshot"] = {"meminfo": meminfo(), "buddy": buddy(), "recovered": recovered()}
+        if proc.poll() is None and str(OPTS["failure_probe"]) == "1":
+            row.update(failure_probe(m0, poll))
     finally:
         proc.terminate()
         try:
@@ -604,32 +897,146 @@ def strategy_agent(row: dict[str, Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-    row["elapsed"] = round(time.monotonic() - start, 1)
+    lines, seen = agent_lines(seen)
+    events += [x["event"] for x in lines if isinstance(x.get("event"), dict)]
+    with contextlib.suppress(OSError):  # the whole log, for out/lab-agent-<scenario>.log
+        (RESULTS.parent / f"agent-{row['scenario']}.log").write_bytes(AGENT_LOG.read_bytes())
+    row["elapsed"] = round(end - start, 1)
     row["agent_decisions"] = decisions
     row["agent_steps"] = steps_log
+    row["agent_events"] = events
     row["agent_exit"] = proc.returncode
     if proc.returncode not in (0, -15):  # it did not stop for our SIGTERM: say why
         row["agent_log_tail"] = AGENT_LOG.read_text(errors="replace").splitlines()[-20:]
+        log(f"agent: exited {proc.returncode}: {' | '.join(row['agent_log_tail'][-3:])[:400]}")
+    return Run(windows, own_cpu)
 
 
-STRATEGIES = {"none": strategy_none, "seed": strategy_seed, "agent": strategy_agent}
+def failure_probe(
+    m0: list[tuple[str, dict[str, str], float]] | None, poll: float
+) -> dict[str, Any]:
+    """Allocations that fail while fragmented, with the daemon watching: THP faults with defrag
+    off (order 9, GFP_TRANSHUGE_LIGHT: __GFP_NOWARN, never logged) and order-4 add_key(2)
+    allocations (kmalloc_large, GFP_KERNEL: logged, rate-limited). The kernel's own counts are
+    the truth (thp_fault_fallback, ENOMEM); the daemon's /metrics after its next tick say what
+    it traced and what its kernel-log follower found."""
+    out: dict[str, Any] = {}
+    thp = Path("/sys/kernel/mm/transparent_hugepage")
+    old = {f: (thp / f).read_text().split("[")[1].split("]")[0] for f in ("enabled", "defrag")}
+    v0 = vmstat_all()
+    try:
+        (thp / "enabled").write_text("madvise")
+        (thp / "defrag").write_text("never")
+        size = THP_FAULTS * 2 * MIB
+        addr = libc.mmap(None, size + 2 * MIB, PROT_RW, MAP_PRIVATE_ANON_NORESERVE, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap failed")
+        try:
+            base = (addr + 2 * MIB - 1) & ~(2 * MIB - 1)
+            libc.madvise(base, size, MADV_HUGEPAGE)
+            for off in range(0, size, 2 * MIB):
+                ctypes.memset(base + off, 1, 1)  # one fault per 2 MiB: a THP attempt each
+        finally:
+            libc.munmap(addr, size + 2 * MIB)
+    finally:
+        for f, v in old.items():
+            (thp / f).write_text(v)
+    v1 = vmstat_all()
+    out["thp_attempts"] = THP_FAULTS
+    out["thp_failed"] = v1.get("thp_fault_fallback", 0) - v0.get("thp_fault_fallback", 0)
+    payload = b"k" * 32767
+    failed = 0
+    for k in range(ORDER4_KEYS):
+        r = libc.syscall(
+            SYS_ADD_KEY, b"user", f"fp{k}".encode(), payload, len(payload), KEY_SPEC_PROCESS_KEYRING
+        )
+        failed += r < 0
+    libc.syscall(SYS_KEYCTL, KEYCTL_CLEAR, KEY_SPEC_PROCESS_KEYRING)
+    out["order4_attempts"], out["order4_failed"] = ORDER4_KEYS, failed
+    out["failures_made"] = out["thp_failed"] + failed
+    time.sleep(poll + 2)  # the daemon's next tick reads the trace window and the kernel log
+    m1 = scrape()
+    if m0 is not None and m1 is not None:
+        name_t, name_k = (
+            "memfrag_traced_allocation_failures_total",
+            "memfrag_kernel_log_findings_total",
+        )
+        out["failures_traced"] = int(metric_sum(m1, name_t) - metric_sum(m0, name_t))
+        out["failures_logged"] = int(metric_sum(m1, name_k) - metric_sum(m0, name_k))
+        out["traced_by_order"] = metric_by(m1, name_t, "order")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Ctx:
+    """Where a row's parts run: the probe's CPU and NUMA node, the strategies' CPU (-1:
+    anywhere)."""
+
+    probe_cpu: int = -1
+    probe_node: int = -1
+    writer_cpu: int = -1
+    # Call when the strategy begins: the kernel's own settings back (kcompactd wakes), the clock
+    # of the row's windows starts. The agent calls it once its daemon runs, as on a node where
+    # the daemon was already running when the memory fragmented.
+    start: Callable[[], None] = lambda: None
+
+
+STRATEGIES: dict[str, Callable[[dict[str, Any], Ctx], Run]] = {
+    "none": strategy_none,
+    "seed": strategy_seed,
+    "proactive": strategy_proactive,
+    "agent": strategy_agent,
+}
+
+
+def refault_seconds() -> float:
+    """Time to read the known page cache file back whole, as its user would next: what a
+    strategy dropped comes from the disk again (a virtio disk backed by the host's page cache,
+    so a floor of the cost, not a spinning disk's)."""
+    t = time.monotonic()
+    fd = os.open(CACHE_FILE, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        while os.read(fd, MIB):
+            pass
+    finally:
+        os.close(fd)
+    return round(time.monotonic() - t, 3)
 
 
 def run_one(scenario: str, strategy: str) -> dict[str, Any]:
     log(f"{scenario}/{strategy}: building")
-    built = build(scenario)
+    # 2-node guest: the probe runs on node 0 (CPU 0, its memory bound there), the strategies
+    # write from node 1's CPU, the fragmented node's
+    ctx = Ctx(probe_cpu=0, probe_node=0, writer_cpu=1) if scenario == "numa" else Ctx()
+    if strategy == "agent" and str(OPTS["agent_first"]) == "1":
+        # as on a node, the daemon runs before the memory fragments: its own memory is part of
+        # the build, not a change made to the built node (remediation off until the strategy)
+        poll = float(OPTS["agent_poll"] or CFG.sources.poll_interval_seconds)
+        PRESTARTED.append(launch_daemon(poll, "off", ctx.writer_cpu))
+    try:
+        built = build(scenario)
+    except BaseException:
+        for d in PRESTARTED:
+            d.proc.kill()
+        PRESTARTED.clear()
+        raise
     try:
         a = agent_assess(True)
         mi0, vm0, bud0 = meminfo(), vmstat(), workload_buddy()
+        rows0 = buddy()
         row: dict[str, Any] = {
             "scenario": scenario,
             "strategy": strategy,
-            "blocks_ge4_before": blocks_ge4(),
+            "blocks_ge4_before": blocks_ge(rows0),
             "verdict": a.verdict,
+            "verdict_message": a.message,
             "cause": a.cause.kind,
             "cause_expected": EXPECTED_CAUSE[scenario],
             "cause_matches": a.cause.kind == EXPECTED_CAUSE[scenario],
             "stranded_share": {t: round(s, 3) for t, s in a.cause.stranded_share},
+            "fragmented_numa_nodes": list(a.fragmented_numa_nodes),
+            "numa_node": built.node,
             "free_mib_before": mi0["MemFree"] // 1024,
             "cache_mib_before": round(mi0["Cached"] / 1024, 1),
             "buddy_before": bud0,
@@ -637,31 +1044,88 @@ def run_one(scenario: str, strategy: str) -> dict[str, Any]:
             "actions": [],
             "seconds": None,
         }
+        if len(NODES) > 1:
+            row["blocks_ge4_before_by_node"] = {n: blocks_ge(rows0, node=n) for n in NODES}
         log(
             f"{scenario}/{strategy}: built in {built.info['build_seconds']}s "
             f"({built.info.get('stop')}): {row['blocks_ge4_before']} blocks>=4, "
             f"{row['free_mib_before']} MiB free; agent says {a.verdict}, cause {a.cause.kind}"
         )
-        built.start()
-        STRATEGIES[strategy](row)
-        mi1, vm1 = meminfo(), vmstat()
+        if str(OPTS["verbose"]) == "1":
+            log(f"{scenario}/{strategy}: {a.message}")
+        probe = Probe(ctx.probe_cpu, ctx.probe_node)
+        kpids = kthread_pids()
+        k0 = cpu_ticks(kpids)
+        sampler = Sampler()
+        sampler.start()
+        t_start = time.monotonic()
+
+        def begin() -> None:
+            nonlocal t_start
+            t_start = time.monotonic()
+            built.start()
+
+        ctx = dataclasses.replace(ctx, start=begin)
+        try:
+            ran = STRATEGIES[strategy](row, ctx)
+        finally:
+            t_end = time.monotonic()
+            series = sampler.finish()
+            k1 = cpu_ticks(kpids)
+            samples = probe.finish()
+        snap = row.pop("after_snapshot", None)
+        mi1, vm1 = (snap["meminfo"], vmstat()) if snap else (meminfo(), vmstat())
+        rows1 = snap["buddy"] if snap else buddy()
+        windows = ran.windows if ran.windows is not None else [(t_start, t_end)]
+        # an iteration that started just before an action and was held by it counts too
+        windows = [(a0 - 0.05, b0) for a0, b0 in windows]
         row.update(
-            blocks_ge4_after=blocks_ge4(),
-            recovered=not fragmented(),
+            blocks_ge4_after=blocks_ge(rows1),
+            recovered=snap["recovered"] if snap else recovered(),
             free_mib_after=mi1["MemFree"] // 1024,
             cache_mib_after=round(mi1["Cached"] / 1024, 1),
             cache_dropped_mib=round(max(0, mi0["Cached"] - mi1["Cached"]) / 1024, 1),
-            buddy_after=workload_buddy(),
+            buddy_after={f"{n}/{z}": cs for n, z, cs in rows1 if z != "DMA"},
             vmstat_delta={k: vm1[k] - vm0.get(k, 0) for k in vm1 if vm1[k] != vm0.get(k, 0)},
+            cpu_seconds=round(ran.own_cpu + (k1 - k0) / CLK_TCK, 2),
+            cpu_kthreads_seconds=round((k1 - k0) / CLK_TCK, 2),
+            **latency_summary(samples, windows),
+            workload_idle_p99_ms=latency_summary(samples, [(0.0, t_start)])["workload_p99_ms"],
         )
+        for step, w in zip(row.get("agent_steps", []), windows, strict=False):
+            step.update(latency_summary(samples, [w]))
+        if len(NODES) > 1:
+            row["blocks_ge4_after_by_node"] = {n: blocks_ge(rows1, node=n) for n in NODES}
+        row["refault_seconds"] = refault_seconds()
+        save_series(scenario, strategy, series, t_start - sampler.t0)
         log(
             f"{scenario}/{strategy}: blocks>=4 {row['blocks_ge4_before']} -> "
             f"{row['blocks_ge4_after']}, recovered={row['recovered']} in {row['seconds']}s, "
-            f"cache dropped {row['cache_dropped_mib']} MiB, actions {row['actions']}"
+            f"cache dropped {row['cache_dropped_mib']} MiB, actions {row['actions']}, "
+            f"probe p99 {row['workload_p99_ms']} max {row['workload_max_ms']} ms, "
+            f"cpu {row['cpu_seconds']}s, refault {row['refault_seconds']}s"
         )
         return row
     finally:
+        for d in PRESTARTED:  # the strategy never took it
+            d.proc.kill()
+        PRESTARTED.clear()
         built.release()
+
+
+def save_series(
+    scenario: str, strategy: str, series: list[list[float | int]], offset: float
+) -> None:
+    """out/lab-series/<scenario>-<strategy>.json (run.py moves it there)."""
+    doc = {
+        "scenario": scenario,
+        "strategy": strategy,
+        "kernel": platform.release(),
+        "columns": ["seconds", "blocks_ge4", *(f"node{n}" for n in NODES)],
+        "strategy_starts_at": round(offset, 2),
+        "series": series,
+    }
+    (RESULTS.parent / f"series-{scenario}-{strategy}.json").write_text(json.dumps(doc) + "\n")
 
 
 # --- a real allocation failure ------------------------------------------------------------------
@@ -685,12 +1149,12 @@ def read_kmsg(limit: int = 200000) -> list[bytes]:
 
 
 def probe_failure() -> dict[str, Any]:
-    """With memory fragmented by unmovable pages, ask the kernel for order-4 blocks the way a
-    program can: add_key(2) of a 32767-byte 'user' key kmallocs 32767 + header bytes, which is
-    kmalloc_large, an order-4 page allocation without __GFP_NOWARN. Then read /dev/kmsg with the
-    agent's matcher."""
+    """With memory fragmented by unmovable pages (kernel-mixed), ask the kernel for order-4
+    blocks the way a program can: add_key(2) of a 32767-byte 'user' key kmallocs 32767 + header
+    bytes, which is kmalloc_large, an order-4 page allocation without __GFP_NOWARN. Then read
+    /dev/kmsg with the agent's matcher."""
     log("probe: building unmovable fragmentation for a real order-4 allocation failure")
-    built = build("unmovable")
+    built = build("kernel-mixed")
     out: dict[str, Any] = {"blocks_ge4_before": blocks_ge4(), "build": built.info}
     built.start()
     with contextlib.suppress(OSError):
@@ -730,11 +1194,10 @@ def probe_failure() -> dict[str, Any]:
 
 # --- the command line, as an operator runs it ---------------------------------------------------
 def cli_check() -> dict[str, Any]:
-    """`memfrag-agent check --output json` and `remediate --action compact --dry-run`, run from
-    the read-only repo with only Debian's python3 and python3-yaml, and which third-party
-    modules they import."""
-    import subprocess
-
+    """`memfrag-agent check --output json`, `remediate --action compact --dry-run` and three
+    seconds of `run --standalone`, run from the read-only repo with Debian's python3 and
+    python3-yaml (and, for run, the pinned prometheus-client), and which third-party modules
+    they import: never kubernetes."""
     out: dict[str, Any] = {}
     probe = (
         "import json, sys; from agent.cli.main import main; rc = main(sys.argv[1:]); "
@@ -742,13 +1205,29 @@ def cli_check() -> dict[str, Any]:
         "{'kubernetes', 'prometheus_client', 'yaml', 'urllib3', 'requests'})), file=sys.stderr); "
         "sys.exit(rc)"
     )
+    cfg = Path("/tmp/lab-cli-run.yaml")
+    cfg.write_text(json.dumps({"reporting": {"metrics_address": "127.0.0.1", "metrics_port": 0}}))
+    # `run --standalone` until its SIGTERM handler is in (the daemon runs), two seconds more,
+    # then its own SIGTERM: the daemon's imports, without the kubernetes package (the guest has
+    # none)
+    stop_later = (
+        "import os, signal, threading, time\n"
+        "def _stop():\n"
+        "    while signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):\n"
+        "        time.sleep(0.2)\n"
+        "    time.sleep(2)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "threading.Thread(target=_stop, daemon=True).start()\n"
+    )
     for name, argv in (
         ("check", ["check", "--output", "json"]),
         ("remediate", ["remediate", "--action", "compact", "--dry-run"]),
+        ("run --standalone", ["run", "--standalone", "--config", str(cfg)]),
     ):
+        code = (stop_later if name.startswith("run") else "") + probe.replace("; ", "\n")
         p = subprocess.run(
-            [sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120,
-            check=False, env={**os.environ, "PYTHONPATH": "/repo"},
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120,
+            check=False, env=os.environ,
         )  # fmt: skip
         err = p.stderr.strip().splitlines()
         out[name] = {"exit": p.returncode, "third_party_imported": err[-1] if err else None}
@@ -756,7 +1235,7 @@ def cli_check() -> dict[str, Any]:
             with contextlib.suppress(ValueError):
                 j = json.loads(p.stdout)
                 out[name]["verdict"] = j.get("verdict")
-        else:
+        elif name == "remediate":
             out[name]["stdout"] = p.stdout.strip()
     log(f"cli: {out}")
     return out
@@ -778,6 +1257,8 @@ def main() -> int:
         "proc_version": Path("/proc/version").read_text().strip(),
         "python": platform.python_version(),
         "mem_total_mib": meminfo()["MemTotal"] // 1024,
+        "numa_nodes": NODES,
+        "cpus": os.cpu_count(),
         "sysctl": {k: int((VM / k).read_text()) for k in SYSCTLS},
         "thp": Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip(),
         "options": dict(OPTS),
@@ -792,7 +1273,11 @@ def main() -> int:
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(RESULTS)
 
-    log(f"kernel {doc['kernel']}, {doc['mem_total_mib']} MiB, options {OPTS}")
+    log(f"kernel {doc['kernel']}, {doc['mem_total_mib']} MiB, nodes {NODES}, options {OPTS}")
+    try:
+        loopback_up()
+    except OSError as exc:
+        doc["notes"].append(f"lo could not be brought up ({exc}): the agent's /metrics unread")
     doc["cli"] = cli_check()
     resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
     ensure_cache_file(int(OPTS["cache_mib"]))

@@ -394,6 +394,29 @@ def test_unmovable_cause_one_attempt_then_no_pointless_action(
         assert "cause: unmovable" in msg and "the operator's call" in msg
 
 
+def test_a_drop_that_recovers_is_finished_by_one_compaction(
+    plane: ControlPlane, admin: Kube, sa: Path, tmp_path: Path
+) -> None:
+    """Dropping page cache recovers the node: the ladder's compaction still runs once at the next
+    poll (it drops nothing and merges what the drop freed), then nothing more."""
+    with fragmented_agent(
+        plane,
+        sa,
+        tmp_path,
+        "finish",
+        {"remediation": {"mode": "on", "cooldown_seconds": 0}},
+        heals_on="drop_caches=1",
+        unmovable=True,
+    ) as (a, kernel):
+        wait_for(lambda: len(kernel.writes) == 2, "the drop, then the compaction")
+        assert kernel.writes == [("drop_caches", "1"), ("compact_memory", "1")]
+        time.sleep(3)  # three more polls
+        assert len(kernel.writes) == 2
+        assert "RemediationNotPossible" not in reasons(admin, "finish")
+        m = a.metrics()
+        assert m['memfrag_remediation_actions_total{action="compact",result="no_effect"}'] == 1
+
+
 def kubectl_memfrag(plane: ControlPlane, *argv: str) -> subprocess.CompletedProcess[str]:
     """`kubectl memfrag ...` through the real kubectl, the plugin found on PATH beside
     memfrag-agent (krew's way: kubectl runs kubectl-memfrag with the arguments after it)."""

@@ -279,3 +279,29 @@ def test_a_lease_error_skips_the_step_and_is_counted(tmp_path: Path) -> None:
 def test_without_an_api_the_step_runs_without_a_lock(tmp_path: Path) -> None:
     rem, reader, runner = remediator(tmp_path, None, Failures())
     assert run_once(rem, reader, on()).result == "ok" and runner.ran == ["compact"]
+
+
+def test_an_actions_blocks_are_counted_on_the_same_numa_nodes_before_and_after() -> None:
+    from agent.assess.verdict import Assessment, Cause, NumaReport, Reason
+    from agent.daemon.remediator import blocks, troubled
+
+    def two(state1: str, blocks1: int) -> Assessment:
+        return Assessment(
+            verdict="fragmented" if state1 == "fragmented" else "healthy",  # type: ignore[arg-type]
+            reason=Reason.FREE_MEMORY_FRAGMENTED,
+            message="m",
+            order=4,
+            exhausted=False,
+            cause=Cause("movable", (), "why"),  # type: ignore[arg-type]
+            numa=(
+                NumaReport(0, "healthy", 4186, 100, ("DMA32",)),  # type: ignore[arg-type]
+                NumaReport(1, state1, blocks1, 100, ("DMA32",)),  # type: ignore[arg-type]
+            ),
+            zones=(),
+            gaps=(),
+        )
+
+    before, after = two("fragmented", 0), two("healthy", 1982)
+    assert troubled(before) == {1} and troubled(after) == {0, 1}
+    assert blocks(before) == 0
+    assert blocks(after, troubled(before)) == 1982  # not 6168: node 0's blocks were never gone

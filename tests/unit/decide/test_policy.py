@@ -125,6 +125,7 @@ def test_unmovable_one_attempt_then_the_operators_call() -> None:
     assert taken == ["drop-caches=1", "compact"]
     assert d.step is None and "one attempt (drop-caches=1, compact)" in d.why
     assert "operator's call" in d.why
+    assert "nothing more the agent may do will help" in d.why
 
 
 def test_dry_run_decides_like_on() -> None:
@@ -314,3 +315,64 @@ def test_a_ladder_that_changes_mid_episode_never_repeats_a_step() -> None:
         T0 + 45, assessment(cause="movable"), STEPS, state, cfg, None, wall=T0 + 45
     )
     assert d.step is None and d.state.climbed
+
+
+RECLAIMABLE = (
+    Step(ActionKind.DROP_CACHES, 2, "slab"),
+    Step(ActionKind.COMPACT, None, "compaction"),
+)
+
+
+def test_a_drop_that_recovers_is_finished_by_one_compaction_then_the_episode_ends() -> None:
+    d = decide_remediation(
+        T0, assessment(cause="reclaimable"), RECLAIMABLE, RemedyState(), ON, None, wall=T0
+    )
+    assert d.step is not None and d.step.name == "drop-caches=2"
+    state = after_action(d.state, d.step, T0, ActionOutcome.OK, 5, 780)
+    # recovered: the ladder is () for a healthy node, the kept compaction still runs, once
+    d = decide_remediation(T0 + 15, assessment("healthy"), (), state, ON, None, wall=T0 + 15)
+    assert d.step is not None and d.step.name == "compact"
+    assert "recovered after drop-caches=2" in d.why and "drops no page cache" in d.why
+    state = after_action(d.state, d.step, T0 + 15, ActionOutcome.OK, 780, 1200)
+    d = decide_remediation(T0 + 30, assessment("healthy"), (), state, ON, None, wall=T0 + 30)
+    assert d.step is None and d.why == "not fragmented" and not d.state.in_episode
+    assert [r.step for r in d.state.history] == ["drop-caches=2", "compact"]
+
+
+def test_no_finish_when_compaction_already_ran_or_the_node_is_short_of_memory() -> None:
+    # movable: compaction first, the drop after it; a drop that recovers needs no finish
+    state = RemedyState()
+    for i in range(2):
+        d = decide_remediation(T0 + i, assessment(), STEPS, state, ON, None, wall=T0 + i)
+        assert d.step is not None
+        state = after_action(d.state, d.step, T0 + i, ActionOutcome.NO_EFFECT, 0, 0)
+    assert state.tried == ("compact", "drop-caches=1")
+    d = decide_remediation(T0 + 20, assessment("healthy"), (), state, ON, None, wall=T0 + 20)
+    assert d.step is None and not d.state.in_episode
+    # a drop that leaves the node exhausted: no compaction on top
+    d = decide_remediation(
+        T0, assessment(cause="reclaimable"), RECLAIMABLE, RemedyState(), ON, None, wall=T0
+    )
+    assert d.step is not None
+    state = after_action(d.state, d.step, T0, ActionOutcome.OK, 5, 780)
+    short = dataclasses.replace(assessment("healthy"), exhausted=True)
+    d = decide_remediation(T0 + 15, short, (), state, ON, None, wall=T0 + 15)
+    assert d.step is None and not d.state.in_episode
+
+
+def test_the_finish_keeps_the_guards_and_is_not_retried() -> None:
+    d = decide_remediation(
+        T0, assessment(cause="reclaimable"), RECLAIMABLE, RemedyState(), ON, None, wall=T0
+    )
+    assert d.step is not None
+    state = after_action(d.state, d.step, T0, ActionOutcome.OK, 5, 780)
+    d = decide_remediation(
+        T0 + 15, assessment("healthy"), (), state, ON, pressure(80.0), wall=T0 + 15
+    )
+    assert d.step is None and "not finishing with compact: memory pressure is high" in d.why
+    assert not d.state.in_episode  # not now means not at all
+    d = decide_remediation(T0 + 30, assessment("healthy"), (), d.state, ON, None, wall=T0 + 30)
+    assert d.step is None
+    off = dataclasses.replace(ON, mode="off")
+    d = decide_remediation(T0 + 15, assessment("healthy"), (), state, off, None, wall=T0 + 15)
+    assert d.step is None and d.why == "not fragmented"
