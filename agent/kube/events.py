@@ -67,27 +67,13 @@ class EventRecorder:
             self.kube.request(
                 "POST",
                 paths.events(self.namespace),
-                body={
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {"name": name, "namespace": self.namespace},
-                    "involvedObject": {
-                        "apiVersion": "v1",
-                        "kind": "Node",
-                        "name": self.node,
-                        # as kubelet does; kubectl describe node looks events up by it
-                        "uid": self.node,
-                    },
-                    "reason": ev.reason,
-                    "message": ev.message[:1024],
-                    "type": ev.type,
-                    "count": 1,
-                    "firstTimestamp": rfc3339(wall),
-                    "lastTimestamp": rfc3339(wall),
-                    "source": {"component": COMPONENT, "host": self.node},
-                    "reportingComponent": COMPONENT,
-                    "reportingInstance": self.node,
-                },
+                body=self._event(
+                    ev,
+                    {"name": name, "namespace": self.namespace},
+                    # uid as kubelet does; kubectl describe node looks events up by it
+                    {"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": self.node},
+                    wall,
+                ),
             )
             self._seen[key] = _Seen(name, 1, now)
             while len(self._seen) > 200:
@@ -110,30 +96,18 @@ class EventRecorder:
             self.kube.request(
                 "POST",
                 paths.events(pod.namespace),
-                body={
-                    "apiVersion": "v1",
-                    "kind": "Event",
-                    "metadata": {
-                        "name": f"{pod.name[:200]}.memfrag.{digest}",
-                        "namespace": pod.namespace,
-                    },
-                    "involvedObject": {
+                body=self._event(
+                    ev,
+                    {"name": f"{pod.name[:200]}.memfrag.{digest}", "namespace": pod.namespace},
+                    {
                         "apiVersion": "v1",
                         "kind": "Pod",
                         "namespace": pod.namespace,
                         "name": pod.name,
                         "uid": pod.uid,
                     },
-                    "reason": ev.reason,
-                    "message": ev.message[:1024],
-                    "type": ev.type,
-                    "count": 1,
-                    "firstTimestamp": rfc3339(wall),
-                    "lastTimestamp": rfc3339(wall),
-                    "source": {"component": COMPONENT, "host": self.node},
-                    "reportingComponent": COMPONENT,
-                    "reportingInstance": self.node,
-                },
+                    wall,
+                ),
             )
         except ApiError as exc:
             log.warning(
@@ -145,3 +119,23 @@ class EventRecorder:
                 },
             )
             raise
+
+    def _event(
+        self, ev: EventSpec, metadata: dict[str, str], involved: dict[str, str], wall: float
+    ) -> dict[str, object]:
+        """One new Event's body, about the node or a pod: written by this node's agent."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": metadata,
+            "involvedObject": involved,
+            "reason": ev.reason,
+            "message": ev.message[:1024],
+            "type": ev.type,
+            "count": 1,
+            "firstTimestamp": rfc3339(wall),
+            "lastTimestamp": rfc3339(wall),
+            "source": {"component": COMPONENT, "host": self.node},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.node,
+        }

@@ -250,12 +250,9 @@ def test_instance_gone_after_stop_and_after_kill9_and_the_global_tracer_untouche
         other.rmdir()
 
 
-def test_the_daemon_with_tracing_on_counts_the_silent_failures_the_log_never_shows(
-    tracefs: Path, thp_without_defrag: None, tmp_path: Path
-) -> None:
-    """`memfrag-agent run --standalone` with sources.tracing_enabled: the provoked order-9
-    failures in memfrag_traced_allocation_failures_total{silent="true"} and the tick's Event,
-    none of them in the kernel log; the instance gone after SIGTERM."""
+def _standalone_tracing_agent(tmp_path: Path) -> tuple[int, subprocess.Popen[bytes], Path]:
+    """`memfrag-agent run --standalone` with tracing on, a 1 s poll and no remediation: its
+    metrics port, the process and its log file."""
     port = free_port()
     config = {
         "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
@@ -271,6 +268,16 @@ def test_the_daemon_with_tracing_on_counts_the_silent_failures_the_log_never_sho
         stdout=open(log, "ab"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
     )
+    return port, agent, log
+
+
+def test_the_daemon_with_tracing_on_counts_the_silent_failures_the_log_never_shows(
+    tracefs: Path, thp_without_defrag: None, tmp_path: Path
+) -> None:
+    """`memfrag-agent run --standalone` with sources.tracing_enabled: the provoked order-9
+    failures in memfrag_traced_allocation_failures_total{silent="true"} and the tick's Event,
+    none of them in the kernel log; the instance gone after SIGTERM."""
+    port, agent, log = _standalone_tracing_agent(tmp_path)
     url = f"http://127.0.0.1:{port}/metrics"
     silent9 = 'memfrag_traced_allocation_failures_total{order="9",silent="true"}'
     try:
@@ -318,21 +325,7 @@ def test_the_daemon_counts_a_manual_compaction_by_node_kind_and_result(
     """`echo 1 > compact_memory` while the standalone daemon traces: every zone's compaction in
     memfrag_compactions_total{kind="manual"} and the duration histogram (the series were at 0
     before), on the NUMA node /proc/zoneinfo gives the zone."""
-    port = free_port()
-    config = {
-        "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
-        "reporting": {"metrics_port": port, "metrics_address": "127.0.0.1"},
-        "remediation": {"mode": "off"},
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    log = tmp_path / "agent.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "NODE_NAME")}
-    agent = subprocess.Popen(
-        [str(AGENT_BIN), "run", "--standalone", "--config", str(tmp_path / "config.yaml")],
-        env=env,
-        stdout=open(log, "ab"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
+    port, agent, log = _standalone_tracing_agent(tmp_path)
     url = f"http://127.0.0.1:{port}/metrics"
     runs = 'memfrag_compaction_duration_seconds_count{kind="manual",numa_node="0"}'
 
