@@ -23,6 +23,7 @@ from agent.kernel.trace import (
     Lost,
     MigrateType,
     PageAlloc,
+    SlowPath,
     TraceEvent,
 )
 
@@ -92,6 +93,9 @@ class TraceSummary:
     unpaired: int  # compaction begins or ends whose other half is outside the window
     lost: int  # events the ring buffer overwrote: every count above is then a lower bound
     dropped: int = 0  # events the window did not keep (its memory bound): the same
+    # allocations at or above min_order that entered the allocator's slow path (kswapd woken,
+    # direct reclaim or compaction, compaction deferred): what arms the failure counter
+    slow_path: int = 0
 
     def sentence(self) -> str:
         """The condition message's sentence."""
@@ -134,7 +138,7 @@ def summarize(
     polluters: Counter[Who] = Counter()
     compaction = CompactionPairer(zone_nodes)
     runs: list[CompactionRun] = []
-    lost = 0
+    lost = slow = 0
     for e in events:
         if isinstance(e, PageAlloc):
             if e.failed and e.order >= min_order:
@@ -146,7 +150,10 @@ def summarize(
                 polluters[_who(e.head.comm, cgroups.get(e.head.pid))] += 1
         elif isinstance(e, Lost):
             lost += e.count
+        elif isinstance(e, SlowPath):
+            slow += e.order >= min_order
         else:
+            slow += isinstance(e, DirectCompaction) and e.order >= min_order
             run = compaction.add(e)
             if run is not None:
                 runs.append(run)
@@ -174,6 +181,7 @@ def summarize(
         unpaired=compaction.unpaired(),
         lost=lost,
         dropped=dropped,
+        slow_path=slow,
     )
 
 

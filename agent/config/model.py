@@ -198,6 +198,16 @@ class SourcesConfig:
         "chart mounts it only when on). Read at start: a change takes a restart (a reload that "
         "changes assessment.target_order restarts the instance with the new filter).",
     )
+    tracing_alloc_failures: Literal["at-risk", "always"] = _key(
+        "at-risk",
+        "With tracing on, when the per-allocation tracepoint (kmem:mm_page_alloc, which "
+        "fires for every page allocated) counts failures: 'at-risk' arms it only while the "
+        "node is at risk (the verdict not healthy, free target-order blocks below twice "
+        "assessment.at_risk_below_blocks, compaction stalls or THP fallbacks rising, or a "
+        "slow-path tracepoint at the order) and disarms it after 10 minutes without a sign; "
+        "'always' keeps it on (~6 % of an allocation-heavy loop's time). Takes effect at the "
+        "next poll.",
+    )
 
 
 @dataclass(frozen=True)

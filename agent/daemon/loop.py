@@ -48,6 +48,7 @@ from agent.decide.cycle import Facts, TickState, decide_tick, early_decision, wa
 from agent.decide.ladder import Step, ladder
 from agent.decide.remediation import RemedyDecision, RemedyState
 from agent.decide.report import EventReason, EventSpec, EventType
+from agent.decide.tracearm import ArmPolicy
 from agent.kernel.cgroups import CgroupReader
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
@@ -139,6 +140,7 @@ class Agent:
                 FINDING_TTL,
                 monotonic,
                 make_trace_source,
+                ArmPolicy(src.tracing_alloc_failures),
             )
             if src.tracing_enabled
             else None
@@ -390,6 +392,13 @@ class Agent:
         facts = dataclasses.replace(facts, kernel_pods=kernel_pods)
         if self.tracing is not None:
             self.tracing.poll(now)
+            self.tracing.arm_for(
+                now,
+                a,
+                self.vmrates.recent(),
+                cfg.assessment.at_risk_below_blocks,
+                ArmPolicy(cfg.sources.tracing_alloc_failures),
+            )
             traced = self.tracing.summary(now, zone_nodes(obs) if obs is not None else {})
             facts = dataclasses.replace(facts, traced=traced)
         if (kernel_pods or (facts.traced is not None and facts.traced.polluters)) and (

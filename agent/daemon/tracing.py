@@ -8,6 +8,11 @@ and the daemon goes on without it, trying again every RETRY_SECONDS; so is a rea
 later (the instance removed under us). The order traced is assessment.target_order: a reload
 that changes it restarts the instance with the new in-kernel filter (`retarget`), so the window
 starts again; the counters go on.
+
+The per-allocation failure counter (kmem:mm_page_alloc) is armed and disarmed by
+agent.decide.tracearm (sources.tracing_alloc_failures): each tick from the assessment and
+vmstat, and at once from the reader's thread when a slow-path tracepoint fires at the order;
+the state is memfrag_tracing_alloc_failures_armed and a log line when it changes.
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from agent.assess.tracing import (
     TraceSummary,
     summarize,
 )
+from agent.assess.verdict import Assessment
+from agent.assess.vmrates import VmstatRates
 from agent.base.errors import MemfragError
 from agent.config.model import HIGHEST_ORDER
 from agent.daemon.metrics import order_label
 from agent.decide.report import EventReason, EventSpec, EventType
+from agent.decide.tracearm import ArmPolicy, ArmState, Risk, risks, step, triggers
 from agent.kernel.trace import (
     CompactionBegin,
     CompactionEnd,
@@ -71,14 +79,21 @@ class Source(Protocol):
 
     def stop(self) -> None: ...
 
+    def arm(self, on: bool) -> None: ...
 
-MakeSource = Callable[[int, float, int | None, Callable[[str], None]], Source]
+
+# min_order, window seconds, pageblock order, on_error, armed at start
+MakeSource = Callable[[int, float, int | None, Callable[[str], None], bool], Source]
 
 
 def trace_source(
-    min_order: int, seconds: float, pageblock_order: int | None, on_error: Callable[[str], None]
+    min_order: int,
+    seconds: float,
+    pageblock_order: int | None,
+    on_error: Callable[[str], None],
+    armed: bool,
 ) -> Source:
-    return TraceSource(min_order, seconds, pageblock_order, on_error=on_error)
+    return TraceSource(min_order, seconds, pageblock_order, on_error=on_error, armed=armed)
 
 
 class CountingWindow(TraceWindow):
@@ -101,9 +116,14 @@ class Tracing:
         window_seconds: float,
         monotonic: Callable[[], float],
         make: MakeSource = trace_source,
+        policy: ArmPolicy = ArmPolicy.AT_RISK,
     ) -> None:
         self.min_order, self.window_seconds = min_order, window_seconds
         self.monotonic, self.make = monotonic, make
+        self.policy = policy
+        self.arming = ArmState()
+        self._arm_lock = threading.Lock()  # the loop's tick and the reader's trigger
+        self._signs = {Risk.SLOW_PATH: 0, Risk.FAILURES: 0}  # seen by the reader since the tick
         self.source: Source | None = None
         self.started_at: float | None = None
         self.pageblock_order: int | None = None
@@ -147,6 +167,12 @@ class Tracing:
             ["kind"],
             registry=registry,
         )
+        self.armed_gauge = Gauge(
+            "memfrag_tracing_alloc_failures_armed",
+            "1 while the per-allocation failure counter (kmem:mm_page_alloc) is armed: always "
+            "with sources.tracing_alloc_failures 'always', else while the node is at risk",
+            registry=registry,
+        )
         self.pairer = CompactionPairer({})
         self.runs: deque[CompactionRun] = deque(maxlen=MAX_RUNS)
         self._zero_orders(min_order)
@@ -169,6 +195,8 @@ class Tracing:
                     self.compactions.labels(str(node), kind.value, result)
         for kind in CompactionKind:
             self.action_compaction.labels(kind.value)
+        with self._arm_lock:
+            self._apply(step(self.arming, self.monotonic(), self.policy, ()))
         self._start()
 
     def zones(self, zone_nodes: Mapping[int, int]) -> None:
@@ -181,7 +209,11 @@ class Tracing:
             self._broken = False
         try:
             source = self.make(
-                self.min_order, self.window_seconds, self.pageblock_order, self._reader_failed
+                self.min_order,
+                self.window_seconds,
+                self.pageblock_order,
+                self._reader_failed,
+                self.arming.armed,
             )
             source.window = CountingWindow(source.window, self._count)
             source.start()
@@ -190,7 +222,10 @@ class Tracing:
             self._failed(f"cannot start: {exc}")
             return
         self.source, self.started_at = source, self.monotonic()
-        log.info("tracing started", extra={"min_order": self.min_order})
+        log.info(
+            "tracing started",
+            extra={"min_order": self.min_order, "alloc_failures_armed": self.arming.armed},
+        )
 
     def retarget(self, min_order: int) -> None:
         """A reload changed assessment.target_order: the in-kernel filter is set at start, so
@@ -219,6 +254,57 @@ class Tracing:
         if self.source is None and now >= self._retry_at:
             self._start()
 
+    def arm_for(
+        self,
+        now: float,
+        assessment: Assessment | None,
+        recent: VmstatRates | None,
+        at_risk_below_blocks: int,
+        policy: ArmPolicy,
+    ) -> None:
+        """Once a tick: arm or disarm the failure counter from the tick's signs and what the
+        reader saw since the last tick (slow-path events, failures counted while armed)."""
+        with self._arm_lock:
+            self.policy = policy
+            seen = tuple(r for r, n in self._signs.items() if n)
+            self._signs = dict.fromkeys(self._signs, 0)
+            signs = risks(assessment, recent, at_risk_below_blocks) + seen
+            self._apply(step(self.arming, now, policy, signs))
+
+    def _trigger(self) -> None:
+        """From the reader thread: a slow-path event at the order arms the counter at once."""
+        self._signs[Risk.SLOW_PATH] += 1
+        if self.arming.armed:
+            return
+        with self._arm_lock:
+            self._apply(step(self.arming, self.monotonic(), self.policy, (Risk.SLOW_PATH,)))
+
+    def _apply(self, new: ArmState) -> None:
+        """Under _arm_lock: the new state into the instance, the gauge and the log."""
+        old, self.arming = self.arming, new
+        self.armed_gauge.set(1 if new.armed else 0)
+        if new.armed == old.armed:
+            return
+        if new.armed:
+            log.info(
+                "tracing: allocation failure counter armed",
+                extra={"why": new.why, "policy": self.policy},
+            )
+        else:
+            last, since = new.last_risk, new.since
+            quiet = None if last is None or since is None else since - last
+            log.info(
+                "tracing: allocation failure counter disarmed",
+                extra={"policy": self.policy, "quiet_seconds": quiet},
+            )
+        source = self.source
+        if source is None:
+            return  # the next start takes the state
+        try:
+            source.arm(new.armed)
+        except (MemfragError, OSError) as exc:
+            self._reader_failed(f"cannot {'arm' if new.armed else 'disarm'}: {exc}")
+
     def stop(self) -> None:
         if self.source is not None:
             try:
@@ -231,7 +317,11 @@ class Tracing:
         """From the reader thread, each event as it arrives."""
         if isinstance(event, PageAlloc) and event.failed and event.order >= self.min_order:
             self.failures.labels(order_label(event.order), str(event.silent).lower()).inc()
-        elif isinstance(event, CompactionBegin | CompactionEnd | DirectCompaction):
+            self._signs[Risk.FAILURES] += 1
+            return
+        if triggers(event, self.min_order):
+            self._trigger()
+        if isinstance(event, CompactionBegin | CompactionEnd | DirectCompaction):
             with self._lock:
                 run = self.pairer.add(event)
                 if run is not None:

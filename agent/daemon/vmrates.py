@@ -5,6 +5,7 @@ apart; a tick whose vmstat could not be read adds nothing."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 
@@ -38,3 +39,7 @@ class VmRates:
         for r in got.rates if got is not None else ():
             self.gauge.labels(r.counter).set(r.per_minute)
         return got
+
+    def recent(self) -> VmstatRates | None:
+        """The rates over the last poll alone (the two newest samples): what rose since."""
+        return rates(tuple(self.samples)[-2:], math.inf)

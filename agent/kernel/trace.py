@@ -55,6 +55,14 @@ _ZONE = (
 _BEGIN = re.compile(rf"^{_ZONE}$")
 _END = re.compile(rf"^{_ZONE} status=(?P<status>[a-z_]{{1,32}})$")
 _DIRECT = re.compile(rf"^order=(?P<order>{_INT}) gfp_mask=(?P<gfp>\S{{1,1024}}) priority={_INT}$")
+# The slow-path events' bodies: only the order is read (they arm the failure counter).
+_SLOW = {
+    "mm_vmscan_wakeup_kswapd": re.compile(rf"^nid={_INT} order=(?P<order>{_INT}) gfp_flags=\S"),
+    "mm_vmscan_direct_reclaim_begin": re.compile(rf"^order=(?P<order>{_INT}) gfp_flags=\S"),
+    "mm_compaction_deferred": re.compile(
+        rf"^node={_INT} zone=\S{{1,16}}\s+order=(?P<order>{_INT}) order_failed={_INT} "
+    ),
+}
 
 
 class MigrateType(enum.IntEnum):
@@ -132,6 +140,25 @@ class DirectCompaction:
     order: int
 
 
+class SlowPathKind(enum.Enum):
+    """The allocator's slow-path tracepoints that say an allocation of an order did not find a
+    free block at once (the fast path never fires them)."""
+
+    WAKEUP_KSWAPD = "mm_vmscan_wakeup_kswapd"  # a node not balanced at that order: kswapd woken
+    DIRECT_RECLAIM = "mm_vmscan_direct_reclaim_begin"  # the allocating task reclaims itself
+    COMPACTION_DEFERRED = "mm_compaction_deferred"  # compaction skipped: it failed recently
+
+
+@dataclass(frozen=True)
+class SlowPath:
+    """One of the slow-path tracepoints (SlowPathKind), filtered in-kernel to the traced order
+    and above: a cheap sign the node is at risk, which arms the per-allocation counter."""
+
+    head: Header
+    kind: SlowPathKind
+    order: int
+
+
 @dataclass(frozen=True)
 class Lost:
     """``CPU:N [LOST M EVENTS]``: the ring buffer overwrote M events before they were read."""
@@ -140,7 +167,9 @@ class Lost:
     count: int
 
 
-TraceEvent = PageAlloc | Extfrag | CompactionBegin | CompactionEnd | DirectCompaction | Lost
+TraceEvent = (
+    PageAlloc | Extfrag | CompactionBegin | CompactionEnd | DirectCompaction | SlowPath | Lost
+)
 
 NOWARN = "__GFP_NOWARN"
 # Without the format file (a saved trace read elsewhere): the names that contain __GFP_NOWARN
@@ -198,6 +227,10 @@ def parse_line(
     if event == "mm_compaction_try_to_compact_pages":
         f = _DIRECT.match(body)
         return None if f is None else DirectCompaction(head, int(f["order"]))
+    slow = _SLOW.get(event)
+    if slow is not None:
+        f = slow.match(body)
+        return None if f is None else SlowPath(head, SlowPathKind(event), int(f["order"]))
     return None
 
 

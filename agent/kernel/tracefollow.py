@@ -36,7 +36,13 @@ from agent.kernel.trace import (
     nowarn_names,
     parse_line,
 )
-from agent.kernel.tracefs import TraceInstance, TracingError, events_for, find_tracefs
+from agent.kernel.tracefs import (
+    PAGE_ALLOC,
+    TraceInstance,
+    TracingError,
+    events_for,
+    find_tracefs,
+)
 
 log = logging.getLogger(__name__)
 READ_SIZE = 1 << 16
@@ -188,7 +194,9 @@ class TraceWindow:
 class TraceSource:
     """The whole kernel side, for the daemon and `memfrag-agent trace`: our instance with its
     filters, the reader thread and the window. `start` raises TracingError naming what is
-    missing; `stop` removes the instance (and is safe to call twice)."""
+    missing; `stop` removes the instance (and is safe to call twice). `armed` False starts the
+    per-allocation failure counter (kmem:mm_page_alloc) disabled; `arm` turns it on and off
+    in our instance, from any thread."""
 
     def __init__(
         self,
@@ -199,9 +207,12 @@ class TraceSource:
         cgroups: CgroupReader | None = None,
         on_unparsed: Callable[[bytes], None] = lambda line: None,
         on_error: Callable[[str], None] = lambda message: log.error("tracing: %s", message),
+        armed: bool = True,
     ) -> None:
         self.instance = TraceInstance(tracefs if tracefs is not None else find_tracefs())
-        self.events = events_for(min_order, pageblock_order)
+        self.events = events_for(min_order, pageblock_order, armed)
+        self.armed = armed
+        self._arm_lock = threading.Lock()
         self.window = TraceWindow(window_seconds, (cgroups or CgroupReader()).of_pid)
         self.on_unparsed, self.on_error = on_unparsed, on_error
         self.follower: TraceFollower | None = None
@@ -219,6 +230,14 @@ class TraceSource:
             self.instance, self.window.add, self.on_unparsed, self.on_error, names
         )
         self.follower.start()
+
+    def arm(self, on: bool) -> None:
+        """Enable (on) or disable the failure counter's tracepoint in our instance; a no-op
+        when it already is. Raises TracingError when the kernel refuses."""
+        with self._arm_lock:
+            if on != self.armed:
+                self.instance.enable(*PAGE_ALLOC, on)
+                self.armed = on
 
     def stop(self) -> None:
         if self.follower is not None:

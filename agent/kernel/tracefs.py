@@ -35,33 +35,50 @@ class TracingError(MemfragError):
 
 @dataclass(frozen=True)
 class EventSetup:
-    """One tracepoint of the instance and its in-kernel filter ("" for none)."""
+    """One tracepoint of the instance, its in-kernel filter ("" for none) and whether it is
+    enabled at start (the per-allocation one may start disarmed)."""
 
     system: str
     name: str
     filter: str = ""
+    enabled: bool = True
 
 
-def events_for(min_order: int, pageblock_order: int | None) -> tuple[EventSetup, ...]:
+# The one tracepoint on the allocator's fast path: it fires, and runs its filter, for every
+# page allocated (~190 ns each on the development VM), so it can be armed and disarmed.
+PAGE_ALLOC = ("kmem", "mm_page_alloc")
+
+
+def events_for(
+    min_order: int, pageblock_order: int | None, armed: bool = True
+) -> tuple[EventSetup, ...]:
     """The tracepoints we enable and their filters.
 
     mm_page_alloc fires for every allocation: only failures (pfn == -1UL) at or above the
-    order pass. mm_page_alloc_extfrag's `fragmenting` is computed in its print format
+    order pass; `armed` False leaves it disabled (no cost on the fast path) until `arm`.
+    mm_page_alloc_extfrag's `fragmenting` is computed in its print format
     (fallback_order < pageblock_order), not a field: without the pageblock order the filter
     keeps every steal and the aggregation reads `fragmenting` from the line.
-    try_to_compact_pages marks a compaction as direct (an allocation's), not manual.
+    try_to_compact_pages marks a compaction as direct (an allocation's), not manual. The
+    slow-path events (kswapd woken, direct reclaim, compaction deferred) fire only when an
+    allocation did not find a free block at once: filtered to the order, they are the cheap
+    always-on sign that arms mm_page_alloc.
     """
     steal = (
         ""
         if pageblock_order is None
         else f"fallback_order < {pageblock_order} || change_ownership == 1"
     )
+    at_order = f"order >= {min_order}"
     return (
-        EventSetup("kmem", "mm_page_alloc", f"order >= {min_order} && pfn == {NO_PAGE_PFN:#x}"),
+        EventSetup(*PAGE_ALLOC, f"{at_order} && pfn == {NO_PAGE_PFN:#x}", armed),
         EventSetup("kmem", "mm_page_alloc_extfrag", steal),
         EventSetup("compaction", "mm_compaction_try_to_compact_pages"),
         EventSetup("compaction", "mm_compaction_begin"),
         EventSetup("compaction", "mm_compaction_end"),
+        EventSetup("vmscan", "mm_vmscan_wakeup_kswapd", at_order),
+        EventSetup("vmscan", "mm_vmscan_direct_reclaim_begin", at_order),
+        EventSetup("compaction", "mm_compaction_deferred", at_order),
     )
 
 
@@ -142,12 +159,17 @@ class TraceInstance:
             for e in events:
                 base = self.path / "events" / e.system / e.name
                 _write(base / "filter", e.filter or "0")
-                _write(base / "enable", "1")
+                _write(base / "enable", "1" if e.enabled else "0")
             _write(self.path / "tracing_on", "1")
         except TracingError:
             self.remove()
             raise
         return stale
+
+    def enable(self, system: str, name: str, on: bool) -> None:
+        """Enable or disable one event of OUR instance (its filter stays): the global events
+        and other instances are not touched."""
+        _write(self.path / "events" / system / name / "enable", "1" if on else "0")
 
     def remove(self) -> bool:
         """Remove the instance if it exists (the kernel disables its events). EBUSY means a

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "sources.kmsg_path": "/dev/kmsg",
     "sources.accept_user_facility": False,
     "sources.tracing_enabled": False,
+    "sources.tracing_alloc_failures": "at-risk",
     "reporting.taint_key": "memfrag.dev/fragmented",
     "reporting.taint_effect": "NoSchedule",
     "reporting.fragmented_for_seconds": 60.0,
@@ -107,7 +108,7 @@ def test_config_docs_cover_every_key() -> None:
     for path, default, doc in rows:
         assert doc.strip(), f"{path} has no description"
         assert default == repr(DEFAULTS[path]), path
-    assert len(rows) == 42
+    assert len(rows) == 43
 
 
 def test_every_field_has_doc_metadata() -> None:
@@ -176,7 +177,8 @@ def test_unknown_key_lists_the_known_ones() -> None:
     err = _error({"sources": {"kmsg": True}})
     assert str(err) == (
         "cfg.yaml: sources.kmsg: unknown key (known: accept_user_facility, kmsg_enabled, "
-        "kmsg_path, pagetypeinfo_interval_seconds, poll_interval_seconds, tracing_enabled)"
+        "kmsg_path, pagetypeinfo_interval_seconds, poll_interval_seconds, tracing_alloc_failures, "
+        "tracing_enabled)"
     )
 
 

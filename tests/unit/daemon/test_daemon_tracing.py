@@ -40,8 +40,12 @@ FAILURES = "memfrag_traced_allocation_failures_total"
 class FakeSource:
     """A TraceSource without a kernel: the test adds events to its window."""
 
-    def __init__(self, min_order: int, seconds: float, pageblock: int | None, on_error: Any):
+    def __init__(
+        self, min_order: int, seconds: float, pageblock: int | None, on_error: Any, armed: bool
+    ):
         self.args = (min_order, seconds, pageblock)
+        self.armed = armed
+        self.arms: list[bool] = []  # what `arm` was told, in order
         self.on_error: Callable[[str], None] = on_error
         cgroups = {POLLUTER_PID: CgroupPaths(f"/kubepods/pod{POD_UID}/c1", "/")}
         # the window's clock on the recorded trace clock: nothing is pruned
@@ -54,16 +58,22 @@ class FakeSource:
     def stop(self) -> None:
         self.stopped += 1
 
+    def arm(self, on: bool) -> None:
+        self.arms.append(on)
+        self.armed = on
+
 
 class Tracer:
     def __init__(self, fail: str | None = None) -> None:
         self.fail = fail
         self.made: list[FakeSource] = []
 
-    def __call__(self, order: int, seconds: float, pb: int | None, on_error: Any) -> Source:
+    def __call__(
+        self, order: int, seconds: float, pb: int | None, on_error: Any, armed: bool
+    ) -> FakeSource:
         if self.fail is not None:
             raise TracingError(self.fail)
-        self.made.append(FakeSource(order, seconds, pb, on_error))
+        self.made.append(FakeSource(order, seconds, pb, on_error, armed))
         return self.made[-1]
 
 
