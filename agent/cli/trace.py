@@ -14,6 +14,7 @@ from agent.assess.tracing import Ranked, TraceSummary, summarize, top_pods
 from agent.base.errors import MemfragError
 from agent.cli.common import PROC_ROOT_HELP, add_command
 from agent.cli.output import add_output, emit
+from agent.decide.tracearm import ArmPolicy
 from agent.kernel.cgroups import CgroupReader
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
@@ -85,6 +86,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
         "summary": summary,
         "sentence": summary.sentence(),
         "kernel_log": {"failure_lines": log.lines, "suppressed": log.suppressed},
+        # The CLI counts every failure of its run; the daemon's default arms the counter only
+        # while the node is at risk (sources.tracing_alloc_failures).
+        "alloc_failures": ArmPolicy.ALWAYS.value,
         "stale_instance_removed": source.stale_removed,
         "pods_by_kernel_memory": pods,
     }
@@ -118,6 +122,11 @@ def _ranked(label: str, ranked: tuple[Ranked, ...], other: int) -> list[str]:
 
 def table(s: TraceSummary, log_lines: int, suppressed: int, pods: list[dict[str, Any]]) -> str:
     out = [s.sentence() + "."]
+    out.append(
+        f"Failures counted: {ArmPolicy.ALWAYS.value}, for the whole run (the daemon's "
+        f"default, {ArmPolicy.AT_RISK.value}, counts them only while the node is at risk); "
+        f"{s.slow_path} allocations at or above order {s.min_order} entered the slow path."
+    )
     out.append(
         f"The kernel log printed {log_lines} allocation failure lines "
         f"(and said {suppressed} more were suppressed) over the same interval."

@@ -35,6 +35,8 @@ def test_table_names_failures_polluters_and_compaction() -> None:
     assert text.startswith(
         "300 high-order allocations failed in the last 2 minutes, 300 of them silent.\n"
     )
+    assert "Failures counted: always, for the whole run (the daemon's default, at-risk," in text
+    assert "25 allocations at or above order 4 entered the slow path." in text  # direct compaction
     assert "printed 1 allocation failure lines (and said 7 more were suppressed)" in text
     assert "  order 9: 300 failed, 300 silent (__GFP_NOWARN)" in text
     assert f"  polluter: python (pod {POD}): " in text

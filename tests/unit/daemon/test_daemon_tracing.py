@@ -5,14 +5,18 @@ sentence in the condition, one Event per episode, a source that cannot start tol
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.daemon.loop import Agent
-from agent.daemon.tracing import RETRY_SECONDS, Source
+from agent.daemon.tracing import RETRY_SECONDS
 from agent.decide.ladder import Step
+from agent.decide.tracearm import DISARM_AFTER_SECONDS
 from agent.kernel.cgroupinfo import CgroupPaths
 from agent.kernel.procfs import ProcReader
 from agent.kernel.trace import CompactionBegin, CompactionEnd
@@ -84,13 +88,16 @@ class World:
         tracer: Tracer,
         enabled: bool = True,
         remediation: dict[str, Any] | None = None,
+        alloc_failures: str = "at-risk",
+        fixture: str = HEALTHY,
     ) -> None:
         self.kube = FakeKube()
         self.kube.add_node("n1")
-        self.host = Host(tmp, HEALTHY)
+        self.host = Host(tmp, fixture)
         self.clock = Clock()
         values = {k: dict(v) for k, v in FAST.items()}
         values["sources"]["tracing_enabled"] = enabled
+        values["sources"]["tracing_alloc_failures"] = alloc_failures
         values["remediation"] = remediation or {}
         self.agent = Agent(
             "n1",
@@ -389,3 +396,124 @@ def test_an_unmovable_cause_names_the_pods_by_kernel_memory_and_gives_each_an_ev
     }
     assert ev["reportingInstance"] == "n1" and "kmem 200.0 MiB, kmem_tcp 56.0 MiB" in ev["message"]
     assert w.agent.kernel_memory.reads == 1  # at most once a minute
+
+
+ARMED = "memfrag_tracing_alloc_failures_armed"
+
+
+def _arm_logs(caplog: pytest.LogCaptureFixture) -> list[tuple[str, Any]]:
+    return [
+        (r.getMessage().rsplit(" ", 1)[-1], r.__dict__.get("why"))
+        for r in caplog.records
+        if r.getMessage().startswith("tracing: allocation failure counter")
+    ]
+
+
+def test_a_healthy_node_keeps_the_failure_counter_disarmed(tmp_path: Path) -> None:
+    """The default (at-risk): the per-allocation tracepoint costs nothing while healthy."""
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    (src,) = tracer.made
+    assert not src.armed and sample(w.agent, ARMED) == 0
+    for _ in range(4):
+        w.tick(15)
+    assert src.arms == [] and sample(w.agent, ARMED) == 0
+
+
+def test_a_slow_path_event_arms_it_at_once_and_a_quiet_spell_disarms_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    with caplog.at_level(logging.INFO, logger="memfrag.agent"):
+        w.start()
+        w.tick()
+        src = tracer.made[0]
+        src.window.add(recorded("slow-path.trace")[0])  # kswapd woken at order 9
+        assert src.arms == [True] and sample(w.agent, ARMED) == 1  # before the next tick
+        for e in recorded("slow-path.trace")[1:]:
+            src.window.add(e)
+        assert src.arms == [True]  # armed once
+        w.tick(15)  # the tick takes the reader's signs: the last one now
+        w.tick(DISARM_AFTER_SECONDS - 15)
+        assert src.arms == [True]
+        w.tick(15)  # 10 minutes without a sign
+        assert src.arms == [True, False] and sample(w.agent, ARMED) == 0
+    assert _arm_logs(caplog) == [("armed", "slow-path"), ("disarmed", None)]
+
+
+def test_a_slow_path_event_below_the_traced_order_does_not_arm(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    rewrite(
+        w.agent.config_file, "assessment:\n  target_order: 10\nsources:\n  tracing_enabled: true\n"
+    )
+    w.agent.reload_config()
+    for e in recorded("slow-path.trace"):  # order 9
+        tracer.made[-1].window.add(e)
+    assert all(not s.arms for s in tracer.made)
+
+
+def test_failures_counted_while_armed_keep_it_armed(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    w.start()
+    src = tracer.made[0]
+    src.window.add(recorded("slow-path.trace")[0])
+    fails = recorded("hugetlb-exhausted-thp.trace")
+    for i in range(8):
+        w.tick(DISARM_AFTER_SECONDS / 4)
+        src.window.add(fails[i])
+    assert src.arms == [True]
+
+
+def test_a_fragmented_node_arms_it_on_its_first_tick_and_a_new_source_starts_armed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer, fixture=FRAGMENTED)
+    with caplog.at_level(logging.INFO, logger="memfrag.agent"):
+        w.start()
+        assert not tracer.made[0].armed
+        w.tick()
+    assert tracer.made[0].arms == [True] and sample(w.agent, ARMED) == 1
+    assert _arm_logs(caplog) == [("armed", "verdict")]
+    tracer.made[0].on_error("trace_pipe: end of file (instance removed?)")
+    w.tick(1)
+    w.tick(RETRY_SECONDS)
+    assert len(tracer.made) == 2 and tracer.made[1].armed and tracer.made[1].arms == []
+
+
+def test_always_starts_armed_and_stays_armed(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer, alloc_failures="always")
+    w.start()
+    assert tracer.made[0].armed and sample(w.agent, ARMED) == 1
+    for _ in range(3):
+        w.tick(DISARM_AFTER_SECONDS)
+    assert tracer.made[0].arms == [] and sample(w.agent, ARMED) == 1
+    rewrite(
+        w.agent.config_file,
+        "sources:\n  tracing_enabled: true\n  tracing_alloc_failures: at-risk\n",
+    )
+    w.agent.reload_config()
+    w.tick(DISARM_AFTER_SECONDS)  # a reload to at-risk: the healthy node disarms it
+    assert tracer.made[0].arms == [False]
+
+
+def test_a_kernel_that_refuses_to_arm_is_a_tracing_error(tmp_path: Path) -> None:
+    tracer = Tracer()
+    w = World(tmp_path, tracer, fixture=FRAGMENTED)
+    w.start()
+
+    def refuse(on: bool) -> None:
+        raise TracingError("events/kmem/mm_page_alloc/enable: the kernel refused '1'")
+
+    tracer.made[0].arm = refuse  # type: ignore[method-assign]
+    w.tick()
+    assert sample(w.agent, "memfrag_tracing_errors_total") == 1
+    w.tick(1)
+    w.tick(RETRY_SECONDS)
+    assert len(tracer.made) == 2 and tracer.made[1].armed  # replaced, armed from the start

@@ -18,6 +18,8 @@ from agent.kernel.trace import (
     Lost,
     MigrateType,
     PageAlloc,
+    SlowPath,
+    SlowPathKind,
     gfp_names,
     nowarn_names,
     parse_line,
@@ -40,6 +42,7 @@ def test_every_recorded_line_parses() -> None:
         "pipes-and-compact-memory.trace",
         "hugetlb-exhausted-thp.trace",
         "anon-fragmented.trace",
+        "slow-path.trace",
     ):
         events = _parse(name)
         assert events and None not in events, name
@@ -97,6 +100,20 @@ def test_direct_compaction_marker() -> None:
     direct = [e for e in events if isinstance(e, DirectCompaction)]
     assert direct and all(e.order == 9 for e in direct)
     assert any(isinstance(e, CompactionBegin) and not e.sync for e in events)
+
+
+def test_slow_path_events_carry_their_kind_and_order() -> None:
+    events = _parse("slow-path.trace")
+    slow = [(e.kind, e.order, e.head.comm) for e in events if isinstance(e, SlowPath)]
+    assert slow == [
+        (SlowPathKind.WAKEUP_KSWAPD, 9, "python3"),
+        (SlowPathKind.WAKEUP_KSWAPD, 9, "python3"),
+        (SlowPathKind.DIRECT_RECLAIM, 9, "python3"),
+        (SlowPathKind.COMPACTION_DEFERRED, 9, "python3"),
+    ]
+    assert sum(isinstance(e, DirectCompaction) for e in events) == 1
+    odd = b"  a-1 [000] ..... 1.0: mm_vmscan_wakeup_kswapd: nid=0 order=x gfp_flags=GFP_KERNEL"
+    assert parse_line(odd) is None
 
 
 def test_header_variants() -> None:

@@ -19,7 +19,7 @@ from agent.kernel.cgroupinfo import (
 )
 from agent.kernel.cgroups import CgroupReader
 from agent.kernel.trace import Extfrag, Header, Lost, MigrateType, PageAlloc, TraceEvent
-from agent.kernel.tracefollow import TraceFollower, TraceWindow
+from agent.kernel.tracefollow import TraceFollower, TraceSource, TraceWindow
 from agent.kernel.tracefs import NO_PAGE_PFN, TraceInstance, TracingError, events_for, find_tracefs
 
 EVENTS = events_for(4, 9)
@@ -41,6 +41,62 @@ def test_filters_keep_only_what_we_count() -> None:
     assert NO_PAGE_PFN == 2**64 - 1
     assert by_name["mm_page_alloc_extfrag"] == "fallback_order < 9 || change_ownership == 1"
     assert {e.name: e.filter for e in events_for(4, None)}["mm_page_alloc_extfrag"] == ""
+
+
+def test_the_failure_counter_may_start_disarmed_and_slow_path_events_are_at_the_order() -> None:
+    assert all(e.enabled for e in EVENTS)
+    disarmed = {e.name: e for e in events_for(4, 9, armed=False)}
+    assert not disarmed["mm_page_alloc"].enabled
+    assert disarmed["mm_page_alloc"].filter == "order >= 4 && pfn == 0xffffffffffffffff"
+    assert all(e.enabled for n, e in disarmed.items() if n != "mm_page_alloc")
+    for name in (
+        "mm_vmscan_wakeup_kswapd",
+        "mm_vmscan_direct_reclaim_begin",
+        "mm_compaction_deferred",
+    ):
+        assert disarmed[name].filter == "order >= 4"
+
+
+def _instance_files(t: TraceInstance) -> None:
+    """The files `start` writes, as the kernel makes them in a new instance."""
+    for name in ("buffer_size_kb", "trace_clock", "tracing_on"):
+        (t.path / name).write_text("")
+    for e in EVENTS:
+        d = t.path / "events" / e.system / e.name
+        d.mkdir(parents=True)
+        (d / "filter").write_text("")
+        (d / "enable").write_text("0")
+
+
+def test_arm_enables_and_disables_the_counter_in_our_instance_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracefs = _tracefs(tmp_path)
+    source = TraceSource(4, 60, 9, tracefs, armed=False)
+    real_mkdir = os.mkdir
+
+    def mkdir(path: object, *args: object) -> None:
+        real_mkdir(path)  # type: ignore[arg-type]
+        if Path(str(path)) == source.instance.path:
+            _instance_files(source.instance)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    source.instance.start(source.events)
+    enable = source.instance.path / "events/kmem/mm_page_alloc/enable"
+    kswapd = source.instance.path / "events/vmscan/mm_vmscan_wakeup_kswapd/enable"
+    assert (enable.read_text(), kswapd.read_text()) == ("0\n", "1\n")
+    source.arm(True)
+    assert enable.read_text() == "1\n" and source.armed
+    enable.write_text("untouched")
+    source.arm(True)  # already armed: no write
+    assert enable.read_text() == "untouched"
+    source.arm(False)
+    assert enable.read_text() == "0\n" and not source.armed
+    assert (tracefs / "events/kmem/mm_page_alloc/enable").read_text() == "0"  # the global one
+    enable.unlink()
+    with pytest.raises(TracingError, match="mm_page_alloc/enable: cannot open"):
+        source.arm(True)
+    assert not source.armed
 
 
 def test_unmounted_tracefs_is_said_with_the_paths(tmp_path: Path) -> None:
