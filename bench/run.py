@@ -100,7 +100,7 @@ class Profile:
     sim_budget_s: float  # the whole sim phase stops escalating past this
     npd_fleet_level: int
     npd_fleet_window_s: float
-    trace_pairs: int = 40  # workload rounds each way, tracing off and on, interleaved
+    trace_pairs: int = 40  # workload rounds of each state (off, disarmed, armed), interleaved
     trace_mib: int = 128  # faulted in per round
     trace_agent_s: float = 60  # the agent's CPU window, at rest and again under the workload
 
@@ -170,7 +170,14 @@ KEYS: dict[str, tuple[str, str]] = {
     "sim_apiserver_p99_ms_at_max": ("ms", "API server p99 (non-watch) at sim_nodes_max"),
     "sim_5000_projected_requests_per_s": ("req/s", "projection to 5,000 nodes (linear)"),
     "sim_5000_projected_writes_per_s": ("req/s", "projection to 5,000 nodes, writes"),
-    "tracing_workload_slowdown_ratio": ("ratio", "order-0 fault loop, CPU on/off, median pair"),
+    "tracing_workload_slowdown_ratio": (
+        "ratio",
+        "order-0 fault loop, CPU disarmed (default, healthy) / off, median pair",
+    ),
+    "tracing_workload_slowdown_ratio_armed": (
+        "ratio",
+        "same, the failure counter armed (at risk, or always) / off",
+    ),
     "tracing_agent_cpu_percent_rest": ("% core", "agent with tracing on, node at rest"),
     "tracing_agent_cpu_percent_load": ("% core", "same, under the page-fault loop"),
 }
@@ -764,19 +771,27 @@ class Bench:
         }
 
     def tracing(self) -> None:
-        """The tracing source's cost (bench/tracing.py): the workload with our instance off and
-        on, interleaved; then the agent (tracing on, real /proc) at rest and under the workload."""
+        """The tracing source's cost (bench/tracing.py): the workload with our instance off, on
+        with the failure counter disarmed (the default on a healthy node) and armed,
+        interleaved; then the agent (tracing on, its default policy, real /proc) at rest and
+        under the workload."""
+        st = tracecost.State
         with tracecost.tracefs_mounted() as tracefs:
             toggle = tracecost.Toggle(tracefs)
-            self.cleanup.append(functools.partial(toggle, False))
+            self.cleanup.append(functools.partial(toggle, st.OFF))
             mib = self.p.trace_mib
-            small, small_wall = tracecost.interleaved(
+            loop = tracecost.interleaved(
                 lambda: tracecost.touch(mib, False), toggle, self.p.trace_pairs
             )
-            thp, thp_wall = tracecost.interleaved(
+            small, small_wall = tracecost.versus(loop, st.DISARMED)
+            armed, armed_wall = tracecost.versus(loop, st.ARMED)
+            thp_loop = tracecost.interleaved(
                 lambda: tracecost.touch(mib * 4, True), toggle, self.p.trace_pairs
             )
+            thp, thp_wall = tracecost.versus(thp_loop, st.DISARMED)
+            thp_armed, _ = tracecost.versus(thp_loop, st.ARMED)
             self.results["tracing_workload_slowdown_ratio"] = round(small.ratio, 4)
+            self.results["tracing_workload_slowdown_ratio_armed"] = round(armed.ratio, 4)
             node = "bench-tracing"
             self.cp.register_node(node)
             cfg = default_config(sources={"tracing_enabled": True})
@@ -813,8 +828,13 @@ class Bench:
             "workload": f"{mib} MiB anonymous, MADV_NOHUGEPAGE, memset, munmap (order-0 faults)",
             "pairs": self.p.trace_pairs,
             "timed_by": "the thread's CPU time (user+system); wall time beside it",
+            "states": "off (no instance), disarmed (every event but kmem:mm_page_alloc: the "
+            "default on a healthy node), armed (all: at risk, or tracing_alloc_failures always)",
             "off_cpu_ms": ms_of(small.off),
             "on_cpu_ms": ms_of(small.on),
+            "armed_cpu_ms": ms_of(armed.on),
+            "armed_ratio_of_minimums": round(armed.ratio_of_minimums, 4),
+            "armed_wall_ratio": round(armed_wall.ratio, 4),
             "ratio_of_medians": round(
                 statistics.median(small.on) / statistics.median(small.off), 4
             ),
@@ -825,6 +845,7 @@ class Bench:
             "on_wall_ms": ms_of(small_wall.on),
             "thp_workload": f"{mib * 4} MiB, MADV_HUGEPAGE (order-9 faults)",
             "thp_ratio": round(thp.ratio, 4),
+            "thp_ratio_armed": round(thp_armed.ratio, 4),
             "thp_ratio_of_minimums": round(thp.ratio_of_minimums, 4),
             "thp_wall_ratio": round(thp_wall.ratio, 4),
             "thp_off_cpu_ms": ms_of(thp.off),
@@ -836,6 +857,7 @@ class Bench:
             if loaded
             else None,
             "agent_tracing_errors": m.get("memfrag_tracing_errors_total"),
+            "agent_alloc_failures_armed_at_end": m.get("memfrag_tracing_alloc_failures_armed"),
             "agent_traced_failures": sum(
                 v for k, v in m.items() if k.startswith("memfrag_traced_allocation_failures_total")
             ),

@@ -1,6 +1,8 @@
 """The tracing source's cost (bench phase `tracing`): an allocation-heavy workload timed with our
-ftrace instance off and on, interleaved in one run, and the agent's CPU with tracing on, at rest
-and under that workload. Needs root and this machine's tracefs (mounted for the phase if it is
+ftrace instance off, on with the failure counter disarmed (the daemon's default state on a
+healthy node: sources.tracing_alloc_failures at-risk) and on with it armed (at risk, or
+`always`), interleaved in one run, and the agent's CPU with tracing on, at rest and under that
+workload. Needs root and this machine's tracefs (mounted for the phase if it is
 not); run it under `flock /work/locks/tracefs.lock`.
 
 The workload faults in anonymous memory page by page (MADV_NOHUGEPAGE: one order-0
@@ -17,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import enum
 import mmap
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,21 +83,40 @@ class Rounds:
         return min(self.on) / min(self.off)
 
 
+class State(enum.Enum):
+    """Our instance during a round."""
+
+    OFF = "off"  # no instance
+    DISARMED = "disarmed"  # every event on but kmem:mm_page_alloc (a healthy node, at-risk)
+    ARMED = "armed"  # every event on (at risk, or sources.tracing_alloc_failures: always)
+
+
 def interleaved(
-    work: Callable[[], Sample], tracing: Callable[[bool], None], pairs: int
-) -> tuple[Rounds, Rounds]:
-    """`pairs` rounds each way, alternating which goes first, so a drift of the shared
-    machine's load falls on both: (CPU time, wall time)."""
-    off: list[Sample] = []
-    on: list[Sample] = []
+    work: Callable[[], Sample],
+    tracing: Callable[[State], None],
+    rounds: int,
+    states: Sequence[State] = tuple(State),
+) -> dict[State, tuple[Sample, ...]]:
+    """`rounds` rounds of every state back to back, the order rotated each round, so a drift
+    of the shared machine's load falls on all: each state's samples, round i at index i."""
+    got: dict[State, list[Sample]] = {s: [] for s in states}
     work()  # warm-up: the first mapping of a process pays for its page tables
-    for i in range(pairs):
-        for state in (False, True) if i % 2 == 0 else (True, False):
+    for i in range(rounds):
+        k = i % len(states)
+        for state in (*states[k:], *states[:k]):
             tracing(state)
-            (on if state else off).append(work())
-    tracing(False)
-    cpu = Rounds(tuple(x.cpu for x in off), tuple(x.cpu for x in on))
-    return cpu, Rounds(tuple(x.wall for x in off), tuple(x.wall for x in on))
+            got[state].append(work())
+    tracing(states[0])
+    return {s: tuple(x) for s, x in got.items()}
+
+
+def versus(
+    samples: dict[State, tuple[Sample, ...]], on: State, off: State = State.OFF
+) -> tuple[Rounds, Rounds]:
+    """State `on` against `off`, pair by pair: (CPU time, wall time)."""
+    a, b = samples[off], samples[on]
+    cpu = Rounds(tuple(x.cpu for x in a), tuple(x.cpu for x in b))
+    return cpu, Rounds(tuple(x.wall for x in a), tuple(x.wall for x in b))
 
 
 @contextlib.contextmanager
@@ -113,7 +135,8 @@ def tracefs_mounted() -> Iterator[Path]:
 
 
 class Toggle:
-    """Our instance with the daemon's filters (the default target order), on or off."""
+    """Our instance with the daemon's filters (the default target order) in one State: made
+    when it is needed, its failure counter armed and disarmed as the daemon does it."""
 
     def __init__(self, tracefs: Path) -> None:
         pti = ProcReader("/proc").observe(with_pagetypeinfo=True).pagetype
@@ -123,11 +146,14 @@ class Toggle:
         self.source: TraceSource | None = None
         self.events = 0
 
-    def __call__(self, on: bool) -> None:
-        if on and self.source is None:
-            self.source = TraceSource(self.order, 600, self.pageblock, self.tracefs)
+    def __call__(self, state: State) -> None:
+        if state is State.OFF:
+            if self.source is not None:
+                self.source.stop()
+                self.events += len(self.source.window.snapshot()[0])
+                self.source = None
+            return
+        if self.source is None:
+            self.source = TraceSource(self.order, 600, self.pageblock, self.tracefs, armed=False)
             self.source.start()
-        elif not on and self.source is not None:
-            self.source.stop()
-            self.events += len(self.source.window.snapshot()[0])
-            self.source = None
+        self.source.arm(state is State.ARMED)

@@ -253,6 +253,27 @@ def test_tracing_rounds_ratio_is_the_median_of_back_to_back_pairs() -> None:
     assert r.ratio_of_minimums == 1.0
 
 
+def test_tracing_states_are_interleaved_in_rotated_order_and_compared_pair_by_pair() -> None:
+    """Off, disarmed, armed: every state once per round, who goes first rotating, so a drift
+    of the machine's load falls on all three."""
+    from bench.tracing import Sample, State, interleaved, versus
+
+    seen: list[State] = []
+    cost = {State.OFF: 1.0, State.DISARMED: 1.0, State.ARMED: 1.06}
+    now = [State.OFF]
+
+    def set_state(s: State) -> None:
+        now[0] = s
+        seen.append(s)
+
+    got = interleaved(lambda: Sample(cost[now[0]], cost[now[0]]), set_state, 3)
+    off, dis, arm = State.OFF, State.DISARMED, State.ARMED
+    assert seen == [off, dis, arm, dis, arm, off, arm, off, dis, off]  # then back to off
+    assert {s: len(x) for s, x in got.items()} == dict.fromkeys(State, 3)
+    assert versus(got, State.DISARMED)[0].ratio == 1.0
+    assert abs(versus(got, State.ARMED)[0].ratio - 1.06) < 1e-9
+
+
 def test_condition_writes_are_read_from_the_agents_log_within_the_window() -> None:
     from bench.run import condition_writes
 
