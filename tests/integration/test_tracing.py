@@ -250,12 +250,20 @@ def test_instance_gone_after_stop_and_after_kill9_and_the_global_tracer_untouche
         other.rmdir()
 
 
-def _standalone_tracing_agent(tmp_path: Path) -> tuple[int, subprocess.Popen[bytes], Path]:
-    """`memfrag-agent run --standalone` with tracing on, a 1 s poll and no remediation: its
-    metrics port, the process and its log file."""
+def _standalone_tracing_agent(
+    tmp_path: Path, alloc_failures: str = "always", poll: float = 1
+) -> tuple[int, subprocess.Popen[bytes], Path]:
+    """`memfrag-agent run --standalone` with tracing on (the failure counter `always` armed
+    unless told), a 1 s poll and no remediation: its metrics port, the process and its log
+    file."""
     port = free_port()
     config = {
-        "sources": {"poll_interval_seconds": 1, "tracing_enabled": True},
+        "sources": {
+            "poll_interval_seconds": poll,
+            "pagetypeinfo_interval_seconds": max(poll, 300),
+            "tracing_enabled": True,
+            "tracing_alloc_failures": alloc_failures,
+        },
         "reporting": {"metrics_port": port, "metrics_address": "127.0.0.1"},
         "remediation": {"mode": "off"},
     }
@@ -305,6 +313,74 @@ def test_the_daemon_with_tracing_on_counts_the_silent_failures_the_log_never_sho
     print(f"THP attempts {child.stdout.strip()}, traced {after[silent9]}, log findings {logged}")
     assert logged < after[silent9]  # GFP_TRANSHUGE_LIGHT holds __GFP_NOWARN: never printed
     assert len(told) == 1 and "of them silent" in told[0] and "HighOrderAllocationFailed" in told[0]
+    assert after["memfrag_tracing_errors_total"] == 0
+    assert agent.returncode == 0
+    assert not (tracefs / "instances" / INSTANCE).exists()
+
+
+# Every free order >= 9 block into the hugetlb pool, then one huge page more: with none free
+# that allocation (GFP_HIGHUSER_MOVABLE | __GFP_RETRY_MAYFAIL) must take the slow path at order
+# 9 (kswapd woken, direct compaction); the pool is restored after.
+SLOW_PATH = r"""
+import time
+def free_huge_blocks(order=9):
+    n = 0
+    for line in open("/proc/buddyinfo"):
+        counts = [int(x) for x in line.split()[4:]]
+        n += sum(c << (o - order) for o, c in enumerate(counts) if o >= order)
+    return n
+NR = "/proc/sys/vm/nr_hugepages"
+old = open(NR).read().strip()
+try:
+    open(NR, "w").write(str(int(open(NR).read()) + free_huge_blocks()))
+    open(NR, "w").write(str(int(open(NR).read()) + 1))
+finally:
+    open(NR, "w").write(old)
+"""
+
+
+def _log_records(log: Path) -> list[dict[str, Any]]:
+    lines = log.read_text(errors="replace").splitlines()
+    return [json.loads(x) for x in lines if x.startswith("{")]
+
+
+def test_at_risk_the_counter_is_disarmed_at_rest_and_a_slow_path_event_arms_it(
+    tracefs: Path, thp_without_defrag: None, tmp_path: Path
+) -> None:
+    """The default policy on this (healthy) node: the instance is up with kmem:mm_page_alloc
+    disabled; an order-9 allocation entering the slow path arms it from the reader's thread
+    (the poll is an hour: no tick could), and the silent THP failures that follow are counted."""
+    port, agent, log = _standalone_tracing_agent(tmp_path, "at-risk", poll=3600)
+    url = f"http://127.0.0.1:{port}/metrics"
+    enable = tracefs / "instances" / INSTANCE / "events" / "kmem" / "mm_page_alloc" / "enable"
+    silent9 = 'memfrag_traced_allocation_failures_total{order="9",silent="true"}'
+    armed = "memfrag_tracing_alloc_failures_armed"
+    try:
+        wait_for(lambda: "tracing started" in log.read_text(errors="replace"), "tracing", 60)
+        wait_for(
+            lambda: "assessment changed" in log.read_text(errors="replace"), "the first tick", 60
+        )
+        rest = wait_for(lambda: _scraped(url), "the agent's /metrics", 30)
+        assert rest[armed] == 0 and enable.read_text().strip() == "0"  # disarmed at rest
+        # the slow-path events are on, filtered to the order, in our instance
+        kswapd = tracefs / "instances" / INSTANCE / "events" / "vmscan" / "mm_vmscan_wakeup_kswapd"
+        assert kswapd.joinpath("enable").read_text().strip() == "1"
+        assert "order >= 4" in kswapd.joinpath("filter").read_text()
+        subprocess.run([sys.executable, "-c", SLOW_PATH], check=True, timeout=120)
+        wait_for(lambda: _scraped(url, armed, 1), "the counter armed", 30)
+        assert enable.read_text().strip() == "1"
+        child = subprocess.run(
+            [sys.executable, "-c", EXHAUST, "5"], capture_output=True, text=True, check=True
+        )
+        after = wait_for(lambda: _scraped(url, silent9, 100), "traced failures", 60)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+    arms = [
+        x for x in _log_records(log) if x.get("msg") == "tracing: allocation failure counter armed"
+    ]
+    print(f"THP attempts {child.stdout.strip()}, traced {after[silent9]}, arms {arms}")
+    assert [x["why"] for x in arms] == ["slow-path"]
     assert after["memfrag_tracing_errors_total"] == 0
     assert agent.returncode == 0
     assert not (tracefs / "instances" / INSTANCE).exists()
