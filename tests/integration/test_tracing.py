@@ -40,10 +40,9 @@ THP = Path("/sys/kernel/mm/transparent_hugepage")
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
 PROACTIVE = Path("/proc/sys/vm/compaction_proactiveness")
 
-EXHAUST = r"""
-import mmap, sys, time
-open("/proc/self/comm", "w").write("memfrag-thp")
-HPAGE = 2 << 20
+# The child scripts' start: the free order >= 9 blocks and the hugetlb pool (`old`: restored by
+# the script).
+POOL = r"""
 def free_huge_blocks(order=9):
     n = 0
     for line in open("/proc/buddyinfo"):
@@ -52,6 +51,14 @@ def free_huge_blocks(order=9):
     return n
 NR = "/proc/sys/vm/nr_hugepages"
 old = open(NR).read().strip()
+"""
+
+EXHAUST = (
+    POOL
+    + r"""
+import mmap, sys, time
+open("/proc/self/comm", "w").write("memfrag-thp")
+HPAGE = 2 << 20
 attempts = 0
 try:
     end = time.monotonic() + float(sys.argv[1])
@@ -68,6 +75,7 @@ finally:
     open(NR, "w").write(old)
 print(attempts)
 """
+)
 
 POLLUTER = r"""
 import fcntl, os, resource, sys
@@ -321,22 +329,16 @@ def test_the_daemon_with_tracing_on_counts_the_silent_failures_the_log_never_sho
 # Every free order >= 9 block into the hugetlb pool, then one huge page more: with none free
 # that allocation (GFP_HIGHUSER_MOVABLE | __GFP_RETRY_MAYFAIL) must take the slow path at order
 # 9 (kswapd woken, direct compaction); the pool is restored after.
-SLOW_PATH = r"""
-import time
-def free_huge_blocks(order=9):
-    n = 0
-    for line in open("/proc/buddyinfo"):
-        counts = [int(x) for x in line.split()[4:]]
-        n += sum(c << (o - order) for o, c in enumerate(counts) if o >= order)
-    return n
-NR = "/proc/sys/vm/nr_hugepages"
-old = open(NR).read().strip()
+SLOW_PATH = (
+    POOL
+    + r"""
 try:
     open(NR, "w").write(str(int(open(NR).read()) + free_huge_blocks()))
     open(NR, "w").write(str(int(open(NR).read()) + 1))
 finally:
     open(NR, "w").write(old)
 """
+)
 
 
 def _log_records(log: Path) -> list[dict[str, Any]]:
