@@ -517,3 +517,34 @@ def test_a_kernel_that_refuses_to_arm_is_a_tracing_error(tmp_path: Path) -> None
     w.tick(1)
     w.tick(RETRY_SECONDS)
     assert len(tracer.made) == 2 and tracer.made[1].armed  # replaced, armed from the start
+
+
+def test_compaction_stalls_rising_since_the_last_poll_arm_it_and_old_ones_do_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """vmstat over the last poll, not the 10-minute window: a stall long ago keeps nothing
+    armed."""
+    tracer = Tracer()
+    w = World(tmp_path, tracer)
+    vmstat = w.host.root / "vmstat"
+    lines = vmstat.read_text().splitlines()
+
+    def stall(n: int) -> None:
+        vmstat.write_text(
+            "\n".join(f"compact_stall {n}" if x.startswith("compact_stall ") else x for x in lines)
+            + "\n"
+        )
+
+    with caplog.at_level(logging.INFO, logger="memfrag.agent"):
+        w.start()
+        stall(100)
+        w.tick()
+        w.tick(15)
+        assert tracer.made[0].arms == []  # the boot's stalls: no rise
+        stall(101)
+        w.tick(15)
+        assert tracer.made[0].arms == [True]
+        for _ in range(int(DISARM_AFTER_SECONDS // 15)):
+            w.tick(15)  # the 10-minute rate still shows the stall; the last poll does not
+    assert tracer.made[0].arms == [True, False]
+    assert _arm_logs(caplog) == [("armed", "compaction-stalls"), ("disarmed", None)]
