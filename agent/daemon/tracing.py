@@ -207,13 +207,14 @@ class Tracing:
     def _start(self) -> None:
         with self._lock:
             self._broken = False
+        armed = self.arming.armed
         try:
             source = self.make(
                 self.min_order,
                 self.window_seconds,
                 self.pageblock_order,
                 self._reader_failed,
-                self.arming.armed,
+                armed,
             )
             source.window = CountingWindow(source.window, self._count)
             source.start()
@@ -221,7 +222,10 @@ class Tracing:
             self._retry_at = self.monotonic() + RETRY_SECONDS
             self._failed(f"cannot start: {exc}")
             return
-        self.source, self.started_at = source, self.monotonic()
+        with self._arm_lock:
+            self.source, self.started_at = source, self.monotonic()
+            if self.arming.armed != armed:  # the new reader's first events armed it meanwhile
+                self._arm_source(source, self.arming.armed)
         log.info(
             "tracing started",
             extra={"min_order": self.min_order, "alloc_failures_armed": self.arming.armed},
@@ -297,13 +301,14 @@ class Tracing:
                 "tracing: allocation failure counter disarmed",
                 extra={"policy": self.policy, "quiet_seconds": quiet},
             )
-        source = self.source
-        if source is None:
-            return  # the next start takes the state
+        if self.source is not None:  # else the next start takes the state
+            self._arm_source(self.source, new.armed)
+
+    def _arm_source(self, source: Source, on: bool) -> None:
         try:
-            source.arm(new.armed)
+            source.arm(on)
         except (MemfragError, OSError) as exc:
-            self._reader_failed(f"cannot {'arm' if new.armed else 'disarm'}: {exc}")
+            self._reader_failed(f"cannot {'arm' if on else 'disarm'}: {exc}")
 
     def stop(self) -> None:
         if self.source is not None:

@@ -548,3 +548,27 @@ def test_compaction_stalls_rising_since_the_last_poll_arm_it_and_old_ones_do_not
             w.tick(15)  # the 10-minute rate still shows the stall; the last poll does not
     assert tracer.made[0].arms == [True, False]
     assert _arm_logs(caplog) == [("armed", "compaction-stalls"), ("disarmed", None)]
+
+
+def test_a_slow_path_event_read_while_the_source_starts_arms_that_source(tmp_path: Path) -> None:
+    """The new reader runs before `start` returns: its first events must reach the new source."""
+    slow = recorded("slow-path.trace")[0]
+
+    class Early(Tracer):
+        def __call__(
+            self, order: int, seconds: float, pb: int | None, on_error: Any, armed: bool
+        ) -> FakeSource:
+            src = super().__call__(order, seconds, pb, on_error, armed)
+            real = src.start
+
+            def start() -> None:
+                real()
+                src.window.add(slow)  # the reader thread, before the part holds the source
+
+            src.start = start  # type: ignore[method-assign]
+            return src
+
+    tracer = Early()
+    w = World(tmp_path, tracer)
+    w.start()
+    assert tracer.made[0].armed and tracer.made[0].arms == [True]
