@@ -219,6 +219,11 @@ def test_unknown_key_lists_the_known_ones() -> None:
             "must be one of NoSchedule, PreferNoSchedule, none",
         ),
         (
+            {"sources": {"tracing_alloc_failures": "at_risk"}},
+            "sources.tracing_alloc_failures",
+            "must be one of at-risk, always",
+        ),
+        (
             {"remediation": {"mode": True}},
             "remediation.mode",
             "must be one of off, dry-run, on",
