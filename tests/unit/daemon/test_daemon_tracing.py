@@ -277,11 +277,8 @@ def test_a_reload_before_start_only_sets_the_order(tmp_path: Path) -> None:
     assert tracer.made[0].args[0] == 6
 
 
-def test_vmstat_rates_per_minute_are_a_gauge_and_in_the_message_while_not_healthy(
-    tmp_path: Path,
-) -> None:
-    w = World(tmp_path, Tracer(), enabled=False)
-    vmstat = w.host.root / "vmstat"
+def _stalls(vmstat: Path) -> Callable[[int], None]:
+    """Sets the fake host's compact_stall (its other counters as the fixture has them)."""
     lines = vmstat.read_text().splitlines()
 
     def stall(n: int) -> None:
@@ -289,6 +286,15 @@ def test_vmstat_rates_per_minute_are_a_gauge_and_in_the_message_while_not_health
             "\n".join(f"compact_stall {n}" if x.startswith("compact_stall ") else x for x in lines)
             + "\n"
         )
+
+    return stall
+
+
+def test_vmstat_rates_per_minute_are_a_gauge_and_in_the_message_while_not_healthy(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path, Tracer(), enabled=False)
+    stall = _stalls(w.host.root / "vmstat")
 
     stall(100)
     w.tick()
@@ -526,14 +532,7 @@ def test_compaction_stalls_rising_since_the_last_poll_arm_it_and_old_ones_do_not
     armed."""
     tracer = Tracer()
     w = World(tmp_path, tracer)
-    vmstat = w.host.root / "vmstat"
-    lines = vmstat.read_text().splitlines()
-
-    def stall(n: int) -> None:
-        vmstat.write_text(
-            "\n".join(f"compact_stall {n}" if x.startswith("compact_stall ") else x for x in lines)
-            + "\n"
-        )
+    stall = _stalls(w.host.root / "vmstat")
 
     with caplog.at_level(logging.INFO, logger="memfrag.agent"):
         w.start()
