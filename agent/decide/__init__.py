@@ -6,7 +6,8 @@ policy: whether and when, never a loop, the action outcomes), `report` (conditio
 Events with hysteresis, the Event reasons), `nodeview` (the Node's conditions, summary
 annotation and taints as plain data), `summary` (the per-NUMA summary annotation), `cycle`
 (one tick's single decision: report, escalation and remediation together), `readiness` (the
-ladder that prepares a node for a need).
+ladder that prepares a node for a need), `tracearm` (when the tracing source's per-allocation
+failure counter is armed).
 
 May import: agent.base, agent.config, agent.assess, the kernel room's types. No I/O.
 """
