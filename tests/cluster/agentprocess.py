@@ -96,8 +96,17 @@ class AgentProcess:
         # Hold the FIFO open for writing so the agent's reader never sees EOF between writes.
         if self.fifo:
             self._kmsg_fd = os.open(self.kmsg, os.O_RDWR)
-        wait_for(self.healthz, "the agent's /healthz", timeout=30)
+        # Start-up is imports and a first tick: seconds when idle, but a CI machine running the
+        # whole suite beside other work has been seen to need more than 30 s. An agent that
+        # died fails at once with its log instead of waiting out the timeout.
+        wait_for(self._started, "the agent's /healthz", timeout=90)
         return self
+
+    def _started(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            rc, tail = self.proc.returncode, self.log()[-4000:]
+            raise AssertionError(f"the agent exited ({rc}) before /healthz:\n{tail}")
+        return self.healthz()
 
     def reopen_kmsg_writer(self) -> None:
         """Close the FIFO's only writer (the agent reads EOF), then open a new one."""
