@@ -11,7 +11,8 @@ thread and no signal handlers; instead of one loop per agent, a shared scheduler
 last cycle + poll interval, as run() schedules), on a small thread pool. The per-node API
 pattern is unchanged: the same watches, the same writes.
 
-The coordinator talks to workers over stdin/stdout: a worker prints `synced`, then `ready`
+The coordinator talks to workers over stdin/stdout: a worker prints `built` once its agents
+exist, `synced` once their informers have listed (or the sync timeout passed), then `ready`
 once every agent has cycled once; on `measure` it opens the window, on `stop` it prints
 `result {json}` and exits.
 """
@@ -34,6 +35,7 @@ from typing import Any
 import yaml
 
 from agent.config.reload import ConfigFile
+from agent.daemon import logs
 from agent.daemon.loop import Agent
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import JSON, ApiError, Kube
@@ -148,6 +150,7 @@ def _self_ticks() -> int:
 
 
 def worker(spec: dict[str, Any]) -> int:
+    logs.setup("text", "WARNING")  # the agents' warnings with their fields (which call, why)
     # Threads only block in socket reads: 1 MiB of stack is ample and keeps thousands cheap.
     threading.stack_size(int(spec.get("stack_kib", 1024)) * 1024)
     deadline = time.monotonic() + float(spec["max_seconds"])
@@ -171,6 +174,7 @@ def worker(spec: dict[str, Any]) -> int:
         kubes.append(kube)
         cfg = ConfigFile(str(cfg_path))
         agents.append(Agent(name, kube, cfg, ProcReader(host.root), NAMESPACE))
+    _say(f"built {len(agents)}")
     t0 = time.monotonic()
     # A DaemonSet rolls out gradually; starting thousands of agents in the same second only
     # measures a thundering herd (429s from API Priority and Fairness). Ramp at start_rate/s.
