@@ -931,7 +931,6 @@ class Bench:
                 "kubeconfig": str(self.sa),
                 "root": str(d / f"w{k}"),
                 "config": cfg,
-                "seed": k + 1,
                 "max_seconds": 900,
                 "start_rate": SIM_START_RATE / nworkers,
                 "cycle_threads": 4,
