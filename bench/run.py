@@ -80,7 +80,7 @@ SIM_LABEL = "bench.memfrag.dev/sim"
 # What the chart's RBAC (charts/memfrag-agent/templates/rbac.yaml) lets the agent touch; the
 # API server's own requests on anything else are left out of the agent's counts.
 AGENT_RESOURCES = frozenset({"nodes", "pods", "events", "leases"})
-SIM_START_RATE = 50.0  # agents started per second across the workers (a DaemonSet rollout)
+SIM_START_RATE = 25.0  # agents started per second across the workers (a DaemonSet rollout)
 # Agents per worker process. Each agent has a thread per watch; with 1,250 agents (2,500 watch
 # threads) in one interpreter, hundreds of threads woke at once for its one GIL (load averages
 # of 400 on 2 cores): a convoy no real node has, where each agent is its own process.
@@ -1211,10 +1211,12 @@ NOTES = [
     " within one poll interval of being due, every agent cycled in the window, every informer "
     "synced and healthy, no API error, server- and client-side p99 of non-watch requests under 1 "
     "s.",
-    "Simulated agents start at 50/s in total (a DaemonSet rollout). Faster ramps measure a "
-    "cold-start herd instead: with 3 informers per agent, 5,000 agents at 100/s got 429s "
-    "(API Priority and Fairness) on their initial LISTs on this 2-core machine and did not all "
-    "sync within 170 s; with 2 informers 100/s synced in 51 s and 1,000/s never did.",
+    "Simulated agents start at 25/s in total (a DaemonSet rollout: the chart's maxUnavailable "
+    "10% replaces 500 of 5,000 pods at a time, ~20 s each), each cycling first as it starts. "
+    "Faster ramps measure a cold-start herd on this 2-core machine instead: at 50/s, with the "
+    "first cycles (node-record Lease GET, condition PATCH) among the LISTs and WATCHes, 5,000 "
+    "agents got thousands of 429s from API Priority and Fairness (all agents share one "
+    "ServiceAccount, one flow) and did not all sync within 200 s.",
     "The agent runs a finding-triggered cycle at most once per agent.daemon.loop.MIN_CYCLE_GAP "
     "(1 s): a line arriving sooner after its previous cycle waits for the gap (~1,020 ms was "
     "measured that way). Detection trials start at least 1.25 s after the previous cycle, as an "
