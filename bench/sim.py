@@ -11,7 +11,8 @@ thread and no signal handlers; instead of one loop per agent, a shared scheduler
 last cycle + poll interval, as run() schedules), on a small thread pool. The per-node API
 pattern is unchanged: the same watches, the same writes.
 
-The coordinator talks to workers over stdin/stdout: a worker prints `synced`, then `ready`
+The coordinator talks to workers over stdin/stdout: a worker prints `built` once its agents
+exist, `synced` once their informers have listed (or the sync timeout passed), then `ready`
 once every agent has cycled once; on `measure` it opens the window, on `stop` it prints
 `result {json}` and exits.
 """
@@ -22,7 +23,6 @@ import argparse
 import heapq
 import json
 import os
-import random
 import sys
 import threading
 import time
@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from agent.config.reload import ConfigFile
+from agent.daemon import logs
 from agent.daemon.loop import Agent
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import JSON, ApiError, Kube
@@ -78,18 +79,31 @@ class Cycle:
 
 
 class Scheduler:
-    """Calls each agent's cycle once per poll interval on a bounded thread pool."""
+    """Calls each agent's cycle once per poll interval on a bounded thread pool. An agent's
+    first cycle is due when it starts (`add`), as `Agent.run()` cycles at once after waiting
+    up to 10 s for its Node's informer to sync: the first cycles (each reads its node record
+    Lease and may write its condition) follow the rollout, not all in the first poll interval
+    after the last agent started (5,000 first cycles in 15 s was a herd no rollout makes)."""
 
-    def __init__(self, agents: list[Agent], poll: float, threads: int, seed: int) -> None:
-        rng = random.Random(seed)
-        now = time.monotonic()
+    FIRST_SYNC_WAIT = 10.0  # Agent.run(): reporter.node_inf.synced.wait(10)
+
+    def __init__(self, agents: list[Agent], poll: float, threads: int) -> None:
         self.agents, self.poll = agents, poll
-        self.heap = [(now + rng.uniform(0, poll), i) for i in range(len(agents))]
-        heapq.heapify(self.heap)
+        self.heap: list[tuple[float, int]] = []
+        self.added: dict[int, float] = {}
+        self.cycled: set[int] = set()
         self.cycles: list[Cycle] = []
         self.cv = threading.Condition()
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="cycle")
         self.stopped = False
+
+    def add(self, i: int) -> None:
+        """Agent i has started: its first cycle is due now."""
+        with self.cv:
+            now = time.monotonic()
+            self.added[i] = now
+            heapq.heappush(self.heap, (now, i))
+            self.cv.notify()
 
     def start(self) -> None:
         threading.Thread(target=self._loop, name="scheduler", daemon=True).start()
@@ -113,6 +127,14 @@ class Scheduler:
     def _job(self, i: int, due: float) -> None:
         agent = self.agents[i]
         start = time.monotonic()
+        first = i not in self.cycled
+        rep = agent.reporter
+        waiting = rep is not None and not rep.node_inf.synced.is_set()
+        if first and waiting and start - self.added[i] < self.FIRST_SYNC_WAIT:
+            with self.cv:  # as run() waits for the sync: not a cycle yet
+                heapq.heappush(self.heap, (start + 0.25, i))
+                self.cv.notify()
+            return
         ok = True
         try:
             agent.reload_config()
@@ -123,6 +145,7 @@ class Scheduler:
         end = time.monotonic()
         self.cycles.append(Cycle(i, due, start, end, ok))
         with self.cv:
+            self.cycled.add(i)
             heapq.heappush(self.heap, (end + self.poll, i))
             self.cv.notify()
 
@@ -148,6 +171,7 @@ def _self_ticks() -> int:
 
 
 def worker(spec: dict[str, Any]) -> int:
+    logs.setup("text", "WARNING")  # the agents' warnings with their fields (which call, why)
     # Threads only block in socket reads: 1 MiB of stack is ample and keeps thousands cheap.
     threading.stack_size(int(spec.get("stack_kib", 1024)) * 1024)
     deadline = time.monotonic() + float(spec["max_seconds"])
@@ -171,15 +195,19 @@ def worker(spec: dict[str, Any]) -> int:
         kubes.append(kube)
         cfg = ConfigFile(str(cfg_path))
         agents.append(Agent(name, kube, cfg, ProcReader(host.root), NAMESPACE))
+    _say(f"built {len(agents)}")
     t0 = time.monotonic()
     # A DaemonSet rolls out gradually; starting thousands of agents in the same second only
     # measures a thundering herd (429s from API Priority and Fairness). Ramp at start_rate/s.
     rate = float(spec.get("start_rate", 50))
     infs = [informers(a) for a in agents]
+    sched = Scheduler(agents, poll, int(spec.get("cycle_threads", 8)))
+    sched.start()
     for i, group in enumerate(infs):
         time.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         for inf in group:
             inf.start()
+        sched.add(i)
     every = [inf for group in infs for inf in group]
     sync_deadline = time.monotonic() + float(spec.get("sync_timeout", 180))
     while time.monotonic() < sync_deadline:
@@ -188,9 +216,10 @@ def worker(spec: dict[str, Any]) -> int:
         time.sleep(0.2)
     unsynced = sum(not inf.synced.is_set() for inf in every)
     _say(f"synced {time.monotonic() - t0:.1f} {unsynced} {len(infs[0]) if infs else 0}")
-    sched = Scheduler(agents, poll, int(spec.get("cycle_threads", 8)), int(spec.get("seed", 1)))
-    sched.start()
-    time.sleep(poll + 1)  # every agent has run its first cycle
+    first_deadline = time.monotonic() + poll + Scheduler.FIRST_SYNC_WAIT + 30
+    while len(sched.cycled) < len(agents) and time.monotonic() < first_deadline:
+        time.sleep(0.2)  # every agent has run its first cycle (or the bound passed: said below)
+    time.sleep(1)
     _say("ready")
 
     line = sys.stdin.readline().strip()

@@ -22,6 +22,7 @@ memfrag_predicted_seconds_to_fragmented{numa_node}.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -109,14 +110,19 @@ def theil_sen(samples: Sequence[Sample]) -> tuple[float, float]:
 
 def mann_kendall_z(samples: Sequence[Sample]) -> float:
     """The Mann-Kendall trend statistic (normal approximation, ties ignored in the variance:
-    that only makes the test stricter for a series of repeated counts)."""
+    that only makes the test stricter for a series of repeated counts).
+
+    S, the sum of sign(y_j - y_i) over all pairs i < j, is counted with a sorted list of the
+    values before each j (two bisections each), not pair by pair: over an hour of 15 s polls
+    (240 samples) the pairwise loop cost an idle agent ~5 ms a tick, more than the rest of it."""
     n = len(samples)
     if n < 3:
         return 0.0
     s = 0
-    for i, a in enumerate(samples):
-        for b in samples[i + 1 :]:
-            s += (b[1] > a[1]) - (b[1] < a[1])
+    before: list[int | float] = []
+    for _, y in samples:
+        s += bisect.bisect_left(before, y) - (len(before) - bisect.bisect_right(before, y))
+        bisect.insort(before, y)
     var = n * (n - 1) * (2 * n + 5) / 18
     if s == 0:
         return 0.0
@@ -144,8 +150,10 @@ def predict_node(
     if span < min(MIN_SPAN_SECONDS, window / 2):
         return None
     z = mann_kendall_z(seg)
+    if z > -Z_CRITICAL:
+        return None  # no significant fall: the quadratic Theil-Sen fit is not needed
     slope, intercept = theil_sen(seg)
-    if z > -Z_CRITICAL or slope >= 0:
+    if slope >= 0:
         return None
     scatter = _median([abs(y - (intercept + slope * t)) for t, y in seg])
     if -slope * span < 2 * scatter:

@@ -365,10 +365,9 @@ class Agent:
             error = str(exc)
         assess_seconds = time.perf_counter() - start
         steps: tuple[Step, ...] = ()
+        compactable = self.observer.numa_nodes_with_compact()  # a glob of /sys: once a tick
         if a is not None:
-            steps = ladder(
-                a, self.observer.numa_nodes_with_compact(), cfg.remediation.allow_drop_caches
-            )
+            steps = ladder(a, compactable, cfg.remediation.allow_drop_caches)
         huge = self.outlook.readiness(now, obs, cfg)
         # 3. the facts the API holds
         facts = Facts(
@@ -383,7 +382,7 @@ class Agent:
             predictions=self.outlook.predictions(now, a, cfg),
             hugepages=huge.pools if huge is not None else (),
             targets=self.outlook.targets if huge is not None else (),
-            compactable=self.observer.numa_nodes_with_compact(),
+            compactable=compactable,
             vmstat=self.vmrates.update(
                 now, obs.vmstat if obs is not None else None, cfg.assessment.vmstat_window_seconds
             ),

@@ -186,16 +186,22 @@ def _might_match_bytes(raw: bytes) -> bool:
     return b"cache" in raw and (b"slab cache" in raw or b"kmem_cache_create(" in raw)
 
 
-def might_match_record(raw: bytes) -> bool:
+def might_match_record(raw: bytes | bytearray, end: int | None = None) -> bool:
     """`scan_events`' pre-filter for one whole /dev/kmsg record as read() returns it (its
-    dictionary lines included): False means `scan_events` would yield nothing for it. A kmsg
-    record is never joined with another, so the reader may drop it unscanned; a few byte
-    tests, no decoding (most of a flood's cost was the per-line work around them)."""
-    if b"alloc" in raw:  # _might_match_bytes and the journal's "{", flat: it runs per record
-        return any(n in raw for n in _ALLOC_NEEDLES_B) or _might_match_bytes(raw)
-    if b"oom-killer" in raw or raw.startswith(b"{"):
+    dictionary lines included), `raw[:end]`: False means `scan_events` would yield nothing for
+    it. A kmsg record is never joined with another, so the reader may drop it unscanned; a few
+    byte tests, no decoding, no copy (the reader reads every record into one reused buffer and
+    passes its length: a new bytes object per record cost as much as these tests)."""
+    n = len(raw) if end is None else end
+    find = raw.find
+    if find(b"alloc", 0, n) >= 0:  # _might_match_bytes and the journal's "{", flat, bounded
+        if any(find(k, 0, n) >= 0 for k in _ALLOC_NEEDLES_B):
+            return True
+    elif find(b"cache", 0, n) < 0 and find(b"oom-killer", 0, n) < 0:
+        return n > 0 and raw[0] == 0x7B  # "{"
+    if find(b"oom-killer", 0, n) >= 0 or (n > 0 and raw[0] == 0x7B):
         return True
-    return b"cache" in raw and (b"slab cache" in raw or b"kmem_cache_create(" in raw)
+    return find(b"slab cache", 0, n) >= 0 or find(b"kmem_cache_create(", 0, n) >= 0
 
 
 # --- prefixes ----------------------------------------------------------------------------------

@@ -8,8 +8,10 @@ A ``warn_alloc: N callbacks suppressed`` record hands N (reports the kernel's ra
 to ``on_suppressed``, so the count of failures does not stop at what the log printed.
 
 A flood costs per record only what it must: the fd is non-blocking, each wake-up reads every
-record there is (one read() each: /dev/kmsg hands out no more); a /dev/kmsg record that fails
-the matcher's byte-level pre-filter (`might_match_record`) is counted and dropped as read, the
+record there is (one read() each: /dev/kmsg hands out no more) into one reused buffer (a new
+16 KiB bytes object per read, shrunk to the record, and the EAGAIN exception that ends each
+drain cost more than the read itself); a /dev/kmsg record that fails the matcher's byte-level
+pre-filter (`might_match_record`, on the buffer) is counted and dropped as read, the
 others (and the lines of a FIFO or file, which may continue each other) are scanned in one
 `scan_events` call per wake-up. After a wake-up that found records the thread lets the next
 ones gather for COALESCE_SECONDS before it polls again, so 10,000 lines/s cost about
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import os
 import select
@@ -99,49 +102,58 @@ class KmsgFollower:
         os.set_blocking(fd, False)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        while not self._stop.is_set():
-            lines: list[bytes] = []
-            reads, skipped, closed, idle = 0, 0, False, False
-            read, whole, keep = os.read, self._records_whole, might_match_record
-            while reads < DRAIN_MAX:  # the hot loop of a flood: locals, no calls but two
-                try:
-                    chunk = read(fd, READ_SIZE)
-                except BlockingIOError:
-                    idle = True
-                    break
-                except OSError as exc:
-                    if exc.errno == errno.EPIPE:
-                        log.warning("kernel log: records were overwritten before they were read")
-                        self.on_lost(1)
-                        continue
-                    if exc.errno == errno.EINTR:
-                        continue
-                    log.error("kernel log %s: read failed (%s)", self.path, exc)
-                    closed = True
-                    break
-                if not chunk:
-                    if not regular:
-                        log.warning("kernel log %s closed by the writer", self.path)
+        buf = bytearray(READ_SIZE)  # every record is read into this one buffer: no allocation
+        view = memoryview(buf)
+        stream = io.FileIO(fd, closefd=False)  # readinto: None, not an exception, when drained
+        try:
+            while not self._stop.is_set():
+                lines: list[bytes] = []
+                reads, skipped, closed, idle = 0, 0, False, False
+                readinto, whole, keep = stream.readinto, self._records_whole, might_match_record
+                while reads < DRAIN_MAX:  # the hot loop of a flood: locals, no calls but two
+                    try:
+                        n = readinto(buf)
+                    except OSError as exc:
+                        if exc.errno == errno.EPIPE:
+                            log.warning(
+                                "kernel log: records were overwritten before they were read"
+                            )
+                            self.on_lost(1)
+                            continue
+                        if exc.errno == errno.EINTR:
+                            continue
+                        log.error("kernel log %s: read failed (%s)", self.path, exc)
                         closed = True
-                    idle = True
-                    break
-                reads += 1
-                if whole and not keep(chunk):
-                    skipped += 1  # an unrelated record: no split, no scan
-                    continue
-                done, pending = split_chunk(pending, chunk, MAX_PENDING)
-                lines += done
-            self.records += skipped
-            if lines:
-                self.handle_many(lines)
-            if closed:
-                return
-            if regular and idle:  # a plain file: wait for more, like tail -f
-                self._stop.wait(0.2)
-            elif 0 < reads < DRAIN_MAX:
-                self._stop.wait(COALESCE_SECONDS)  # what came is handled; let the next gather
-            elif reads == 0:
-                poller.poll()  # until a record arrives: an idle log costs no wake-up
+                        break
+                    if n is None:  # EAGAIN: nothing more for now
+                        idle = True
+                        break
+                    if not n:
+                        if not regular:
+                            log.warning("kernel log %s closed by the writer", self.path)
+                            closed = True
+                        idle = True
+                        break
+                    reads += 1
+                    if whole and not keep(buf, n):
+                        skipped += 1  # an unrelated record: no copy, no split, no scan
+                        continue
+                    done, pending = split_chunk(pending, bytes(view[:n]), MAX_PENDING)
+                    lines += done
+                self.records += skipped
+                if lines:
+                    self.handle_many(lines)
+                if closed:
+                    return
+                if regular and idle:  # a plain file: wait for more, like tail -f
+                    self._stop.wait(0.2)
+                elif 0 < reads < DRAIN_MAX:
+                    self._stop.wait(COALESCE_SECONDS)  # what came is handled; let the next gather
+                elif reads == 0:
+                    poller.poll()  # until a record arrives: an idle log costs no wake-up
+        finally:
+            view.release()
+            stream.close()  # closefd=False: the fd stays open for run() to close
 
     def handle(self, line: bytes) -> None:
         self.handle_many([line])

@@ -50,7 +50,7 @@ def parse_zoneinfo(text: str, source: str = "/proc/zoneinfo") -> tuple[ZoneWater
         zones.append(ZoneWatermarks(current[0], current[1], **fields, start_pfn=start))
 
     for lineno, line in enumerate(lines(text), 1):
-        m = _HEAD.match(line.strip())
+        m = _HEAD.match(line.strip()) if "Node" in line else None  # the test saves a regex a line
         if m:
             close()
             check_zone(int(m.group(1)), m.group(2), len(zones), source, lineno)

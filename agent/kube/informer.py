@@ -78,6 +78,7 @@ class Informer:
         self.errors = 0
         self.relists = 0
         self._stop = threading.Event()
+        self._streamed = False  # the current watch delivered an event
 
     def items(self) -> list[JSON]:
         with self._lock:
@@ -147,18 +148,29 @@ class Informer:
         return str(meta.get("resourceVersion", ""))
 
     def run(self) -> None:
+        """List, then watch from the list's resourceVersion, again and again. The backoff grows
+        until a watch has worked (delivered an event or ran until the server ended it): a list
+        that succeeds says nothing of the watch after it, and resetting there made an informer
+        whose watches got 429s re-list every second or so. A watch refused with 429 (API
+        Priority and Fairness) or unreachable is retried from the same resourceVersion, as
+        client-go's reflector does; any other failure re-lists."""
         attempt = 0
+        rv = ""
         while not self._stop.is_set():
+            self._streamed = False
             try:
-                rv = self._list()
-                self.healthy, attempt = True, 0
-                while not self._stop.is_set():
-                    rv = self._watch_once(rv)
-                    if not rv:
-                        break  # expired: re-list
+                if not rv:
+                    rv = self._list()
+                    self.healthy = True
+                rv = self._watch_once(rv)  # '': expired, re-list
+                attempt = 0
             except ApiError as exc:
+                if self._streamed:
+                    attempt = 0  # it worked for a while: a new failure starts a new backoff
                 self.healthy = False
                 self.errors += 1
+                if not (exc.method == "WATCH" and exc.status in (0, 429)):
+                    rv = ""
                 delay = backoff_delay(attempt, base=1.0, cap=30.0)
                 attempt += 1
                 log.warning(
@@ -172,6 +184,7 @@ class Informer:
         self.watches += 1
         query = dict(self.query, resourceVersion=rv)
         for event in self.kube.watch(self.path, query, timeout_seconds=self.watch_seconds()):
+            self._streamed, self.healthy = True, True
             etype, obj = event.get("type"), event.get("object") or {}
             if etype == "ERROR":
                 if obj.get("code") == 410:

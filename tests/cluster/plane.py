@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import yaml
 from kubernetes import client as k8s_client
@@ -46,6 +46,49 @@ DEFAULT_CONTROLLERS = "*,-nodelifecycle,-nodeipam"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 _LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
+
+
+def node_labels(name: str, labels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The labels a kubelet gives its Node, and `labels`."""
+    return {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        **(labels or {}),
+    }
+
+
+def node_status(name: str, cpu: str = "2", memory: str = "24Gi") -> dict[str, Any]:
+    """The status a kubelet reports for a Ready node (capacity, the kubelet's conditions)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    resources = {"cpu": cpu, "memory": memory, "pods": "110"}
+
+    def condition(kind: str, status: str, reason: str) -> dict[str, str]:
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": "registered by tests.cluster (no kubelet)",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+
+    return {
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [
+            condition("Ready", "True", "KubeletReady"),
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID"),
+        ],
+        "addresses": [{"type": "Hostname", "address": name}],
+        "nodeInfo": {
+            "architecture": "amd64",
+            "operatingSystem": "linux",
+            "kubeletVersion": "v1.35.4",
+        },
+    }
 
 
 class ControlPlaneError(RuntimeError):
@@ -418,41 +461,8 @@ class ControlPlane:
         memory: str = "24Gi",
     ) -> None:
         """Create a schedulable, Ready v1 Node (what a kubelet would do when it registers)."""
-        all_labels = {
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": "amd64",
-            **(labels or {}),
-        }
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        resources = {"cpu": cpu, "memory": memory, "pods": "110"}
-
-        def condition(kind: str, status: str, reason: str) -> dict[str, str]:
-            return {
-                "type": kind,
-                "status": status,
-                "reason": reason,
-                "message": "registered by tests.cluster (no kubelet)",
-                "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
-            }
-
-        status = {
-            "capacity": resources,
-            "allocatable": resources,
-            "conditions": [
-                condition("Ready", "True", "KubeletReady"),
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID"),
-            ],
-            "addresses": [{"type": "Hostname", "address": name}],
-            "nodeInfo": {
-                "architecture": "amd64",
-                "operatingSystem": "linux",
-                "kubeletVersion": "v1.35.4",
-            },
-        }
+        all_labels = node_labels(name, labels)
+        status = node_status(name, cpu, memory)
         node = k8s_client.V1Node(
             metadata=k8s_client.V1ObjectMeta(name=name, labels=all_labels),
         )

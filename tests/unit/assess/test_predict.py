@@ -142,3 +142,19 @@ def test_property_a_series_that_never_falls_never_predicts(steps: list[int]) -> 
         level += rise
         series.append((NOW - (len(steps) - 1 - i) * 60.0, level))
     assert predict_node(0, series, NOW, 64) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=-5, max_value=5), max_size=60))
+def test_mann_kendall_counts_every_pair_as_the_definition_does(ys: list[int]) -> None:
+    """S counted with bisections equals the sum of sign(y_j - y_i) over every pair i < j."""
+    import math
+
+    n = len(ys)
+    s = sum((b > a) - (b < a) for i, a in enumerate(ys) for b in ys[i + 1 :])
+    want = (
+        0.0
+        if n < 3 or s == 0
+        else (s - 1 if s > 0 else s + 1) / math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    )
+    assert mann_kendall_z([(float(i), y) for i, y in enumerate(ys)]) == want

@@ -239,7 +239,19 @@ def test_other_files_are_bounded(parse: object, text: str, message: str) -> None
 @settings(max_examples=400, deadline=None, database=None, derandomize=True)
 @given(st.text(alphabet="ab \n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029", max_size=40))
 def test_lazy_lines_split_like_splitlines(text: str) -> None:
-    assert list(lines(text)) == text.splitlines()
+    from agent.kernel.limits import _lazy_lines
+
+    assert list(lines(text)) == list(_lazy_lines(text)) == text.splitlines()
+
+
+def test_a_long_text_is_split_lazily() -> None:
+    """Past SPLIT_AT_ONCE_CHARS no list of every line is built: the first line comes before
+    the rest are split."""
+    from agent.kernel.limits import SPLIT_AT_ONCE_CHARS
+
+    it = lines("a\n" * SPLIT_AT_ONCE_CHARS)
+    assert not isinstance(it, list) and next(it) == "a"
+    assert type(it).__name__ == "generator"
 
 
 # --- scan-log: line length ----------------------------------------------------------------------

@@ -236,3 +236,21 @@ def test_a_record_the_prefilter_rejects_gives_no_event(raw: bytes) -> None:
 
     if not might_match_record(raw):
         assert list(scan_events([raw])) == []
+
+
+@given(raw=st.binary(max_size=300), stale=st.binary(max_size=300))
+def test_the_prefilter_on_a_reused_buffer_judges_only_the_record(raw: bytes, stale: bytes) -> None:
+    """The reader reads every record into one buffer and passes the record's length: bytes
+    left past it by a longer earlier record must not change the verdict."""
+    from agent.kernel.kmsg import might_match_record
+
+    buf = bytearray(raw + stale)
+    assert might_match_record(buf, len(raw)) == might_match_record(raw)
+
+
+def test_the_prefilter_ignores_a_finding_left_in_the_buffer_past_the_record() -> None:
+    from agent.kernel.kmsg import might_match_record
+
+    buf = bytearray(b"6,1,2,-;eth0: renamed from tmp1" + FINDINGS[0].line.encode())
+    assert not might_match_record(buf, len(b"6,1,2,-;eth0: renamed from tmp1"))
+    assert might_match_record(buf)

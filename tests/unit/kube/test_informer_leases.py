@@ -160,3 +160,58 @@ def test_node_record_names_fit_a_lease_name() -> None:
     assert node_record_name("worker-3") == "memfrag-node-worker-3"
     long = node_record_name("n" * 253)
     assert len(long) <= 253 and long.startswith("memfrag-node-")
+
+
+class RefusedWatches(Pages):
+    """Lists fine; each watch is refused with `status` (429: API Priority and Fairness) until
+    `refusals` run out, then delivers one bookmark and the informer is stopped."""
+
+    def __init__(self, refusals: int, status: int = 429) -> None:
+        super().__init__([])
+        self.refusals, self.status, self.watched = refusals, status, []  # type: ignore[var-annotated]
+        self.informer: Informer | None = None
+
+    def watch(self, path: str, query: Any, timeout_seconds: int = 300) -> Iterator[Any]:
+        from agent.kube.errors import ApiError
+
+        self.watched.append(dict(query))
+        if self.refusals:
+            self.refusals -= 1
+            raise ApiError("WATCH", path, self.status, "Too many requests")
+        assert self.informer is not None
+        self.informer.stop()
+        yield bookmark("120")
+
+
+def _backoffs(monkeypatch: Any, kube: RefusedWatches) -> tuple[Informer, list[int]]:
+    from agent.kube import informer
+
+    attempts: list[int] = []
+
+    def no_wait(attempt: int, **_: float) -> float:
+        attempts.append(attempt)
+        return 0.0
+
+    monkeypatch.setattr(informer, "backoff_delay", no_wait)
+    inf = Informer(kube, "/api/v1/pods", {"fieldSelector": "spec.nodeName=n1"})
+    kube.informer = inf
+    inf.run()
+    return inf, attempts
+
+
+def test_refused_watches_back_off_further_each_time_and_do_not_relist(monkeypatch: Any) -> None:
+    """A list that works says nothing of the watch after it: the backoff grows until a watch
+    works, and a 429'd watch is retried from the list's resourceVersion, not re-listed (the
+    informer re-listed about every second while its watches were refused)."""
+    kube = RefusedWatches(refusals=5)
+    inf, attempts = _backoffs(monkeypatch, kube)
+    assert attempts == [0, 1, 2, 3, 4]
+    assert len(kube.queries) == 1 and inf.relists == 1  # one list, six watches from it
+    assert [q["resourceVersion"] for q in kube.watched] == ["99"] * 6
+    assert inf.healthy and inf.errors == 5
+
+
+def test_a_watch_failing_otherwise_relists_with_a_growing_backoff(monkeypatch: Any) -> None:
+    kube = RefusedWatches(refusals=3, status=500)
+    inf, attempts = _backoffs(monkeypatch, kube)
+    assert attempts == [0, 1, 2] and inf.relists == 4
