@@ -118,9 +118,10 @@ OPTS: dict[str, Any] = {
     "room_mib": 96,  # free memory the ballast leaves for the slab/pipe phase
     "cache_mib": 32,  # page cache read in before every build
     "stop_blocks": 8,  # fill until at most this many order>=4 blocks are free
-    # movable/numa: punch holes while kcompactd's fragmentation score stays at most this (its
-    # proactive compaction starts above 90 at the default proactiveness 20), up to hole_mib
-    "hole_score": 86,
+    # movable/numa: > 0: punch holes only while kcompactd's fragmentation score stays below
+    # this (its proactive compaction starts above 90 at the default proactiveness 20), with a
+    # free order-9 block, up to hole_mib; 0: every buddy pair (lab/README.md, movable)
+    "hole_score": 0,
     "hole_mib": 64,
     "build_min_free_kbytes": 512,  # vm.min_free_kbytes while building (restored after)
     "probe": 1,  # try to provoke a real high-order allocation failure at the end
@@ -298,9 +299,13 @@ class Anon:
 
 class HugeBlock:
     """One order-9 block, held as a transparent huge page from the build's clean start (THP
-    switched to madvise for the one fault) and freed after the fill: free memory in a block of
-    order >= 9, which is what keeps kcompactd's fragmentation score (the share of free memory
-    NOT in such blocks) below its proactive threshold while order-4 blocks stay scarce."""
+    switched to madvise for the one fault) and freed when the strategy starts: free memory in a
+    block of order >= 9, which is what keeps kcompactd's fragmentation score (the share of free
+    memory NOT in such blocks) below its proactive threshold while order-4 blocks stay scarce.
+    Freed at the start, not after the fill: an unmovable allocation that finds no unmovable
+    block of its order steals the LARGEST free block of another type (the kernel's
+    anti-fragmentation fallback), and one read of /proc/zoneinfo (a 32 KiB seq_file buffer,
+    order 3) took it in the first runs."""
 
     def __init__(self) -> None:
         thp = Path("/sys/kernel/mm/transparent_hugepage")
@@ -327,19 +332,65 @@ class HugeBlock:
         self.huge = self.huge and pfns[0] % 512 == 0
 
     def release(self) -> None:
-        if self.addr:
+        """munmap: the order-9 page goes to the per-CPU list of its order first, where
+        buddyinfo, the score and kcompactd do not see it, unless that list is over its high
+        mark: so the per-CPU lists are shrunk to their floor (percpu_pagelist_high_fraction)
+        for the moment of the free."""
+        if not self.addr:
+            return
+        fraction = VM / "percpu_pagelist_high_fraction"
+        old = int(fraction.read_text()) if fraction.exists() else None
+        try:
+            if old is not None:
+                vm_write(fraction.name, 1 << 20)  # pcp high down to its floor, 4 batches
             libc.munmap(self.addr, self.size)
             self.addr = 0
+        finally:
+            if old is not None:
+                vm_write(fraction.name, old)
+
+
+class KeyReserve:
+    """Order-3 unmovable blocks (add_key(2) payloads of 30000 bytes: kmalloc_large, GFP_KERNEL)
+    taken at the build's clean start and freed when the strategy starts, so the node's own
+    order-1..3 kernel allocations in the strategy's window (seq_file buffers, slab pages) find
+    unmovable memory of their order and do not steal the huge block (HugeBlock)."""
+
+    def __init__(self, n: int = 8) -> None:
+        payload = b"r" * 30000
+        self.keys = 0
+        for k in range(n):
+            r = libc.syscall(
+                SYS_ADD_KEY, b"user", f"reserve{k}".encode(), payload, len(payload),
+                KEY_SPEC_PROCESS_KEYRING,
+            )  # fmt: skip
+            self.keys += r >= 0
+
+    def release(self) -> None:
+        if self.keys:
+            libc.syscall(SYS_KEYCTL, KEYCTL_CLEAR, KEY_SPEC_PROCESS_KEYRING)
+            self.keys = 0
 
 
 _PRESENT: dict[tuple[int, str], int] = {}
 
 
-def score_now(node: int) -> int:
-    """kcompactd's fragmentation score of NUMA node `node` now (labcalc.kcompactd_score)."""
+def score_now(node: int, extra_order9: int = 0) -> int:
+    """kcompactd's fragmentation score of NUMA node `node` now (labcalc.kcompactd_score);
+    `extra_order9`: as if that many more order-9 blocks were free in its largest zone (the
+    huge block, freed later)."""
     if not _PRESENT:
         _PRESENT.update(parse_zoneinfo_present(Path("/proc/zoneinfo").read_text()))
-    return kcompactd_score(buddy(), _PRESENT, node)
+    rows = buddy()
+    if extra_order9:
+        big = max((z for n, z, _ in rows if n == node), key=lambda z: _PRESENT.get((node, z), 0))
+        rows = [
+            (n, z, [c + extra_order9 * (o == 9) for o, c in enumerate(cs)])
+            if (n, z) == (node, big)
+            else (n, z, cs)
+            for n, z, cs in rows
+        ]
+    return kcompactd_score(rows, _PRESENT, node)
 
 
 @dataclasses.dataclass
@@ -349,10 +400,18 @@ class Built:
     info: dict[str, Any]
     proactiveness: int = 20
     node: int | None = None  # the NUMA node made fragmented (None: the whole guest)
+    huge: HugeBlock | None = None  # freed at the start (movable, numa)
+    reserve: KeyReserve | None = None
 
     def start(self) -> None:
         """Back to the kernel's own settings: the strategy under test starts now (writing a
-        non-zero compaction_proactiveness also wakes kcompactd)."""
+        non-zero compaction_proactiveness also wakes kcompactd). The reserve and the huge block
+        are freed first."""
+        if self.reserve is not None:
+            self.reserve.release()
+        if self.huge is not None:
+            self.huge.release()
+            self.info["blocks_ge9_at_start"] = blocks_ge(buddy(), 9, self.node)
         vm_write("compaction_proactiveness", self.proactiveness)
 
     def release(self) -> None:
@@ -498,9 +557,13 @@ def build(scenario: str) -> Built:
             set_mempolicy(node)  # the fill and its page cache on node 1 alone
             total = node_meminfo(node)["MemTotal"] * 1024
         huge = None
-        if scenario in ("movable", "numa"):
+        if scenario in ("movable", "numa") and int(OPTS["hole_score"]) > 0:
+            built.reserve = KeyReserve()
+            built.holders.append(built.reserve)
             huge = HugeBlock()  # before the fill, while a free order-9 block exists
             built.holders.append(huge)
+            built.huge = huge
+            info["huge_block"] = huge.huge
         region = Anon(total)
         built.holders.append(region)
         cache = CacheFile()
@@ -553,27 +616,17 @@ def build(scenario: str) -> Built:
 
 
 def punch_holes(region: Anon, huge: HugeBlock | None, node: int, info: dict[str, Any]) -> int:
-    """The movable holes, as many as kcompactd's own wake-up rule leaves alone: free the huge
-    block (an order-9 block in the buddy lists), then one page of every buddy pair while the
-    node's fragmentation score stays below hole_score (kcompactd compacts proactively only above
-    90 at the default proactiveness 20), at most hole_mib. With the per-CPU page lists kept small
-    meanwhile (percpu_pagelist_high_fraction): a freed order-9 page goes to the per-CPU list of
-    its order first, where buddyinfo, the score and kcompactd would not see it."""
-    fraction = VM / "percpu_pagelist_high_fraction"
-    old = int(fraction.read_text()) if fraction.exists() else None
+    """The movable holes. hole_score > 0: as many as kcompactd's own wake-up rule leaves alone,
+    one page of every buddy pair while the node's fragmentation score, counting the huge block
+    freed at the start, stays below hole_score (kcompactd compacts proactively only above 90 at
+    the default proactiveness 20), at most hole_mib. hole_score=0: every pair (the scenario of
+    the first runs, which kcompactd repairs alone)."""
     target, cap = int(OPTS["hole_score"]), int(OPTS["hole_mib"]) * MIB // PAGE
-    try:
-        if old is not None:
-            vm_write(fraction.name, 1 << 20)  # pcp high down to its floor, 4 batches
-        if huge is not None:
-            huge.release()
-            info["huge_block"] = huge.huge
-        info["blocks_ge9_after_huge"] = blocks_ge(buddy(), 9, node)
-        freed = region.punch_one_per_pair(lambda n: n >= cap or score_now(node) >= target)
-    finally:
-        if old is not None:
-            vm_write(fraction.name, old)
-    info["kcompactd_score"] = score_now(node)
+    if target <= 0:
+        return region.punch_one_per_pair()
+    extra = 1 if huge is not None and huge.huge else 0
+    freed = region.punch_one_per_pair(lambda n: n >= cap or score_now(node, extra) >= target)
+    info["kcompactd_score_with_huge_block"] = score_now(node, extra)
     return freed
 
 
@@ -931,6 +984,7 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
     # its CPU from here: python's imports under TCG take seconds, a node pays them once
     cpu0 = cpu_ticks([proc.pid])
     row["agent_start_cpu_seconds"] = round(cpu0 / CLK_TCK, 2)
+    m_start = scrape()  # before the clock runs: its compaction totals so far
     ctx.start()
     start = time.monotonic()
     last_action = start
@@ -995,6 +1049,14 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
                 ),
                 "free_blocks_at_target": metric_sum(m0, "memfrag_free_blocks_at_target_order"),
             }
+            if m_start is not None:
+                # every traced compaction in the strategy, by kind: "direct" is how long
+                # allocating tasks stalled compacting, whoever's fix it was
+                name = "memfrag_compaction_duration_seconds_sum"
+                a0, a1 = metric_by(m_start, name, "kind"), metric_by(m0, name, "kind")
+                row["compaction_seconds_by_kind"] = {
+                    k: round(v - a0.get(k, 0.0), 4) for k, v in a1.items()
+                }
         # the row's "after", taken before the failure probe's allocations move memory about
         row["after_snapshot"] = after_snapshot()
         if proc.poll() is None and str(OPTS["failure_probe"]) == "1":
@@ -1426,6 +1488,7 @@ def main() -> int:
         tmp.replace(RESULTS)
 
     log(f"kernel {doc['kernel']}, {doc['mem_total_mib']} MiB, nodes {NODES}, options {OPTS}")
+    score_now(0)  # /proc/zoneinfo read now, while nothing is fragmented (HugeBlock)
     try:
         loopback_up()
     except OSError as exc:
