@@ -113,6 +113,7 @@ OPTS: dict[str, Any] = {
     "scenarios": "movable+reclaimable+kernel-mixed+hopeless",
     "strategies": "none+seed+proactive+agent",
     "none_wait": 45,  # seconds the 'none' strategy waits for kcompactd
+    "spin_seconds": 3,  # the 'spin' control's busy time
     "agent_poll": None,  # seconds between the agent's polls; default: the config's
     "agent_budget": 60,  # seconds the agent (and proactive compaction) may run
     "room_mib": 96,  # free memory the ballast leaves for the slab/pipe phase
@@ -128,7 +129,7 @@ OPTS: dict[str, Any] = {
     "failure_probe": 1,  # agent rows: failing allocations, traced vs logged by the daemon
     "agent_first": 1,  # 1: the daemon starts before the agent row's build (remediation off)
     "verbose": 0,  # 1: the agent's assessment message of every build on the console
-    "deadline": 2100,  # seconds for the whole run; later runs are skipped
+    "deadline": 3300,  # seconds for the whole run; later runs are skipped
 }
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -865,6 +866,24 @@ def strategy_seed(row: dict[str, Any], ctx: Ctx) -> Run:
     return Run([(start, end)], own)
 
 
+def strategy_spin(row: dict[str, Any], ctx: Ctx) -> Run:
+    """A control, not a fix: the strategies' CPU busy in user space for spin_seconds (a python
+    loop, no memory work, no syscall), with the build's settings left as they are (kcompactd
+    stays off), so what a busy vCPU alone costs the probe under TCG is measured beside what
+    the fixes cost it (the 2-node guest: a busy CPU 1, the probe on CPU 0)."""
+    start = time.monotonic()
+    with writer_cpu_ctx(ctx.writer_cpu):
+        c0 = thread_cpu()
+        n = 0
+        while time.monotonic() - start < float(OPTS["spin_seconds"]):
+            n += 1
+        own = thread_cpu() - c0
+    end = time.monotonic()
+    row["actions"] = ["spin"]
+    row["spin_loops"] = n
+    return Run([(start, end)], own)
+
+
 AGENT_LOG = Path("/tmp/lab-agent.log")
 THP_FAULTS = 8  # 16 MiB if they succeed: small beside the guest's page cache
 ORDER4_KEYS = 16  # 512 KiB of keys if they succeed
@@ -1157,6 +1176,7 @@ STRATEGIES: dict[str, Callable[[dict[str, Any], Ctx], Run]] = {
     "seed": strategy_seed,
     "proactive": strategy_proactive,
     "agent": strategy_agent,
+    "spin": strategy_spin,
 }
 
 
