@@ -1051,8 +1051,10 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
                         recovered_at = now
             if started_at is not None:
                 continue  # an action is running: wait for its result
-            if recovered_at is not None and now - max(recovered_at, last_action) > poll + 3:
-                break  # recovered, and the next poll ran nothing more
+            # recovered, and the next poll ran nothing more; two polls: under TCG a tick took
+            # 23 s in the final run, and the finishing compaction came after the lab had left
+            if recovered_at is not None and now - max(recovered_at, last_action) > 2 * poll + 3:
+                break
             if recovered_at is None and now - last_action > 3 * poll + SETTLE_SECONDS:
                 break  # the daemon waits for an operator (or a cooldown): nothing more here
         end = time.monotonic()
