@@ -44,11 +44,14 @@ MIRROR=${LAB_MIRROR:-$(mirror || true)}
 # script changes, without a new debootstrap.
 key=$(printf '%s\n' "$SUITE" "$MIRROR" "$INCLUDE" | sha256sum | cut -c1-16)
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/memfrag-agent/lab/$key
-# The daemon needs prometheus-client >= 0.20 (bookworm has 0.16): the pinned pure-Python wheel
-# from the image's constraints, downloaded by the host's pip and unpacked into the image.
-PROM=$(sed -n 's/^prometheus-client==\([0-9][0-9.]*\)$/\1/p' "$here/../deploy/image-constraints.txt")
-[ -n "$PROM" ] || { echo "lab/build.sh: no prometheus-client pin in deploy/image-constraints.txt" >&2; exit 1; }
-sig=$( (cat "$0"; echo "$PROM") | sha256sum | cut -c1-16)
+# The daemon needs prometheus-client >= 0.20 (bookworm has 0.16): the pure-Python wheel the
+# image's lock pins (version and sha256), downloaded by the host's pip (--require-hashes) and
+# unpacked into the image.
+LOCK=$here/../deploy/image-lock.txt
+PROM=$(sed -n 's/^prometheus-client==\([0-9][0-9.]*\) *\\\?$/\1/p' "$LOCK" 2>/dev/null)
+PROM_HASHES=$(awk '/^prometheus-client==/ {p=1; next} p && /^ *--hash=/ {sub(/\\$/, ""); print $1; next} {p=0}' "$LOCK" 2>/dev/null)
+[ -n "$PROM" ] && [ -n "$PROM_HASHES" ] || { echo "lab/build.sh: no prometheus-client pin with a --hash in $LOCK" >&2; exit 1; }
+sig=$( (cat "$0"; echo "$PROM"; echo "$PROM_HASHES") | sha256sum | cut -c1-16)
 
 if [ "$(cat "$cache/ready" 2>/dev/null)" = "$sig" ]; then
   log "cached: $cache ($(cat "$cache/kernel-release"))"
@@ -139,8 +142,11 @@ rm -f "$root"/var/cache/apt/archives/*.deb
 wheels=$cache/wheels
 if ! ls "$wheels"/prometheus_client-"$PROM"-py3-none-any.whl >/dev/null 2>&1; then
   log "pip download prometheus-client==$PROM (pure Python wheel, no dependencies)"
-  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" \
-    "prometheus-client==$PROM" >&2 || { echo "lab/build.sh: pip download prometheus-client==$PROM failed" >&2; exit 1; }
+  req=$(mktemp)
+  printf 'prometheus-client==%s %s\n' "$PROM" "$(echo $PROM_HASHES)" >"$req"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --require-hashes --dest "$wheels" \
+    -r "$req" >&2 || { rm -f "$req"; echo "lab/build.sh: pip download prometheus-client==$PROM failed" >&2; exit 1; }
+  rm -f "$req"
 fi
 rm -rf "$root/opt/lab-pylib"
 mkdir -p "$root/opt/lab-pylib"

@@ -49,6 +49,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import socket
 import struct
 import subprocess
@@ -67,11 +68,16 @@ from agent.kernel.procfs import ProcReader
 from lab.labcalc import (
     BuddyRow,
     blocks_ge,
+    cpu_busy_ticks,
+    kcompactd_score,
     latency_summary,
+    log_ts_seconds,
     metric_by,
     metric_sum,
     parse_buddyinfo,
     parse_metrics,
+    parse_zoneinfo_present,
+    proactive_wmark_high,
     proc_cpu_ticks,
 )
 
@@ -107,17 +113,23 @@ OPTS: dict[str, Any] = {
     "scenarios": "movable+reclaimable+kernel-mixed+hopeless",
     "strategies": "none+seed+proactive+agent",
     "none_wait": 45,  # seconds the 'none' strategy waits for kcompactd
+    "spin_seconds": 3,  # the 'spin' control's busy time
     "agent_poll": None,  # seconds between the agent's polls; default: the config's
     "agent_budget": 60,  # seconds the agent (and proactive compaction) may run
-    "room_mib": 64,  # free memory the ballast leaves for the slab/pipe phase
+    "room_mib": 96,  # free memory the ballast leaves for the slab/pipe phase
     "cache_mib": 32,  # page cache read in before every build
     "stop_blocks": 8,  # fill until at most this many order>=4 blocks are free
+    # movable/numa: > 0: punch holes only while kcompactd's fragmentation score stays below
+    # this (its proactive compaction starts above 90 at the default proactiveness 20), with a
+    # free order-9 block, up to hole_mib; 0: every buddy pair (lab/README.md, movable)
+    "hole_score": 0,
+    "hole_mib": 64,
     "build_min_free_kbytes": 512,  # vm.min_free_kbytes while building (restored after)
     "probe": 1,  # try to provoke a real high-order allocation failure at the end
     "failure_probe": 1,  # agent rows: failing allocations, traced vs logged by the daemon
-    "agent_first": 0,  # 1: the daemon starts before the agent row's build (remediation off)
+    "agent_first": 1,  # 1: the daemon starts before the agent row's build (remediation off)
     "verbose": 0,  # 1: the agent's assessment message of every build on the console
-    "deadline": 2100,  # seconds for the whole run; later runs are skipped
+    "deadline": 3300,  # seconds for the whole run; later runs are skipped
 }
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -229,6 +241,11 @@ def recovered() -> bool:
     return a.verdict != "fragmented" and not a.exhausted
 
 
+def after_snapshot() -> dict[str, Any]:
+    """What a row's "after" is computed from, taken once the strategy is done."""
+    return {"meminfo": meminfo(), "vmstat": vmstat(), "buddy": buddy(), "recovered": recovered()}
+
+
 def cached_mib() -> float:
     return meminfo()["Cached"] / 1024
 
@@ -252,13 +269,13 @@ class Anon:
         ctypes.memset(self.addr + self.touched, 0x5A, n)
         self.touched += n
 
-    def punch_one_per_pair(self) -> int:
+    def punch_one_per_pair(self, stop: Callable[[int], bool] | None = None) -> int:
         """Release one page of every buddy pair of frames (frames 2k and 2k+1), which one chosen
         by a fixed hash of k; frame numbers come from /proc/self/pagemap (visible to root). No two
         buddies are freed, so the holes stay order-0 whatever order the kernel handed frames out
         in. (Not simply every odd frame: the kernel's free scanner samples a pageblock with a
         stride of up to 32 pages after empty blocks, and a period-2 pattern hides every hole from
-        it: lab/README.md.)"""
+        it: lab/README.md.) `stop(freed)`, asked every 256 pages freed: True ends it there."""
         npages = self.touched // PAGE
         with open("/proc/self/pagemap", "rb") as fh:
             fh.seek(self.addr // PAGE * 8)
@@ -271,12 +288,110 @@ class Anon:
             chosen = (pfn & 1) == ((pfn >> 1) * 0x9E3779B1 >> 17) & 1
             if chosen and libc.madvise(self.addr + i * PAGE, PAGE, MADV_DONTNEED) == 0:
                 freed += 1
+                if stop is not None and freed % 256 == 0 and stop(freed):
+                    break
         return freed
 
     def release(self) -> None:
         if self.addr:
             libc.munmap(self.addr, self.size)
             self.addr = 0
+
+
+class HugeBlock:
+    """One order-9 block, held as a transparent huge page from the build's clean start (THP
+    switched to madvise for the one fault) and freed when the strategy starts: free memory in a
+    block of order >= 9, which is what keeps kcompactd's fragmentation score (the share of free
+    memory NOT in such blocks) below its proactive threshold while order-4 blocks stay scarce.
+    Freed at the start, not after the fill: an unmovable allocation that finds no unmovable
+    block of its order steals the LARGEST free block of another type (the kernel's
+    anti-fragmentation fallback), and one read of /proc/zoneinfo (a 32 KiB seq_file buffer,
+    order 3) took it in the first runs."""
+
+    def __init__(self) -> None:
+        thp = Path("/sys/kernel/mm/transparent_hugepage")
+        old = {f: (thp / f).read_text().split("[")[1].split("]")[0] for f in ("enabled", "defrag")}
+        self.size = 4 * MIB
+        addr = libc.mmap(None, self.size, PROT_RW, MAP_PRIVATE_ANON_NORESERVE, -1, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), "mmap failed")
+        self.addr: int = addr
+        base = (addr + 2 * MIB - 1) & ~(2 * MIB - 1)
+        try:
+            (thp / "enabled").write_text("madvise")
+            (thp / "defrag").write_text("madvise")
+            libc.madvise(base, 2 * MIB, MADV_HUGEPAGE)
+            ctypes.memset(base, 1, 2 * MIB)
+        finally:
+            for f, v in old.items():
+                (thp / f).write_text(v)
+        with open("/proc/self/pagemap", "rb") as fh:
+            fh.seek(base // PAGE * 8)
+            entries = array.array("Q", fh.read(512 * 8))
+        pfns = [e & PFN_MASK for e in entries]
+        self.huge = all(e >> 63 for e in entries) and pfns == list(range(pfns[0], pfns[0] + 512))
+        self.huge = self.huge and pfns[0] % 512 == 0
+
+    def release(self) -> None:
+        """munmap: the order-9 page goes to the per-CPU list of its order first, where
+        buddyinfo, the score and kcompactd do not see it, unless that list is over its high
+        mark: so the per-CPU lists are shrunk to their floor (percpu_pagelist_high_fraction)
+        for the moment of the free."""
+        if not self.addr:
+            return
+        fraction = VM / "percpu_pagelist_high_fraction"
+        old = int(fraction.read_text()) if fraction.exists() else None
+        try:
+            if old is not None:
+                vm_write(fraction.name, 1 << 20)  # pcp high down to its floor, 4 batches
+            libc.munmap(self.addr, self.size)
+            self.addr = 0
+        finally:
+            if old is not None:
+                vm_write(fraction.name, old)
+
+
+class KeyReserve:
+    """Order-3 unmovable blocks (add_key(2) payloads of 30000 bytes: kmalloc_large, GFP_KERNEL)
+    taken at the build's clean start and freed when the strategy starts, so the node's own
+    order-1..3 kernel allocations in the strategy's window (seq_file buffers, slab pages) find
+    unmovable memory of their order and do not steal the huge block (HugeBlock)."""
+
+    def __init__(self, n: int = 8) -> None:
+        payload = b"r" * 30000
+        self.keys = 0
+        for k in range(n):
+            r = libc.syscall(
+                SYS_ADD_KEY, b"user", f"reserve{k}".encode(), payload, len(payload),
+                KEY_SPEC_PROCESS_KEYRING,
+            )  # fmt: skip
+            self.keys += r >= 0
+
+    def release(self) -> None:
+        if self.keys:
+            libc.syscall(SYS_KEYCTL, KEYCTL_CLEAR, KEY_SPEC_PROCESS_KEYRING)
+            self.keys = 0
+
+
+_PRESENT: dict[tuple[int, str], int] = {}
+
+
+def score_now(node: int, extra_order9: int = 0) -> int:
+    """kcompactd's fragmentation score of NUMA node `node` now (labcalc.kcompactd_score);
+    `extra_order9`: as if that many more order-9 blocks were free in its largest zone (the
+    huge block, freed later)."""
+    if not _PRESENT:
+        _PRESENT.update(parse_zoneinfo_present(Path("/proc/zoneinfo").read_text()))
+    rows = buddy()
+    if extra_order9:
+        big = max((z for n, z, _ in rows if n == node), key=lambda z: _PRESENT.get((node, z), 0))
+        rows = [
+            (n, z, [c + extra_order9 * (o == 9) for o, c in enumerate(cs)])
+            if (n, z) == (node, big)
+            else (n, z, cs)
+            for n, z, cs in rows
+        ]
+    return kcompactd_score(rows, _PRESENT, node)
 
 
 @dataclasses.dataclass
@@ -286,10 +401,18 @@ class Built:
     info: dict[str, Any]
     proactiveness: int = 20
     node: int | None = None  # the NUMA node made fragmented (None: the whole guest)
+    huge: HugeBlock | None = None  # freed at the start (movable, numa)
+    reserve: KeyReserve | None = None
 
     def start(self) -> None:
         """Back to the kernel's own settings: the strategy under test starts now (writing a
-        non-zero compaction_proactiveness also wakes kcompactd)."""
+        non-zero compaction_proactiveness also wakes kcompactd). The reserve and the huge block
+        are freed first."""
+        if self.reserve is not None:
+            self.reserve.release()
+        if self.huge is not None:
+            self.huge.release()
+            self.info["blocks_ge9_at_start"] = blocks_ge(buddy(), 9, self.node)
         vm_write("compaction_proactiveness", self.proactiveness)
 
     def release(self) -> None:
@@ -434,6 +557,14 @@ def build(scenario: str) -> Built:
         if node is not None:
             set_mempolicy(node)  # the fill and its page cache on node 1 alone
             total = node_meminfo(node)["MemTotal"] * 1024
+        huge = None
+        if scenario in ("movable", "numa") and int(OPTS["hole_score"]) > 0:
+            built.reserve = KeyReserve()
+            built.holders.append(built.reserve)
+            huge = HugeBlock()  # before the fill, while a free order-9 block exists
+            built.holders.append(huge)
+            built.huge = huge
+            info["huge_block"] = huge.huge
         region = Anon(total)
         built.holders.append(region)
         cache = CacheFile()
@@ -447,7 +578,7 @@ def build(scenario: str) -> Built:
             info["fill_seconds"] = round(time.monotonic() - start, 1)
             info["buddy_at_fill"] = workload_buddy()
             t = time.monotonic()
-            info["pages_freed"] = region.punch_one_per_pair()
+            info["pages_freed"] = punch_holes(region, huge, node or 0, info)
             info["punch_seconds"] = round(time.monotonic() - t, 1)
         elif scenario == "hopeless":
             # No ballast: pinned pipe pages everywhere, then the page cache into their holes
@@ -483,6 +614,21 @@ def build(scenario: str) -> Built:
     info["vmstat_delta"] = {k: vm1[k] - vm0.get(k, 0) for k in vm1 if vm1[k] != vm0.get(k, 0)}
     info["build_seconds"] = round(time.monotonic() - start, 1)
     return built
+
+
+def punch_holes(region: Anon, huge: HugeBlock | None, node: int, info: dict[str, Any]) -> int:
+    """The movable holes. hole_score > 0: as many as kcompactd's own wake-up rule leaves alone,
+    one page of every buddy pair while the node's fragmentation score, counting the huge block
+    freed at the start, stays below hole_score (kcompactd compacts proactively only above 90 at
+    the default proactiveness 20), at most hole_mib. hole_score=0: every pair (the scenario of
+    the first runs, which kcompactd repairs alone)."""
+    target, cap = int(OPTS["hole_score"]), int(OPTS["hole_mib"]) * MIB // PAGE
+    if target <= 0:
+        return region.punch_one_per_pair()
+    extra = 1 if huge is not None and huge.huge else 0
+    freed = region.punch_one_per_pair(lambda n: n >= cap or score_now(node, extra) >= target)
+    info["kcompactd_score_with_huge_block"] = score_now(node, extra)
+    return freed
 
 
 def fill_dentries(built: Built, stop: int, floor_kib: int) -> None:
@@ -600,7 +746,14 @@ class Probe:
         ready.unlink(missing_ok=True)
         time.sleep(0.3)  # a few idle iterations: the baseline
 
+    def pause(self, stop: bool) -> None:
+        """SIGSTOP while a scenario is built (its memory stays; under TCG its loop would take
+        half the CPU and double the build), SIGCONT before the baseline."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP if stop else signal.SIGCONT)
+
     def finish(self) -> list[tuple[float, float]]:
+        self.pause(False)
         self.proc.terminate()
         try:
             self.proc.wait(10)
@@ -633,6 +786,12 @@ def cpu_ticks(pids: Iterable[int]) -> int:
         with contextlib.suppress(OSError, ValueError, IndexError):
             total += proc_cpu_ticks(Path(f"/proc/{pid}/stat").read_text())
     return total
+
+
+def own_cpu() -> float:
+    """This process's CPU seconds, all its threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def thread_cpu() -> float:
@@ -704,6 +863,24 @@ def strategy_seed(row: dict[str, Any], ctx: Ctx) -> Run:
     row["elapsed"] = round(time.monotonic() - start, 1)
     if recovered():
         row["seconds"] = row["elapsed"]
+    return Run([(start, end)], own)
+
+
+def strategy_spin(row: dict[str, Any], ctx: Ctx) -> Run:
+    """A control, not a fix: the strategies' CPU busy in user space for spin_seconds (a python
+    loop, no memory work, no syscall), with the build's settings left as they are (kcompactd
+    stays off), so what a busy vCPU alone costs the probe under TCG is measured beside what
+    the fixes cost it (the 2-node guest: a busy CPU 1, the probe on CPU 0)."""
+    start = time.monotonic()
+    with writer_cpu_ctx(ctx.writer_cpu):
+        c0 = thread_cpu()
+        n = 0
+        while time.monotonic() - start < float(OPTS["spin_seconds"]):
+            n += 1
+        own = thread_cpu() - c0
+    end = time.monotonic()
+    row["actions"] = ["spin"]
+    row["spin_loops"] = n
     return Run([(start, end)], own)
 
 
@@ -826,12 +1003,14 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
     # its CPU from here: python's imports under TCG take seconds, a node pays them once
     cpu0 = cpu_ticks([proc.pid])
     row["agent_start_cpu_seconds"] = round(cpu0 / CLK_TCK, 2)
+    m_start = scrape()  # before the clock runs: its compaction totals so far
     ctx.start()
     start = time.monotonic()
     last_action = start
     recovered_at: float | None = None
     started_at: float | None = None
     own_cpu = 0.0
+    mono_minus_wall = time.monotonic() - time.time()  # the daemon's "ts" onto this clock
     try:
         while time.monotonic() - start < budget and proc.poll() is None:
             time.sleep(0.1)
@@ -847,15 +1026,17 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
                     if x.get("verdict") != "fragmented" and recovered_at is None:
                         recovered_at = now
                 elif msg == "remediation starting":
-                    started_at = now
+                    # its own timestamp (ms), not when this 0.1 s loop saw the line
+                    wall = log_ts_seconds(str(x.get("ts", "")))
+                    started_at = now if wall is None else min(now, wall + mono_minus_wall)
                     decisions.append(f"{x.get('action')}: {x.get('why')}")
                 elif msg.startswith("remediation ") and "result" in x:
-                    # the kernel write's own span (the daemon times it), from when its
-                    # "starting" line was seen (0.1 s polls): the settle and re-observe after
-                    # it are the daemon waiting, not the fix
+                    # the kernel write's own span (the daemon times it), from its "starting"
+                    # line's timestamp: the settle and re-observe after it are the daemon
+                    # waiting, not the fix
                     began = started_at if started_at is not None else now - 0.2
                     took = x.get("seconds")
-                    end_w = began + float(took) + 0.15 if isinstance(took, int | float) else now
+                    end_w = began + float(took) + 0.05 if isinstance(took, int | float) else now
                     windows.append((began, min(now, end_w)))
                     started_at = None
                     last_action = now
@@ -863,14 +1044,17 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
                     steps_log.append(
                         {k: x.get(k) for k in ("result", "seconds", "blocks_before",
                                                "blocks_after", "cache_dropped_mib", "recovered",
-                                               "error")} | {"step": x["action"]}
+                                               "error", "compaction_seconds")}
+                        | {"step": x["action"]}
                     )  # fmt: skip
                     if x.get("recovered") and recovered_at is None:
                         recovered_at = now
             if started_at is not None:
                 continue  # an action is running: wait for its result
-            if recovered_at is not None and now - max(recovered_at, last_action) > poll + 3:
-                break  # recovered, and the next poll ran nothing more
+            # recovered, and the next poll ran nothing more; two polls: under TCG a tick took
+            # 23 s in the final run, and the finishing compaction came after the lab had left
+            if recovered_at is not None and now - max(recovered_at, last_action) > 2 * poll + 3:
+                break
             if recovered_at is None and now - last_action > 3 * poll + SETTLE_SECONDS:
                 break  # the daemon waits for an operator (or a cooldown): nothing more here
         end = time.monotonic()
@@ -886,8 +1070,16 @@ def strategy_agent(row: dict[str, Any], ctx: Ctx) -> Run:
                 ),
                 "free_blocks_at_target": metric_sum(m0, "memfrag_free_blocks_at_target_order"),
             }
+            if m_start is not None:
+                # every traced compaction in the strategy, by kind: "direct" is how long
+                # allocating tasks stalled compacting, whoever's fix it was
+                name = "memfrag_compaction_duration_seconds_sum"
+                a0, a1 = metric_by(m_start, name, "kind"), metric_by(m0, name, "kind")
+                row["compaction_seconds_by_kind"] = {
+                    k: round(v - a0.get(k, 0.0), 4) for k, v in a1.items()
+                }
         # the row's "after", taken before the failure probe's allocations move memory about
-        row["after_snapshot"] = {"meminfo": meminfo(), "buddy": buddy(), "recovered": recovered()}
+        row["after_snapshot"] = after_snapshot()
         if proc.poll() is None and str(OPTS["failure_probe"]) == "1":
             row.update(failure_probe(m0, poll))
     finally:
@@ -986,6 +1178,7 @@ STRATEGIES: dict[str, Callable[[dict[str, Any], Ctx], Run]] = {
     "seed": strategy_seed,
     "proactive": strategy_proactive,
     "agent": strategy_agent,
+    "spin": strategy_spin,
 }
 
 
@@ -1004,113 +1197,156 @@ def refault_seconds() -> float:
     return round(time.monotonic() - t, 3)
 
 
+IDLE_SECONDS = 1.5  # the probe's baseline, between the build and the strategy
+
+
 def run_one(scenario: str, strategy: str) -> dict[str, Any]:
     log(f"{scenario}/{strategy}: building")
-    # 2-node guest: the probe runs on node 0 (CPU 0, its memory bound there), the strategies
-    # write from node 1's CPU, the fragmented node's
+    # 2-node guest: the probe runs on node 0 (CPU 0, its memory bound there); everything else
+    # of the lab's (this process and its threads, the daemon, the strategies' writes) on node
+    # 1's CPU, the fragmented node's, so the probe measures what the fix does to node 0 and not
+    # the lab's own log-following sharing its CPU
     ctx = Ctx(probe_cpu=0, probe_node=0, writer_cpu=1) if scenario == "numa" else Ctx()
-    if strategy == "agent" and str(OPTS["agent_first"]) == "1":
-        # as on a node, the daemon runs before the memory fragments: its own memory is part of
-        # the build, not a change made to the built node (remediation off until the strategy)
-        poll = float(OPTS["agent_poll"] or CFG.sources.poll_interval_seconds)
-        PRESTARTED.append(launch_daemon(poll, "off", ctx.writer_cpu))
+    affinity = os.sched_getaffinity(0)
+    if ctx.writer_cpu >= 0:
+        os.sched_setaffinity(0, {ctx.writer_cpu})  # threads and children inherit it
+    # The running workload and the daemon are there before the memory fragments, as on a node:
+    # their memory is part of the build, not a change made to the built node.
+    probe = Probe(ctx.probe_cpu, ctx.probe_node)
     try:
-        built = build(scenario)
-    except BaseException:
-        for d in PRESTARTED:
-            d.proc.kill()
-        PRESTARTED.clear()
-        raise
-    try:
-        a = agent_assess(True)
-        mi0, vm0, bud0 = meminfo(), vmstat(), workload_buddy()
-        rows0 = buddy()
-        row: dict[str, Any] = {
-            "scenario": scenario,
-            "strategy": strategy,
-            "blocks_ge4_before": blocks_ge(rows0),
-            "verdict": a.verdict,
-            "verdict_message": a.message,
-            "cause": a.cause.kind,
-            "cause_expected": EXPECTED_CAUSE[scenario],
-            "cause_matches": a.cause.kind == EXPECTED_CAUSE[scenario],
-            "stranded_share": {t: round(s, 3) for t, s in a.cause.stranded_share},
-            "fragmented_numa_nodes": list(a.fragmented_numa_nodes),
-            "numa_node": built.node,
-            "free_mib_before": mi0["MemFree"] // 1024,
-            "cache_mib_before": round(mi0["Cached"] / 1024, 1),
-            "buddy_before": bud0,
-            "build": built.info,
-            "actions": [],
-            "seconds": None,
-        }
-        if len(NODES) > 1:
-            row["blocks_ge4_before_by_node"] = {n: blocks_ge(rows0, node=n) for n in NODES}
-        log(
-            f"{scenario}/{strategy}: built in {built.info['build_seconds']}s "
-            f"({built.info.get('stop')}): {row['blocks_ge4_before']} blocks>=4, "
-            f"{row['free_mib_before']} MiB free; agent says {a.verdict}, cause {a.cause.kind}"
-        )
-        if str(OPTS["verbose"]) == "1":
-            log(f"{scenario}/{strategy}: {a.message}")
-        probe = Probe(ctx.probe_cpu, ctx.probe_node)
-        kpids = kthread_pids()
-        k0 = cpu_ticks(kpids)
-        sampler = Sampler()
-        sampler.start()
-        t_start = time.monotonic()
-
-        def begin() -> None:
-            nonlocal t_start
-            t_start = time.monotonic()
-            built.start()
-
-        ctx = dataclasses.replace(ctx, start=begin)
+        probe.pause(True)
         try:
-            ran = STRATEGIES[strategy](row, ctx)
+            if strategy == "agent" and str(OPTS["agent_first"]) == "1":
+                poll = float(OPTS["agent_poll"] or CFG.sources.poll_interval_seconds)
+                PRESTARTED.append(launch_daemon(poll, "off", ctx.writer_cpu))  # remediation off
+            built = build(scenario)
         finally:
-            t_end = time.monotonic()
-            series = sampler.finish()
-            k1 = cpu_ticks(kpids)
-            samples = probe.finish()
-        snap = row.pop("after_snapshot", None)
-        mi1, vm1 = (snap["meminfo"], vmstat()) if snap else (meminfo(), vmstat())
-        rows1 = snap["buddy"] if snap else buddy()
-        windows = ran.windows if ran.windows is not None else [(t_start, t_end)]
-        # an iteration that started just before an action and was held by it counts too
-        windows = [(a0 - 0.05, b0) for a0, b0 in windows]
-        row.update(
-            blocks_ge4_after=blocks_ge(rows1),
-            recovered=snap["recovered"] if snap else recovered(),
-            free_mib_after=mi1["MemFree"] // 1024,
-            cache_mib_after=round(mi1["Cached"] / 1024, 1),
-            cache_dropped_mib=round(max(0, mi0["Cached"] - mi1["Cached"]) / 1024, 1),
-            buddy_after={f"{n}/{z}": cs for n, z, cs in rows1 if z != "DMA"},
-            vmstat_delta={k: vm1[k] - vm0.get(k, 0) for k in vm1 if vm1[k] != vm0.get(k, 0)},
-            cpu_seconds=round(ran.own_cpu + (k1 - k0) / CLK_TCK, 2),
-            cpu_kthreads_seconds=round((k1 - k0) / CLK_TCK, 2),
-            **latency_summary(samples, windows),
-            workload_idle_p99_ms=latency_summary(samples, [(0.0, t_start)])["workload_p99_ms"],
-        )
-        for step, w in zip(row.get("agent_steps", []), windows, strict=False):
-            step.update(latency_summary(samples, [w]))
-        if len(NODES) > 1:
-            row["blocks_ge4_after_by_node"] = {n: blocks_ge(rows1, node=n) for n in NODES}
-        row["refault_seconds"] = refault_seconds()
-        save_series(scenario, strategy, series, t_start - sampler.t0)
-        log(
-            f"{scenario}/{strategy}: blocks>=4 {row['blocks_ge4_before']} -> "
-            f"{row['blocks_ge4_after']}, recovered={row['recovered']} in {row['seconds']}s, "
-            f"cache dropped {row['cache_dropped_mib']} MiB, actions {row['actions']}, "
-            f"probe p99 {row['workload_p99_ms']} max {row['workload_max_ms']} ms, "
-            f"cpu {row['cpu_seconds']}s, refault {row['refault_seconds']}s"
-        )
-        return row
+            probe.pause(False)
+        try:
+            return measure(scenario, strategy, built, probe, ctx)
+        finally:
+            built.release()
     finally:
         for d in PRESTARTED:  # the strategy never took it
             d.proc.kill()
+            d.proc.wait(5)
         PRESTARTED.clear()
-        built.release()
+        probe.finish()
+        os.sched_setaffinity(0, affinity)
+
+
+def measure(scenario: str, strategy: str, built: Built, probe: Probe, ctx: Ctx) -> dict[str, Any]:
+    """One strategy on a built scenario: the row."""
+    a = agent_assess(True)
+    mi0, vm0, bud0 = meminfo(), vmstat(), workload_buddy()
+    rows0 = buddy()
+    row: dict[str, Any] = {
+        "scenario": scenario,
+        "strategy": strategy,
+        "blocks_ge4_before": blocks_ge(rows0),
+        "verdict": a.verdict,
+        "verdict_message": a.message,
+        "cause": a.cause.kind,
+        "cause_expected": EXPECTED_CAUSE[scenario],
+        "cause_matches": a.cause.kind == EXPECTED_CAUSE[scenario],
+        "stranded_share": {t: round(s, 3) for t, s in a.cause.stranded_share},
+        "fragmented_numa_nodes": list(a.fragmented_numa_nodes),
+        "numa_node": built.node,
+        "free_mib_before": mi0["MemFree"] // 1024,
+        "cache_mib_before": round(mi0["Cached"] / 1024, 1),
+        "buddy_before": bud0,
+        # kcompactd's own measure (mm/compaction.c): it compacts proactively above the mark
+        "kcompactd_score_before": {n: score_now(n) for n in NODES},
+        "kcompactd_wmark_high": proactive_wmark_high(built.proactiveness),
+        "build": built.info,
+        "actions": [],
+        "seconds": None,
+    }
+    if len(NODES) > 1:
+        row["blocks_ge4_before_by_node"] = {n: blocks_ge(rows0, node=n) for n in NODES}
+    log(
+        f"{scenario}/{strategy}: built in {built.info['build_seconds']}s "
+        f"({built.info.get('stop')}): {row['blocks_ge4_before']} blocks>=4, "
+        f"{row['free_mib_before']} MiB free, kcompactd score {row['kcompactd_score_before']}; "
+        f"agent says {a.verdict}, cause {a.cause.kind}"
+    )
+    if str(OPTS["verbose"]) == "1":
+        log(f"{scenario}/{strategy}: {a.message}")
+    t_idle = time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    kpids = kthread_pids()
+    k0, p0 = cpu_ticks(kpids), cpu_ticks([probe.proc.pid])
+    busy0, lab0 = cpu_busy_ticks(Path("/proc/stat").read_text()), own_cpu()
+    sampler = Sampler()
+    sampler.start()
+    t_start = time.monotonic()
+
+    def begin() -> None:
+        nonlocal t_start, busy0, p0, lab0
+        t_start = time.monotonic()
+        busy0, p0, lab0 = (
+            cpu_busy_ticks(Path("/proc/stat").read_text()),
+            cpu_ticks([probe.proc.pid]),
+            own_cpu(),
+        )
+        built.start()
+
+    ctx = dataclasses.replace(ctx, start=begin)
+    try:
+        ran = STRATEGIES[strategy](row, ctx)
+    finally:
+        t_end = time.monotonic()
+        series = sampler.finish()
+        k1, p1 = cpu_ticks(kpids), cpu_ticks([probe.proc.pid])
+        busy1, lab1 = cpu_busy_ticks(Path("/proc/stat").read_text()), own_cpu()
+        # the row's "after" while the probe still holds its memory: its exit frees ~15 MiB,
+        # largely contiguous, which no strategy did (the agent's is taken before its failure
+        # probe, for the same reason)
+        snap = row.pop("after_snapshot", None) or after_snapshot()
+        samples = probe.finish()
+    mi1, vm1, rows1 = snap["meminfo"], snap["vmstat"], snap["buddy"]
+    windows = ran.windows if ran.windows is not None else [(t_start, t_end)]
+    # an iteration that started just before an action and was held by it counts too
+    windows = [(a0 - 0.05, b0) for a0, b0 in windows]
+    row.update(
+        blocks_ge4_after=blocks_ge(rows1),
+        recovered=snap["recovered"],
+        free_mib_after=mi1["MemFree"] // 1024,
+        cache_mib_after=round(mi1["Cached"] / 1024, 1),
+        cache_dropped_mib=round(max(0, mi0["Cached"] - mi1["Cached"]) / 1024, 1),
+        buddy_after={f"{n}/{z}": cs for n, z, cs in rows1 if z != "DMA"},
+        kcompactd_score_after={n: kcompactd_score(rows1, _PRESENT, n) for n in NODES},
+        vmstat_delta={k: vm1[k] - vm0.get(k, 0) for k in vm1 if vm1[k] != vm0.get(k, 0)},
+        cpu_seconds=round(ran.own_cpu + (k1 - k0) / CLK_TCK, 2),
+        cpu_kthreads_seconds=round((k1 - k0) / CLK_TCK, 2),
+        # who else ran, from the strategy's start: each CPU's busy time, the probe's own, and
+        # this process's (the lab's following and sampling); in the 2-node guest CPU 0 less the
+        # probe is what shared the probe's CPU
+        cpu_busy_seconds={n: round((busy1[n] - busy0.get(n, 0)) / CLK_TCK, 2) for n in busy1},
+        probe_cpu_seconds=round((p1 - p0) / CLK_TCK, 2),
+        lab_cpu_seconds=round(lab1 - lab0, 2),
+        strategy_seconds=round(t_end - t_start, 1),
+        **latency_summary(samples, windows),
+        workload_idle_p99_ms=latency_summary(samples, [(t_idle, t_idle + IDLE_SECONDS)])[
+            "workload_p99_ms"
+        ],
+    )
+    for step, w in zip(row.get("agent_steps", []), windows, strict=False):
+        step.update(latency_summary(samples, [w]))
+    if len(NODES) > 1:
+        row["blocks_ge4_after_by_node"] = {n: blocks_ge(rows1, node=n) for n in NODES}
+    row["refault_seconds"] = refault_seconds()
+    save_series(scenario, strategy, series, t_start - sampler.t0)
+    log(
+        f"{scenario}/{strategy}: blocks>=4 {row['blocks_ge4_before']} -> "
+        f"{row['blocks_ge4_after']}, recovered={row['recovered']} in {row['seconds']}s, "
+        f"cache dropped {row['cache_dropped_mib']} MiB, actions {row['actions']}, "
+        f"probe p99 {row['workload_p99_ms']} max {row['workload_max_ms']} ms "
+        f"(idle {row['workload_idle_p99_ms']}), cpu {row['cpu_seconds']}s, "
+        f"busy {row['cpu_busy_seconds']} probe {row['probe_cpu_seconds']} "
+        f"lab {row['lab_cpu_seconds']}, refault {row['refault_seconds']}s"
+    )
+    return row
 
 
 def save_series(
@@ -1274,6 +1510,7 @@ def main() -> int:
         tmp.replace(RESULTS)
 
     log(f"kernel {doc['kernel']}, {doc['mem_total_mib']} MiB, nodes {NODES}, options {OPTS}")
+    score_now(0)  # /proc/zoneinfo read now, while nothing is fragmented (HugeBlock)
     try:
         loopback_up()
     except OSError as exc:

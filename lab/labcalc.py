@@ -6,6 +6,7 @@ standard library only (the guest has no pytest and no venv).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -38,6 +39,52 @@ def blocks_ge(rows: Iterable[BuddyRow], order: int = 4, node: int | None = None)
         for o, c in enumerate(cs)
         if o >= order
     )
+
+
+def parse_zoneinfo_present(text: str) -> dict[tuple[int, str], int]:
+    """Each zone's `present` pages from /proc/zoneinfo (`Node 0, zone   DMA32` then
+    `present  126960`): the weights of the kernel's fragmentation score."""
+    out: dict[tuple[int, str], int] = {}
+    zone: tuple[int, str] | None = None
+    for line in text.splitlines():
+        m = re.match(r"Node\s+(\d+),\s+zone\s+(\S+)", line)
+        if m:
+            zone = (int(m[1]), m[2])
+            continue
+        parts = line.split()
+        if zone is not None and len(parts) == 2 and parts[0] == "present":
+            out[zone] = int(parts[1])
+            zone = None
+    return out
+
+
+HPAGE_ORDER = 9  # COMPACTION_HPAGE_ORDER on x86_64: the order kcompactd's score is about
+
+
+def kcompactd_score(
+    rows: Iterable[BuddyRow], present: dict[tuple[int, str], int], node: int
+) -> int:
+    """The kernel's fragmentation_score_node (mm/compaction.c, 6.1): each zone's extfrag for
+    order 9 (the share of its free pages not in blocks of order >= 9, 0..100) weighted by its
+    present pages over the node's, integer arithmetic as the kernel does it. kcompactd's
+    proactive compaction runs only while this is above proactive_wmark_high()."""
+    mine = [(z, cs) for n, z, cs in rows if n == node]
+    node_present = sum(present.get((node, z), 0) for z, _ in mine)
+    score = 0
+    for z, cs in mine:
+        free = sum(c << o for o, c in enumerate(cs))
+        if not free:
+            continue
+        suitable = sum(c << (o - HPAGE_ORDER) for o, c in enumerate(cs) if o >= HPAGE_ORDER)
+        extfrag = (free - (suitable << HPAGE_ORDER)) * 100 // free
+        score += present.get((node, z), 0) * extfrag // (node_present + 1)
+    return score
+
+
+def proactive_wmark_high(proactiveness: int) -> int:
+    """The score above which kcompactd compacts proactively (fragmentation_score_wmark, high):
+    max(100 - proactiveness, 5) + 10, at most 100; 90 at the default proactiveness 20."""
+    return min(max(100 - proactiveness, 5) + 10, 100)
 
 
 _SAMPLE = re.compile(
@@ -93,6 +140,28 @@ def proc_cpu_ticks(stat: str) -> int:
     parentheses, so the fields are counted after its last ')'."""
     rest = stat[stat.rindex(")") + 2 :].split()
     return int(rest[11]) + int(rest[12])  # fields 14 and 15 of proc(5)
+
+
+def cpu_busy_ticks(stat: str) -> dict[int, int]:
+    """Busy clock ticks of each CPU from /proc/stat's `cpuN` lines: every field but idle and
+    iowait (user nice system idle iowait irq softirq steal; guest time is inside user)."""
+    out: dict[int, int] = {}
+    for line in stat.splitlines():
+        name, _, rest = line.partition(" ")
+        if name.startswith("cpu") and name[3:].isdigit():
+            f = [int(x) for x in rest.split()[:8]]
+            out[int(name[3:])] = sum(f) - f[3] - f[4]
+    return out
+
+
+def log_ts_seconds(ts: str) -> float | None:
+    """The daemon's JSON log `ts` (`2026-12-02T07:40:01.123Z`, UTC) as epoch seconds; None for
+    another shape (the lab then times the line by when it read it)."""
+    try:
+        t = dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return t.timestamp()
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

@@ -181,7 +181,8 @@ class SourcesConfig:
     pagetypeinfo_interval_seconds: float = _key(
         300.0,
         "Minimum time between reads of /proc/pagetypeinfo (root-only, expensive); it is "
-        "also read when the verdict is not healthy, at most this often.",
+        "also read when the verdict is not healthy, at most this often, and at a fragmented "
+        "episode's first tick (the cause picks the remediation ladder).",
         Allowed(minimum=1),
     )
     kmsg_enabled: bool = _key(True, "Follow the kernel log for allocation failures.")

@@ -14,7 +14,8 @@ from agent.config.model import Config
 from agent.daemon.inbox import DEDUPE_SECONDS, FINDING_TTL, Inbox
 from agent.daemon.observer import NOT_HEALTHY_PTI_INTERVAL, Observer
 from agent.kernel.kmsg import Finding, scan
-from tests.unit.daemon.parts import FRAGMENTED, HEALTHY, CountingReader, Host
+from agent.kernel.procfs import ProcReader
+from tests.unit.daemon.parts import FRAGMENTED, HEALTHY, UNMOVABLE, CountingReader, Host
 from tests.unit.kube.fakekube import Clock
 
 
@@ -122,6 +123,25 @@ def test_pagetypeinfo_is_read_sooner_while_not_healthy(tmp_path: Path) -> None:
     host.be(HEALTHY)
     o, _ = obs.observe(NOT_HEALTHY_PTI_INTERVAL, cfg, 4, urgent=False)
     assert o.pagetype is not None  # the healthy fixture's, read within 30 s, not 300
+
+
+def test_the_first_fragmented_tick_reads_pagetypeinfo_of_the_fragmented_node(
+    tmp_path: Path,
+) -> None:
+    """The cause picks the ladder: not from a reading taken while the node was healthy (the
+    lab's reclaimable node got the unmovable ladder, and lost its page cache, from one)."""
+    host = Host(tmp_path, HEALTHY)
+    reader = CountingReader(host)
+    obs = Observer(reader)
+    cfg = Config()
+    obs.observe(0.0, cfg, 4, urgent=False)
+    host.be(UNMOVABLE)
+    o, a = obs.observe(15.0, cfg, 4, urgent=False)
+    fresh = ProcReader(host.root, host.sys).observe().pagetype
+    assert a.verdict == "fragmented" and o.pagetype == fresh and a.cause.kind == "unmovable"
+    n = reader.observed
+    obs.observe(30.0, cfg, 4, urgent=False)  # still fragmented: the cached reading, no re-read
+    assert reader.observed == n + 1
 
 
 def test_an_unreadable_proc_raises_and_keeps_the_last_assessment(tmp_path: Path) -> None:

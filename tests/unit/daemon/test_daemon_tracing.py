@@ -384,8 +384,7 @@ def test_an_unmovable_cause_names_the_pods_by_kernel_memory_and_gives_each_an_ev
     w.tick()
     assert w.agent.kernel_memory.reads == 0  # healthy: the cgroups are not walked
     w.host.be(UNMOVABLE)
-    w.tick(15)  # pagetypeinfo is read again within 30 s of a verdict not healthy
-    w.tick(30)
+    w.tick(15)  # the first fragmented tick reads pagetypeinfo: the cause is known at once
     assert "unmovable kernel memory by pod: shop/cart 256.0 MiB" in w.message()
     w.tick(15)
     w.tick(15)

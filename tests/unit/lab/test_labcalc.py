@@ -6,13 +6,18 @@ import pytest
 
 from lab.labcalc import (
     blocks_ge,
+    cpu_busy_ticks,
     in_windows,
+    kcompactd_score,
     latency_summary,
+    log_ts_seconds,
     metric_by,
     metric_sum,
     parse_buddyinfo,
     parse_metrics,
+    parse_zoneinfo_present,
     percentile,
+    proactive_wmark_high,
     proc_cpu_ticks,
     share,
     show,
@@ -39,6 +44,42 @@ def test_buddyinfo_blocks_per_node_without_the_isa_dma_zone() -> None:
 def test_a_buddyinfo_line_of_another_shape_is_named() -> None:
     with pytest.raises(ValueError, match="unexpected line 'Node 0, zone DMA32 x'"):
         parse_buddyinfo("Node 0, zone DMA32 x\n")
+
+
+ZONEINFO = """\
+Node 0, zone      DMA
+  per-node stats
+      nr_inactive_anon 12
+  pages free     3975
+        boost    0
+        min      21
+        spanned  4095
+        present  3998
+        managed  3976
+Node 0, zone    DMA32
+  pages free     2000
+        present  126960
+        managed  113000
+Node 0, zone   Normal
+  pages free     0
+        spanned  0
+        present  0
+"""
+
+
+def test_kcompactd_score_is_the_kernels_weighted_extfrag_for_order_9() -> None:
+    present = parse_zoneinfo_present(ZONEINFO)
+    assert present == {(0, "DMA"): 3998, (0, "DMA32"): 126960, (0, "Normal"): 0}
+    rows = parse_buddyinfo(BUDDY)
+    # DMA: 391 of 3975 free pages outside order>=9 blocks: extfrag 9, weight 3998/130959: 0;
+    # DMA32: 2864 of 65840: extfrag 4, weight 126960/130959: 3
+    assert kcompactd_score(rows, present, 0) == 3
+    # node 1: every free page in order-0..4 blocks: 100, all of the node's present pages
+    assert kcompactd_score(rows, {(1, "DMA32"): 98304}, 1) == 98304 * 100 // 98305
+    assert kcompactd_score([(0, "DMA32", [0] * 11)], present, 0) == 0  # nothing free: 0
+    assert proactive_wmark_high(20) == 90
+    assert proactive_wmark_high(90) == 20
+    assert proactive_wmark_high(100) == 15
 
 
 METRICS = """\
@@ -126,3 +167,18 @@ def test_show_checks_the_issues_claims() -> None:
         "numa: recovered yes, blocks 0.9 of seed's ok, actions ['compact-node=1'] one node only",
         "hopeless: 2 action(s) ok (seed: 2), RemediationNotPossible said 1 time(s)",
     ]
+
+
+def test_cpu_busy_ticks_per_cpu_without_idle_and_iowait() -> None:
+    stat = (
+        "cpu  300 0 100 5000 20 5 5 0 0 0\n"
+        "cpu0 200 0 50 2000 10 3 2 0 0 0\n"
+        "cpu1 100 0 50 3000 10 2 3 1 0 0\n"
+        "intr 12345 0 0\n"
+    )
+    assert cpu_busy_ticks(stat) == {0: 255, 1: 156}
+
+
+def test_the_daemons_log_timestamp_in_epoch_seconds() -> None:
+    assert log_ts_seconds("1970-01-01T00:01:40.250Z") == 100.25
+    assert log_ts_seconds("07:40:01") is None
