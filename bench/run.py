@@ -37,8 +37,9 @@ from agent.assess.verdict import assess
 from agent.base.files import read_text
 from agent.base.times import rfc3339
 from agent.config.model import Config
-from agent.decide.nodeview import NodeView
+from agent.decide.nodeview import SUMMARY_ANNOTATION, NodeView
 from agent.decide.report import Outcome, ReportState, decide
+from agent.decide.summary import summary_of
 from agent.kernel.kmsg import scan_events
 from agent.kernel.pagetypeinfo import parse_pagetypeinfo
 from agent.kernel.procfs import ProcReader
@@ -869,9 +870,11 @@ class Bench:
         }
 
     # --- the simulated fleet -------------------------------------------------------------------
-    def _healthy_condition(self) -> dict[str, str]:
-        """The condition the agent itself writes on a healthy FakeHost: its own assess() and
-        decide(), so its next cycle finds nothing to change (not even the words)."""
+    def _healthy_condition(self) -> tuple[dict[str, str], str]:
+        """The condition and the summary annotation the agent itself writes on a healthy
+        FakeHost: its own assess() and decide(), so its first cycle finds nothing to change
+        (not even the words; without the summary every first cycle wrote and reset its
+        heartbeat clock)."""
         host = FakeHost(self.workdir / "reason-proc")
         cfg = Config()
         a = assess(ProcReader(host.root).observe(False), cfg.assessment)
@@ -881,7 +884,7 @@ class Bench:
         d = decide(now, outcome, ReportState(), empty, cfg.reporting, wall=now)
         if d.condition is None:
             raise RuntimeError("decide() wrote no condition for a node without one")
-        return d.condition.to_json()
+        return d.condition.to_json(), summary_of(a, 0).to_annotation()
 
     def _register(self, names: list[str], level: int, heartbeat: float) -> None:
         """Register each node as a kubelet would (ControlPlane.register_node's labels and
@@ -890,7 +893,7 @@ class Bench:
         status and one PATCH dropping the admission's not-ready taint per node, on the admin's
         one connection pool (register_node's five calls and a new client per node took
         minutes for 5,000)."""
-        healthy, now = self._healthy_condition(), time.time()
+        (healthy, summary), now = self._healthy_condition(), time.time()
         rng = random.Random(3)
         beats = {n: now - rng.uniform(0, heartbeat) for n in names}
 
@@ -906,7 +909,11 @@ class Bench:
             body = {
                 "apiVersion": "v1",
                 "kind": "Node",
-                "metadata": {"name": n, "labels": node_labels(n, {SIM_LABEL: str(level)})},
+                "metadata": {
+                    "name": n,
+                    "labels": node_labels(n, {SIM_LABEL: str(level)}),
+                    "annotations": {SUMMARY_ANNOTATION: summary},
+                },
                 "status": status,
             }
             try:
