@@ -277,11 +277,10 @@ class Tracing:
 
     def _trigger(self) -> None:
         """From the reader thread: a slow-path event at the order arms the counter at once."""
-        self._signs[Risk.SLOW_PATH] += 1
-        if self.arming.armed:
-            return
-        with self._arm_lock:
-            self._apply(step(self.arming, self.monotonic(), self.policy, (Risk.SLOW_PATH,)))
+        with self._arm_lock:  # arm_for swaps _signs under it: an increment outside is lost
+            self._signs[Risk.SLOW_PATH] += 1
+            if not self.arming.armed:
+                self._apply(step(self.arming, self.monotonic(), self.policy, (Risk.SLOW_PATH,)))
 
     def _apply(self, new: ArmState) -> None:
         """Under _arm_lock: the new state into the instance, the gauge and the log."""
@@ -322,7 +321,8 @@ class Tracing:
         """From the reader thread, each event as it arrives."""
         if isinstance(event, PageAlloc) and event.failed and event.order >= self.min_order:
             self.failures.labels(order_label(event.order), str(event.silent).lower()).inc()
-            self._signs[Risk.FAILURES] += 1
+            with self._arm_lock:
+                self._signs[Risk.FAILURES] += 1
             return
         if triggers(event, self.min_order):
             self._trigger()
