@@ -37,17 +37,17 @@ from agent.assess.verdict import assess
 from agent.base.files import read_text
 from agent.base.times import rfc3339
 from agent.config.model import Config
-from agent.decide.nodeview import SUMMARY_ANNOTATION, NodeView
-from agent.decide.report import Outcome, ReportState, decide
-from agent.decide.summary import summary_of
+from agent.decide.nodeview import SUMMARY_ANNOTATION
 from agent.kernel.kmsg import scan_events
 from agent.kernel.pagetypeinfo import parse_pagetypeinfo
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import SMP, ApiError, Kube
 from agent.kube.informer import WATCH_SECONDS_MAX, WATCH_SECONDS_MIN
+from bench import image as bench_image
 from bench import npd
 from bench import tracing as tracecost
 from bench.kubeio import ApiServerMetrics, LeaseWrites, NodeWatcher, Window, window
+from bench.sim import steady_report
 from bench.stats import (
     LONG_RUNNING_VERBS,
     cpu_percent,
@@ -109,6 +109,7 @@ class Profile:
     trace_pairs: int = 40  # workload rounds of each state (off, disarmed, armed), interleaved
     trace_mib: int = 128  # faulted in per round
     trace_agent_s: float = 60  # the agent's CPU window, at rest and again under the workload
+    image_window_s: float = 300  # the image's quiet window on the real node (NPD's: 5 minutes)
 
 
 FULL = Profile(
@@ -142,6 +143,7 @@ QUICK = Profile(
     npd_fleet_window_s=20,
     trace_pairs=8,
     trace_agent_s=15,
+    image_window_s=30,
 )
 
 # key -> (unit, what it measures); the table's order
@@ -158,6 +160,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "kmsg_match_lines_per_s": ("lines/s", "matcher alone, unrelated kmsg records one by one"),
     "agent_rss_mib": ("MiB", "memfrag-agent run RSS after the steady window (real /proc)"),
     "agent_cpu_percent_steady": ("% core", "its CPU (utime+stime) over the steady window"),
+    "image_agent_rss_mib": ("MiB", "the image on the real node (helm install, chart defaults)"),
+    "image_agent_cpu_percent": ("% core", "same pod's CPU over its quiet window"),
     "api_writes_per_node_hour_steady": ("/node/h", "one healthy agent's writes in the window"),
     "api_requests_per_node_hour_steady": ("/node/h", "same, all verbs (watch renewals too)"),
     "api_writes_per_node_hour_fleet": ("/node/h", "sim fleet, heartbeat phases spread"),
@@ -870,21 +874,14 @@ class Bench:
         }
 
     # --- the simulated fleet -------------------------------------------------------------------
-    def _healthy_condition(self) -> tuple[dict[str, str], str]:
-        """The condition and the summary annotation the agent itself writes on a healthy
-        FakeHost: its own assess() and decide(), so its first cycle finds nothing to change
-        (not even the words; without the summary every first cycle wrote and reset its
-        heartbeat clock)."""
+    def _healthy_condition(self) -> tuple[list[dict[str, str]], str]:
+        """The conditions and the summary annotation the agent itself writes on a healthy
+        FakeHost (`bench.sim.steady_report`: its own tick decision), so its first cycle finds
+        nothing to change."""
         host = FakeHost(self.workdir / "reason-proc")
         cfg = Config()
         a = assess(ProcReader(host.root).observe(False), cfg.assessment)
-        now = time.time()
-        empty = NodeView(name="x", uid="x", resource_version="1", condition=None, taints=())
-        outcome = Outcome(a.verdict, a.reason, a.message)
-        d = decide(now, outcome, ReportState(), empty, cfg.reporting, wall=now)
-        if d.condition is None:
-            raise RuntimeError("decide() wrote no condition for a node without one")
-        return d.condition.to_json(), summary_of(a, 0).to_annotation()
+        return steady_report(a, cfg, time.time())
 
     def _register(self, names: list[str], level: int, heartbeat: float) -> None:
         """Register each node as a kubelet would (ControlPlane.register_node's labels and
@@ -899,13 +896,14 @@ class Bench:
 
         def register(n: str) -> None:
             status = node_status(n)
-            status["conditions"].append(
+            status["conditions"] += [
                 dict(
-                    healthy,
+                    c,
                     lastTransitionTime=rfc3339(now - 86400),
                     lastHeartbeatTime=rfc3339(beats[n]),
                 )
-            )
+                for c in healthy
+            ]
             body = {
                 "apiVersion": "v1",
                 "kind": "Node",
@@ -1177,6 +1175,14 @@ class Bench:
                 f"({self.p.sim_levels[-1]}) was sustained"
             )
 
+    def image(self) -> None:
+        """The image from the Dockerfile on the real node (its own control plane beside the
+        bench's): RSS and CPU of the agent's container after a quiet window."""
+        got = bench_image.measure(self.workdir / "image", self.p.image_window_s, CLK_TCK)
+        self.details["image"] = got
+        self.results["image_agent_rss_mib"] = got["rss_mib"]
+        self.results["image_agent_cpu_percent"] = got["cpu_percent"]
+
     # --- all -----------------------------------------------------------------------------------
     def run(self, phases: list[str]) -> None:
         table: dict[str, Callable[[], None]] = {
@@ -1186,6 +1192,7 @@ class Bench:
             "episode": self.episode,
             "sim": self.sim,
             "tracing": self.tracing,
+            "image": self.image,
         }
         self.notes.extend(NOTES)
         log(f"mode {self.p.name}; machine {self.machine}")
@@ -1353,7 +1360,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=REPO / "out" / "bench")
     p.add_argument(
         "--phases",
-        default="steady,detect,flood,episode,sim,tracing",
+        default="steady,detect,flood,episode,sim,tracing,image",
         help="comma-separated subset, in order (baseline+assess always runs)",
     )
     p.add_argument("--sim-levels", help="comma-separated fleet sizes (default: the mode's)")

@@ -33,9 +33,13 @@ from typing import Any
 
 import yaml
 
+from agent.assess.verdict import Assessment
+from agent.config.model import Config
 from agent.config.reload import ConfigFile
 from agent.daemon import logs
 from agent.daemon.loop import Agent
+from agent.decide.cycle import Facts, TickState, decide_tick
+from agent.decide.nodeview import NodeView
 from agent.kernel.procfs import ProcReader
 from agent.kube.client import JSON, ApiError, Kube
 from agent.kube.informer import Informer
@@ -153,6 +157,21 @@ class Scheduler:
         with self.cv:
             self.stopped = True
             self.cv.notify()
+
+
+def steady_report(a: Assessment, cfg: Config, wall: float) -> tuple[list[dict[str, str]], str]:
+    """What a long-running agent has left on a healthy Node: every condition and the summary
+    annotation its first tick writes to a Node without them (its own decide_tick, so a
+    condition added to the agent's write is seeded too: the Unremediable condition missing
+    from the seed made every simulated agent's first cycle write during the rollout and time
+    its next heartbeat from there, so a short window right after it saw no heartbeat)."""
+    empty = NodeView(name="x", uid="x", resource_version="1", condition=None, taints=())
+    d = decide_tick(Facts(now=0.0, wall=wall, assessment=a, view=empty), TickState(), cfg)
+    r = d.report
+    if r is None or r.condition is None or r.summary is None:
+        raise RuntimeError("the agent's first tick wrote nothing on a Node without a condition")
+    conds = [r.condition] + ([r.unremediable] if r.unremediable is not None else [])
+    return [c.to_json() for c in conds], r.summary
 
 
 def informers(agent: Agent) -> list[Informer]:

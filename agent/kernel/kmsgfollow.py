@@ -11,7 +11,7 @@ A flood costs per record only what it must: the fd is non-blocking, each wake-up
 record there is (one read() each: /dev/kmsg hands out no more) into one reused buffer (a new
 16 KiB bytes object per read, shrunk to the record, and the EAGAIN exception that ends each
 drain cost more than the read itself); a /dev/kmsg record that fails the matcher's byte-level
-pre-filter (`might_match_record`, on the buffer) is counted and dropped as read, the
+pre-filter (`might_match_record`'s rule, inline on the buffer) is counted and dropped as read, the
 others (and the lines of a FIFO or file, which may continue each other) are scanned in one
 `scan_events` call per wake-up. After a wake-up that found records the thread lets the next
 ones gather for COALESCE_SECONDS before it polls again, so 10,000 lines/s cost about
@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable
 
 from agent.kernel.boundedlines import split_chunk
-from agent.kernel.kmsg import Finding, Suppressed, might_match_record, scan_events
+from agent.kernel.kmsg import RECORD_KEYS, Finding, Suppressed, scan_events
 
 log = logging.getLogger(__name__)
 READ_SIZE = 16384  # larger than any kmsg record (the kernel caps a record well below this)
@@ -109,8 +109,9 @@ class KmsgFollower:
             while not self._stop.is_set():
                 lines: list[bytes] = []
                 reads, skipped, closed, idle = 0, 0, False, False
-                readinto, whole, keep = stream.readinto, self._records_whole, might_match_record
-                while reads < DRAIN_MAX:  # the hot loop of a flood: locals, no calls but two
+                readinto, whole, find = stream.readinto, self._records_whole, buf.find
+                k1, k2, k3 = RECORD_KEYS
+                while reads < DRAIN_MAX:  # the hot loop of a flood: locals, C calls only
                     try:
                         n = readinto(buf)
                     except OSError as exc:
@@ -135,7 +136,13 @@ class KmsgFollower:
                         idle = True
                         break
                     reads += 1
-                    if whole and not keep(buf, n):
+                    if (  # might_match_record, inline: its call cost 0.35 us a record
+                        whole
+                        and buf[0] != 0x7B
+                        and find(k1, 0, n) < 0
+                        and find(k2, 0, n) < 0
+                        and find(k3, 0, n) < 0
+                    ):
                         skipped += 1  # an unrelated record: no copy, no split, no scan
                         continue
                     done, pending = split_chunk(pending, bytes(view[:n]), MAX_PENDING)

@@ -254,3 +254,16 @@ def test_the_prefilter_ignores_a_finding_left_in_the_buffer_past_the_record() ->
     buf = bytearray(b"6,1,2,-;eth0: renamed from tmp1" + FINDINGS[0].line.encode())
     assert not might_match_record(buf, len(b"6,1,2,-;eth0: renamed from tmp1"))
     assert might_match_record(buf)
+
+
+@given(st.binary(min_size=1, max_size=200), st.integers(min_value=1, max_value=200))
+def test_the_prefilter_is_the_rule_the_reader_applies_inline(raw: bytes, end: int) -> None:
+    """agent.kernel.kmsgfollow drops a record read into its buffer (n > 0 bytes), without a
+    call, when it starts with no "{" and holds none of RECORD_KEYS: exactly what
+    might_match_record rejects."""
+    from agent.kernel.kmsg import RECORD_KEYS, might_match_record
+
+    buf = bytearray(raw) + bytearray(b"alloc")  # beyond n: must not count
+    n = min(end, len(raw))
+    inline_drops = buf[0] != 0x7B and all(buf.find(k, 0, n) < 0 for k in RECORD_KEYS)
+    assert might_match_record(buf, n) is not inline_drops
