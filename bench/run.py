@@ -1353,6 +1353,14 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The README's benchmark table: every key with its value, unit and what it measures."""
+    out = ["| key | value | unit | what it measures |", "|---|---|---|---|"]
+    for k, (unit, what) in KEYS.items():
+        out.append(f"| `{k}` | {fmt(results.get(k))} | {unit} | {what} |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("--quick", action="store_true", help="short windows, few trials (smoke run)")
@@ -1367,7 +1375,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--steady-seconds", type=float, help="the steady window (default: full 1800, quick 30)"
     )
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="BENCH_JSON",
+        help="print the README's table of a finished run's out/bench.json and exit",
+    )
     args = p.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     profile = QUICK if args.quick else FULL
     if args.sim_levels:
         levels = tuple(int(x) for x in args.sim_levels.split(","))
