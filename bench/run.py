@@ -164,6 +164,11 @@ KEYS: dict[str, tuple[str, str]] = {
     "image_agent_cpu_percent": ("% core", "same pod's CPU over its quiet window"),
     "api_writes_per_node_hour_steady": ("/node/h", "one healthy agent's writes in the window"),
     "api_requests_per_node_hour_steady": ("/node/h", "same, all verbs (watch renewals too)"),
+    "api_requests_per_node_hour_agent": (
+        "/node/h",
+        "same window, as the agent counted what it sent",
+    ),
+    "api_writes_per_node_hour_agent": ("/node/h", "same, writes only (POST, PUT, PATCH, DELETE)"),
     "api_writes_per_node_hour_fleet": ("/node/h", "sim fleet, heartbeat phases spread"),
     "npd_api_writes_per_node_hour_steady": ("/node/h", "NPD pattern fleet, same method"),
     "api_requests_per_episode": ("requests", "fragmented -> remediated -> recovered, all verbs"),
@@ -520,9 +525,11 @@ class Bench:
             raise RuntimeError("the agent never reported on the real /proc")
         time.sleep(5)  # its start-up writes are done
         w.stop()  # nothing but the agent talks to the API server from here on
+        sent0 = agent_requests(a.metrics())
         before, k0, wall0 = self.scrape(), ticks(pid), time.time()
         time.sleep(self.p.steady_s)
         after, k1, wall1 = self.scrape(), ticks(pid), time.time()
+        sent = {m: n - sent0.get(m, 0) for m, n in agent_requests(a.metrics()).items()}
         secs = after[1] - before[1]
         rss = rss_mib(pid)
         _, counts = self.api_window(before, after)
@@ -531,6 +538,10 @@ class Bench:
         self.results["agent_cpu_percent_steady"] = round(cpu_percent(k1 - k0, CLK_TCK, secs), 3)
         self.results["api_writes_per_node_hour_steady"] = round(per_hour(writes, secs), 2)
         self.results["api_requests_per_node_hour_steady"] = round(per_hour(total(counts), secs), 2)
+        mine = sum(sent.values())
+        self.results["api_requests_per_node_hour_agent"] = round(per_hour(mine, secs), 2)
+        agent_writes = sum(n for m, n in sent.items() if m in WRITE_METHODS)
+        self.results["api_writes_per_node_hour_agent"] = round(per_hour(agent_writes, secs), 2)
         self.details["steady"] = {
             "window_s": round(secs, 1),
             "verdict_condition_status": first.status,
@@ -540,6 +551,7 @@ class Bench:
             "poll_interval_seconds": Config().sources.poll_interval_seconds,
             "api_writes_per_node_hour_model": 3600 / Config().reporting.heartbeat_seconds,
             "condition_writes": condition_writes(a.log(), wall0, wall1),
+            "agent_requests_by_method": sent,
         }
 
     def _trials(self, targets: list[Target]) -> None:
@@ -1282,6 +1294,19 @@ def condition_writes(agent_log: str, start: float, end: float) -> list[dict[str,
             continue
         if rec.get("msg") == "condition written" and start <= ts.timestamp() <= end:
             out.append({k: rec.get(k) for k in ("ts", "status", "reason", "text")})
+    return out
+
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def agent_requests(metrics: dict[str, float]) -> dict[str, int]:
+    """memfrag_api_requests_total by method, from the agent's /metrics: what it sent, which
+    the API server's own counters cannot tell from its own reflectors' watches."""
+    out = {}
+    for k, v in metrics.items():
+        if k.startswith('memfrag_api_requests_total{method="'):
+            out[k.split('"')[1]] = int(v)
     return out
 
 

@@ -153,6 +153,7 @@ class Agent:
         tunable_slots: Semaphore | None = None
         if kube is not None:
             kube.observer = lambda err: self.metrics.api_result(None if err is None else err.status)
+            kube.on_request = lambda method: self.metrics.api_requests.labels(method).inc()
             self.events = EventRecorder(kube, node_name, wall=wall, monotonic=monotonic)
             record = NodeRecord(
                 kube, namespace, node_name, self.holder, wall=wall, monotonic=monotonic

@@ -140,6 +140,13 @@ class Metrics:
         self.api_errors = Counter(
             "memfrag_api_errors", "Failed API server calls", ["operation"], registry=r
         )
+        self.api_requests = Counter(
+            "memfrag_api_requests",
+            "API server requests the agent sent, by HTTP method (WATCH: a watch opened; a "
+            "healthy node: its heartbeats and a watch renewal per watch every 30-60 min)",
+            ["method"],
+            registry=r,
+        )
         self.api_up = Gauge(
             "memfrag_api_up",
             "1 if the last API server request of any kind was answered (read, watch or write; "

@@ -17,6 +17,8 @@ MERGE = "application/merge-patch+json"
 class Api(Protocol):
     # Told the outcome of every request and watch (None: answered), for memfrag_api_up.
     observer: Callable[[ApiError | None], None] | None
+    # Told the HTTP method of every request sent ("WATCH": a watch), for memfrag_api_requests.
+    on_request: Callable[[str], None] | None
 
     def request(
         self,

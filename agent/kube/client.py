@@ -132,7 +132,10 @@ class Kube:
         """`api_client`: a Transport (or a stand-in with its `call`)."""
         self.api = api_client
         self.timeout = timeout
-        self.requests_total = 0  # for benchmarks and the api-load metric
+        self.requests_total = 0  # for benchmarks
+        # Told the HTTP method of every request sent ("WATCH": a watch opened), for
+        # memfrag_api_requests_total: what the agent costs the API server, as it counts it.
+        self.on_request: Callable[[str], None] | None = None
         # Told the outcome of every request and watch (None: answered), for memfrag_api_up.
         self.observer: Callable[[ApiError | None], None] | None = None
         self._local = threading.local()
@@ -160,6 +163,11 @@ class Kube:
         if left < 0.05:
             raise BudgetSpent(method, path, float(self._local.seconds))
         return min(t, left)
+
+    def _count(self, method: str) -> None:
+        self.requests_total += 1
+        if self.on_request is not None:
+            self.on_request(method)
 
     def _observe(self, err: ApiError | None) -> None:
         if self.observer is not None:
@@ -212,7 +220,7 @@ class Kube:
         """One call; raises ApiError with the status (0: unreachable) on any failure. A single
         timeout is urllib3's total for connect, TLS handshake and read."""
         seconds = self._time_left(method, path, timeout)  # BudgetSpent: nothing was sent
-        self.requests_total += 1
+        self._count(method)
         try:
             resp = self._call(method, path, query, body, content_type, seconds)
             data = resp.read()
@@ -240,7 +248,7 @@ class Kube:
         with code 410 (Gone) means the resourceVersion expired: the caller re-lists. With
         bookmarks the server sends something at least every minute, so a stream silent for
         WATCH_IDLE_SECONDS is a dead connection: the read times out and the caller re-watches."""
-        self.requests_total += 1
+        self._count("WATCH")
         q = dict(query, watch="1", timeoutSeconds=str(timeout_seconds), allowWatchBookmarks="true")
         idle = min(timeout_seconds + 30, WATCH_IDLE_SECONDS)
         try:

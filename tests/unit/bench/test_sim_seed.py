@@ -65,3 +65,15 @@ def test_a_seeded_heartbeat_older_than_the_period_is_due(tmp_path: Path) -> None
         tmp_path, lambda c, s: _node(c, s, beat_age=Config().reporting.heartbeat_seconds + 1)
     )
     assert d.report is not None and d.report.condition is not None
+
+
+def test_the_agents_own_request_count_is_read_by_method() -> None:
+    from bench.run import agent_requests
+
+    m = {
+        'memfrag_api_requests_total{method="PATCH"}': 2.0,
+        'memfrag_api_requests_total{method="WATCH"}': 3.0,
+        'memfrag_api_requests_created{method="PATCH"}': 1.7e9,
+        "memfrag_api_up": 1.0,
+    }
+    assert agent_requests(m) == {"PATCH": 2, "WATCH": 3}

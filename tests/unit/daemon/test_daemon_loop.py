@@ -225,6 +225,18 @@ def test_api_failures_are_counted_and_the_tick_goes_on(tmp_path: Path) -> None:
     assert (w.condition() or {})["status"] == "True"
 
 
+def test_every_api_request_is_counted_by_method(tmp_path: Path) -> None:
+    """memfrag_api_requests_total is the agent's own count of what it costs the API server."""
+    w = World(tmp_path)
+    assert w.kube is not None
+    w.host.be(FRAGMENTED)
+    w.tick()
+    for method in ("PATCH", "POST", "GET"):
+        want = w.kube.count(method)
+        assert sample(w.agent, "memfrag_api_requests_total", {"method": method}) == want
+    assert w.kube.count("PATCH") >= 1
+
+
 def test_an_unknown_node_is_reported_nowhere_and_the_tick_goes_on(tmp_path: Path) -> None:
     w = World(tmp_path)
     assert w.agent.reporter is not None

@@ -38,6 +38,7 @@ class FakeKube:
         # (method, a part of the path, status): raised once, by the first matching call
         self.faults: list[tuple[str, str, int]] = []
         self.observer: Callable[[ApiError | None], None] | None = None
+        self.on_request: Callable[[str], None] | None = None
         self.budgets: list[float] = []
 
     # --- test set-up -------------------------------------------------------------------------
@@ -77,6 +78,8 @@ class FakeKube:
         raise AssertionError("unreachable")
 
     def watch(self, path: str, query: dict[str, Any], timeout_seconds: int = 300) -> Iterator[JSON]:
+        if self.on_request is not None:
+            self.on_request("WATCH")
         time.sleep(0.05)  # a watch that ends with nothing new: the informer opens the next
         yield from ()
 
@@ -90,6 +93,8 @@ class FakeKube:
         timeout: float | None = None,
     ) -> JSON:
         self.calls.append((method, path))
+        if self.on_request is not None:
+            self.on_request(method)
         for i, (m, part, status) in enumerate(self.faults):
             if m == method and part in path:
                 del self.faults[i]

@@ -134,6 +134,22 @@ def test_every_request_outcome_reaches_the_observer() -> None:
     assert seen == [None, 0, 403, 404]
 
 
+def test_every_request_sent_is_told_by_method_failed_ones_too() -> None:
+    """memfrag_api_requests_total counts what reached the wire (a 403 cost the server a
+    request too); a call the budget refused sent nothing and is not counted."""
+    sent: list[str] = []
+    kube = Kube(api_client=Transport([200, 403, 200]))
+    kube.on_request = sent.append
+    kube.request("GET", "/api/v1/nodes/n")
+    with pytest.raises(ApiError):
+        kube.request("PATCH", "/api/v1/nodes/n/status", body={})
+    kube.request("POST", "/api/v1/namespaces/x/events", body={})
+    with pytest.raises(BudgetSpent), kube.budget(0.0):
+        kube.request("GET", "/api/v1/nodes/n")
+    assert sent == ["GET", "PATCH", "POST"]
+    assert kube.requests_total == 3
+
+
 @pytest.mark.parametrize(
     ("status", "reason"),
     [
