@@ -136,10 +136,10 @@ def pinned_stop(
     if not compactions:
         return None
     return (
-        f"{pinned.sentence(pods)}: one pinned page spoils a whole order-{a.order} block, "
-        f"enough to spoil {pinned.spoilable_share:.0%} of them, and {', '.join(compactions)} "
-        "did not recover the node: nothing more the agent may do will help (dropping caches only "
-        "reopens holes beside the pins); the holders must release it, or the node be drained"
+        f"{pinned.sentence(pods)}; one pinned page spoils a whole order-{a.order} block (these "
+        f"can spoil {pinned.spoilable_share:.0%} of them) and {', '.join(compactions)} did not "
+        "recover the node: nothing more the agent may do will help (dropping caches only reopens "
+        "holes beside the pins); the holders must release it, or the node be drained"
     )
 
 
