@@ -190,6 +190,8 @@ def decide_remediation(
     stop = pinned_stop(a, state, pinned, pods or {})
     if stop is not None:
         return RemedyDecision(None, stop, replace(state, climbed=True, pinned=True))
+    if state.pinned:  # the pins went away: the rest of the ladder may help again
+        state = replace(state, climbed=False, pinned=False)
     untried = [s for s in steps if s.name not in state.tried]
     if not untried:
         tried = ", ".join(s.name for s in steps)

@@ -92,3 +92,10 @@ def test_vmstat_or_vmpin_whichever_is_larger() -> None:
     no_zoneinfo = dataclasses.replace(A, zones=FRAG.zones)
     assert pinned_memory(no_zoneinfo, VMSTAT, HOLDERS) is None
     assert WORKLOAD >= 1
+
+
+def test_once_the_pins_are_released_the_ladder_goes_on() -> None:
+    d = after_compaction(pinned())
+    later = tick(d.state, pinned(pages=100, holders=()))
+    assert later.run is not None and later.run.name == "drop-caches=1"
+    assert not later.state.remedy.climbed and not later.state.remedy.pinned
