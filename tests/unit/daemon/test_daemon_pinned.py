@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 from agent.daemon.pinned import PinnedWatch
@@ -33,3 +34,16 @@ def test_read_after_a_step_names_the_holder() -> None:
     p = w.read(A, VMSTAT, dataclasses.replace(RemedyState(in_episode=True), tried=("compact",)))
     assert w.reads == 1 and p is not None and p.blocking
     assert [(h.pid, h.comm, h.pod_uid) for h in p.holders] == [(4242, "python3", None)]
+
+
+def test_a_holder_in_a_pod_cgroup_is_named_by_its_pod(tmp_path: Path) -> None:
+    uid = "6f1c2a4e-0b7d-4c1e-9a55-2f6d3e8b9c10"
+    shutil.copytree(PIN / "4242", tmp_path / "4242")
+    (tmp_path / "4242" / "cgroup").write_text(
+        f"0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod"
+        f"{uid.replace('-', '_')}.slice/cri-containerd-abc.scope\n"
+    )
+    w = PinnedWatch(PinScanner(tmp_path), CgroupReader(tmp_path / "no-cgroups", tmp_path))
+    p = w.read(A, VMSTAT, RemedyState(in_episode=True, tried=("compact",)))
+    assert p is not None and p.holders[0].pod_uid == uid
+    assert "python3 (pid 4242, pod lab/pinner): 0.2 MiB" in p.sentence({uid: "lab/pinner"})
