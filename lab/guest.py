@@ -13,9 +13,11 @@ Scenarios (each rebuilt from a clean, compacted start before every strategy):
   kernel-mixed  kernel pages mixed with cache: the same ballast, the rest filled with pipe
                 buffers one page at a time alternately into two sets of pipes, one set closed:
                 holes between pipe pages (unmovable), next to movable ballast and page cache.
-  hopeless      pipe buffers fill ALL the memory the same way (no ballast), one set is closed,
-                then the page cache is read into the holes: every pageblock holds pinned kernel
-                pages, so neither compaction nor dropping caches can free a block.
+  hopeless      anonymous memory fills the free memory (no ballast), one page of every
+                order-4-aligned physical block of it is pinned long-term (io_uring registered
+                buffers: FOLL_PIN|FOLL_LONGTERM), one page of every buddy pair of the rest is
+                released, then the page cache is read into the holes: every order-4 block holds a
+                pinned page, so neither compaction nor dropping caches can free one.
   numa          (the 2-node guest) the movable scenario with its memory bound to NUMA node 1;
                 node 0 stays healthy and runs the latency probe.
 A page cache of a known size (a 32 MiB file, read a page at a time between the fill's pages) is
@@ -90,7 +92,7 @@ EXPECTED_CAUSE = {
     "movable": "movable",
     "reclaimable": "reclaimable",
     "kernel-mixed": "unmovable",
-    "hopeless": "unmovable",
+    "hopeless": "movable",  # anonymous pages in Movable pageblocks, pinned
     "numa": "movable",
 }
 TRACEFS = Path("/sys/kernel/tracing")
@@ -150,6 +152,7 @@ MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE = 4, 14, 15
 SYS_SET_MEMPOLICY, MPOL_DEFAULT, MPOL_BIND = 238, 0, 2  # x86_64
 PFN_MASK = (1 << 55) - 1
 SYS_ADD_KEY, SYS_KEYCTL = 248, 250  # x86_64
+SYS_IO_URING_SETUP, SYS_IO_URING_REGISTER, IORING_REGISTER_BUFFERS = 425, 427, 0  # x86_64
 KEY_SPEC_PROCESS_KEYRING, KEYCTL_CLEAR = -2, 7
 
 T0 = time.monotonic()
@@ -269,22 +272,28 @@ class Anon:
         ctypes.memset(self.addr + self.touched, 0x5A, n)
         self.touched += n
 
-    def punch_one_per_pair(self, stop: Callable[[int], bool] | None = None) -> int:
+    def frames(self) -> list[int]:
+        """The physical frame of every touched page (0: not present), from /proc/self/pagemap."""
+        npages = self.touched // PAGE
+        with open("/proc/self/pagemap", "rb") as fh:
+            fh.seek(self.addr // PAGE * 8)
+            entries = array.array("Q", fh.read(npages * 8))
+        return [e & PFN_MASK if e >> 63 else 0 for e in entries]
+
+    def punch_one_per_pair(
+        self, stop: Callable[[int], bool] | None = None, keep: frozenset[int] = frozenset()
+    ) -> int:
         """Release one page of every buddy pair of frames (frames 2k and 2k+1), which one chosen
         by a fixed hash of k; frame numbers come from /proc/self/pagemap (visible to root). No two
         buddies are freed, so the holes stay order-0 whatever order the kernel handed frames out
         in. (Not simply every odd frame: the kernel's free scanner samples a pageblock with a
         stride of up to 32 pages after empty blocks, and a period-2 pattern hides every hole from
-        it: lab/README.md.) `stop(freed)`, asked every 256 pages freed: True ends it there."""
-        npages = self.touched // PAGE
-        with open("/proc/self/pagemap", "rb") as fh:
-            fh.seek(self.addr // PAGE * 8)
-            entries = array.array("Q", fh.read(npages * 8))
+        it: lab/README.md.) `stop(freed)`, asked every 256 pages freed: True ends it there.
+        `keep`: page indices never released (the pinned pages of hopeless)."""
         freed = 0
-        for i, e in enumerate(entries):
-            if not e >> 63:
+        for i, pfn in enumerate(self.frames()):
+            if not pfn or i in keep:
                 continue
-            pfn = e & PFN_MASK
             chosen = (pfn & 1) == ((pfn >> 1) * 0x9E3779B1 >> 17) & 1
             if chosen and libc.madvise(self.addr + i * PAGE, PAGE, MADV_DONTNEED) == 0:
                 freed += 1
@@ -371,6 +380,71 @@ class KeyReserve:
         if self.keys:
             libc.syscall(SYS_KEYCTL, KEYCTL_CLEAR, KEY_SPEC_PROCESS_KEYRING)
             self.keys = 0
+
+
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class LongTermPins:
+    """Pages pinned long-term as io_uring registered buffers (IORING_REGISTER_BUFFERS), one page
+    per iovec, at most BATCH per ring (the kernel allows 16384: IORING_MAX_REG_BUFFERS; fewer
+    keep the ring's own arrays, kcalloc'd 8 bytes per buffer, at order <= 0 on a full node).
+    Kernel 6.1, read for this: io_uring/rsrc.c io_sqe_buffer_register -> io_pin_pages ->
+    pin_user_pages(FOLL_WRITE | FOLL_LONGTERM), accounted by io_account_mem in
+    mm->pinned_vm (VmPin in /proc/PID/status) whatever CAP_IPC_LOCK says (only the RLIMIT_MEMLOCK
+    check, ctx->user, is skipped with it); mm/gup.c try_grab_folio(FOLL_PIN) counts
+    NR_FOLL_PIN_ACQUIRED (vmstat nr_foll_pin_acquired), unpin_user_page nr_foll_pin_released;
+    mm/gup.c check_and_migrate_movable_pages moves only pages that are not longterm-pinnable
+    (ZONE_MOVABLE, CMA), so ours stay where they are; mm/compaction.c
+    isolate_migratepages_block skips an anonymous page whose page_count exceeds its mapcount,
+    and migration would fail on its extra reference anyway. Closing the rings unpins."""
+
+    BATCH = 512
+
+    def __init__(self) -> None:
+        self.rings: list[int] = []
+        self.pages = 0
+
+    def ring(self) -> int:
+        params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+        fd = libc.syscall(SYS_IO_URING_SETUP, 1, params)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(
+                err,
+                f"io_uring_setup: {os.strerror(err)}: the hopeless scenario pins its pages as "
+                "io_uring registered buffers and needs a kernel with io_uring (CONFIG_IO_URING, "
+                "and kernel.io_uring_disabled 0 where it exists)",
+            )
+        self.rings.append(fd)
+        return int(fd)
+
+    def pin(self, addrs: list[int]) -> None:
+        for k in range(0, len(addrs), self.BATCH):
+            chunk = addrs[k : k + self.BATCH]
+            iov = (Iovec * len(chunk))(*[Iovec(a, PAGE) for a in chunk])
+            fd = self.ring()
+            r = libc.syscall(SYS_IO_URING_REGISTER, fd, IORING_REGISTER_BUFFERS, iov, len(chunk))
+            if r < 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"io_uring_register(BUFFERS, {len(chunk)}): {os.strerror(err)}")
+            self.pages += len(chunk)
+
+    def release(self) -> None:
+        for fd in self.rings:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.rings.clear()
+        self.pages = 0
+
+
+def vm_pin_kib() -> int:
+    """This process's VmPin (mm->pinned_vm), kB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmPin:"):
+            return int(line.split()[1])
+    return -1
 
 
 _PRESENT: dict[tuple[int, str], int] = {}
@@ -481,13 +555,17 @@ class CacheFile:
     anonymous pages, so its pages are interleaved with them in physical memory as page cache is
     on a busy node: dropping it frees scattered pages, not whole blocks."""
 
-    def __init__(self) -> None:
+    def __init__(self, deferred: bool = False) -> None:
+        """`deferred`: the fill reads nothing; all of it is read at close (hopeless)."""
         self.fd = os.open(CACHE_FILE, os.O_RDONLY)
+        self.deferred = deferred
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)
         self.size = os.fstat(self.fd).st_size
         self.off = 0
 
     def read_pages(self, n: int) -> None:
+        if self.deferred:
+            return
         for _ in range(n):
             if self.off >= self.size:
                 return
@@ -495,6 +573,7 @@ class CacheFile:
             self.off += PAGE
 
     def close(self) -> None:
+        self.deferred = False
         self.read_pages(self.size // PAGE)  # whatever the fill did not interleave
         os.close(self.fd)
 
@@ -567,7 +646,7 @@ def build(scenario: str) -> Built:
             info["huge_block"] = huge.huge
         region = Anon(total)
         built.holders.append(region)
-        cache = CacheFile()
+        cache = CacheFile(deferred=scenario == "hopeless")
         if scenario in ("movable", "numa"):
             info["stop"] = fill_anon(
                 region, lambda: blocks_ge4(node=node) <= stop, floor_kib, cache, node
@@ -581,11 +660,20 @@ def build(scenario: str) -> Built:
             info["pages_freed"] = punch_holes(region, huge, node or 0, info)
             info["punch_seconds"] = round(time.monotonic() - t, 1)
         elif scenario == "hopeless":
-            # No ballast: pinned pipe pages everywhere, then the page cache into their holes
-            # (movable allocations fall back into the unmovable pageblocks without taking them
-            # over), so dropping it only reopens the same holes.
-            fill_pipes(built, stop, floor_kib, max_mib=total // MIB)
+            # No ballast: anonymous memory everywhere, a long-term pin in every order-4 block of
+            # it, holes beside the pins, then the page cache into the holes, so dropping it only
+            # reopens the same holes and compaction cannot empty any block.
+            info["stop"] = fill_anon(region, lambda: blocks_ge4() <= stop, floor_kib, cache)
+            info["filled_mib"] = region.touched // MIB
+            info["fill_seconds"] = round(time.monotonic() - start, 1)
+            t = time.monotonic()
+            pins = LongTermPins()
+            built.holders.insert(0, pins)  # unpinned before the region is unmapped
+            info.update(pin_region(region, pins))
+            info["pin_seconds"] = round(time.monotonic() - t, 1)
             cache.close()
+            info["blocks_at_fill"] = blocks_ge4()
+            info["buddy_at_fill"] = workload_buddy()
         else:
             room = int(OPTS["room_mib"]) * 1024
             info["ballast_stop"] = fill_anon(
@@ -631,6 +719,32 @@ def punch_holes(region: Anon, huge: HugeBlock | None, node: int, info: dict[str,
     return freed
 
 
+def pin_region(region: Anon, pins: LongTermPins) -> dict[str, Any]:
+    """Pin the first page seen of every order-4-aligned physical block (16 frames) the region
+    holds, then release one page of every buddy pair of the rest: no block of 16 frames can
+    be freed while the pins last, and the holes stay order-0."""
+    vm0 = vmstat_all()
+    vmpin0 = vm_pin_kib()
+    frames = region.frames()
+    first: dict[int, int] = {}
+    for i, pfn in enumerate(frames):
+        if pfn:
+            first.setdefault(pfn >> 4, i)
+    keep = frozenset(first.values())
+    pins.pin([region.addr + i * PAGE for i in sorted(keep)])
+    freed = region.punch_one_per_pair(keep=keep)
+    vm1 = vmstat_all()
+    return {
+        "pinned_pages": pins.pages,
+        "pinned_blocks": len(first),
+        "io_uring_rings": len(pins.rings),
+        "pages_freed": freed,
+        "vm_pin_kib": vm_pin_kib() - vmpin0,
+        "foll_pin_acquired": vm1.get("nr_foll_pin_acquired", 0)
+        - vm0.get("nr_foll_pin_acquired", 0),
+    }
+
+
 def fill_dentries(built: Built, stop: int, floor_kib: int) -> None:
     """Negative dentries (reclaimable slab), alternating runs of 63 lookups (three slab pages of
     21 dentries) between a directory kept and one removed afterwards."""
@@ -672,16 +786,15 @@ def fill_stop(stop: int, floor_kib: int) -> str | None:
     return None
 
 
-def fill_pipes(built: Built, stop: int, floor_kib: int, max_mib: int | None = None) -> None:
+def fill_pipes(built: Built, stop: int, floor_kib: int) -> None:
     """Pipe buffers (unmovable pages), written one page at a time alternately into pipe A and
-    pipe B of each pair; every B is closed afterwards. `max_mib`: pipe memory at most (default:
-    the room the ballast left)."""
+    pipe B of each pair; every B is closed afterwards; at most twice the room the ballast left."""
     p = Pipes()
     built.holders.append(p)
     page = b"\xa5" * PAGE
     pairs: list[tuple[int, int, int, int]] = []
     reason = "pipe cap"
-    max_pairs = (max_mib or int(OPTS["room_mib"]) * 2) * MIB // (32 * PAGE)
+    max_pairs = int(OPTS["room_mib"]) * 2 * MIB // (32 * PAGE)
     while len(pairs) < max_pairs:
         group = []
         for _ in range(8):  # 8 pairs x 2 x 16 pages: 1 MiB between checks

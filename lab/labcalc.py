@@ -239,8 +239,11 @@ def show(rows: Sequence[dict[str, object]]) -> list[str]:
             for e in (evs if isinstance(evs, list) else [])
             if isinstance(e, dict) and e.get("reason") == "RemediationNotPossible"
         ]
-        out.append(
+        line = (
             f"hopeless: {n} action(s) {'ok' if n <= 2 else 'TOO MANY'} (seed: 2), "
             f"RemediationNotPossible said {len(said)} time(s)"
         )
+        if said:
+            line += f": {str(said[0].get('message', ''))[:240]}"
+        out.append(line)
     return out

@@ -37,6 +37,7 @@ from agent.daemon.kernelmem import KernelMemoryPods
 from agent.daemon.metrics import Health, Metrics, order_label, serve
 from agent.daemon.observer import Observer
 from agent.daemon.outlook import Outlook
+from agent.daemon.pinned import PinnedWatch
 from agent.daemon.remediator import ClusterLock, Ran, Remediator
 from agent.daemon.reporter import Reporter, Shown
 from agent.daemon.stuck import StuckPods
@@ -53,6 +54,7 @@ from agent.kernel.cgroups import CgroupReader
 from agent.kernel.kmsg import Finding
 from agent.kernel.kmsgfollow import KmsgFollower
 from agent.kernel.observation import Observation
+from agent.kernel.pinscan import PinScanner
 from agent.kernel.procfs import ProcReader
 from agent.kube.api import Api
 from agent.kube.errors import ApiError
@@ -116,6 +118,10 @@ class Agent:
         self.outlook = Outlook(reader.sys, self.metrics)
         self.vmrates = VmRates(self.metrics.registry)
         self.kernel_memory = KernelMemoryPods(CgroupReader(cgroup_root, reader.proc))
+        self.pinned = PinnedWatch(
+            PinScanner(reader.proc, on_skip=lambda r: self.metrics.pin_skipped.labels(r).inc()),
+            CgroupReader(cgroup_root, reader.proc),
+        )
         self.state = TickState()
         self.outbox: list[EventSpec] = []
         self._logged: tuple[Verdict, str, str | None] | None = None  # standalone: last said
@@ -389,7 +395,10 @@ class Agent:
             ),
         )
         kernel_pods = self.kernel_memory.top(now, a, cfg.reporting.kernel_memory_pods)
-        facts = dataclasses.replace(facts, kernel_pods=kernel_pods)
+        pinned = self.pinned.read(a, obs.vmstat if obs is not None else None, self.state.remedy)
+        if pinned is not None:
+            self.metrics.pinned_bytes.set(pinned.pinned_bytes)
+        facts = dataclasses.replace(facts, kernel_pods=kernel_pods, pinned=pinned)
         if self.tracing is not None:
             self.tracing.poll(now)
             self.tracing.arm_for(
@@ -401,7 +410,8 @@ class Agent:
             )
             traced = self.tracing.summary(now, zone_nodes(obs) if obs is not None else {})
             facts = dataclasses.replace(facts, traced=traced)
-        if (kernel_pods or (facts.traced is not None and facts.traced.polluters)) and (
+        pod_held = pinned is not None and any(h.pod_uid for h in pinned.holders)
+        if (kernel_pods or pod_held or (facts.traced is not None and facts.traced.polluters)) and (
             self.stuck is not None
         ):
             facts = dataclasses.replace(facts, pods=pod_names(self.stuck.pods.items()))

@@ -35,6 +35,7 @@ from agent.decide.remediation import ActionOutcome
 from agent.decide.tunables import TrialResult
 from agent.kernel.actions import ActionKind
 from agent.kernel.kmsg import KINDS
+from agent.kernel.pininfo import SkipReason
 
 VERDICTS = tuple(Verdict)
 # Why the last API request failed; 404, 409 and 422 are answers from a working API server.
@@ -230,6 +231,20 @@ class Metrics:
         for knob in KNOBS:
             for ended in TrialResult:
                 self.tunable_trials.labels(knob, ended)
+        self.pinned_bytes = Gauge(
+            "memfrag_pinned_memory_bytes",
+            "Long-term pinned memory on the node (the larger of vmstat FOLL_PIN and the VmPin "
+            "sum), as last read: only while fragmented after a remediation step",
+            registry=r,
+        )
+        self.pin_skipped = Counter(
+            "memfrag_pin_scan_skipped",
+            "/proc/PID/status files the pinned-memory scan skipped, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for skip in SkipReason:
+            self.pin_skipped.labels(skip)
         self.config_valid.set(1)
         for kind in KINDS:
             for order in (*range(16), None):

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from agent.assess.hugepages import PoolReadiness, TargetReadiness
+from agent.assess.pinned import PinnedMemory
 from agent.assess.predict import Prediction
 from agent.assess.tracing import PodKernelMemory, Ranked, TraceSummary, span
 from agent.assess.verdict import Assessment, CauseKind, Reason, Verdict
@@ -62,6 +63,8 @@ class Facts:
     vmstat: VmstatRates | None = None  # /proc/vmstat rates; None: fewer than two samples
     # the pods holding the most unmovable kernel memory (read only for an unmovable cause)
     kernel_pods: tuple[PodKernelMemory, ...] = ()
+    # long-term pinned memory (read only while fragmented after a step ran: daemon.pinned)
+    pinned: PinnedMemory | None = None
 
 
 @dataclass(frozen=True)
@@ -311,11 +314,22 @@ def decide_tick(f: Facts, s: TickState, cfg: Config) -> TickDecision:
     acted_early = s.acted_early if predicted_at is not None else ()
     early = False
     if a is not None:
-        rd = decide_remediation(f.now, a, f.steps, remedy, cfg.remediation, f.pressure, wall=f.wall)
+        rd = decide_remediation(
+            f.now,
+            a,
+            f.steps,
+            remedy,
+            cfg.remediation,
+            f.pressure,
+            wall=f.wall,
+            pinned=f.pinned,
+            pods=f.pods,
+        )
         remedy, run, why = rd.state, rd.step, rd.why
         if a.verdict == Verdict.FRAGMENTED and rd.step is None:
             outcome = replace(outcome, message=f"{outcome.message}. Remediation: {rd.why}")
-            if a.cause.kind == CauseKind.UNMOVABLE and cfg.remediation.mode != "off" and not said:
+            hopeless = a.cause.kind == CauseKind.UNMOVABLE or rd.state.pinned
+            if hopeless and cfg.remediation.mode != "off" and not said:
                 events.append(
                     EventSpec(EventType.WARNING, EventReason.REMEDIATION_NOT_POSSIBLE, rd.why)
                 )

@@ -18,9 +18,11 @@ window. Actions other agent pods ran on the node arrive with wall times (merge_h
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from agent.assess.pinned import PinnedMemory
 from agent.assess.verdict import Assessment, CauseKind, Verdict
 from agent.config.model import RemediationConfig
 from agent.decide.ladder import Step
@@ -76,6 +78,8 @@ class RemedyState:
     # Actions other agent pods ran on this node (a rollout runs two at once): they count
     # towards the cooldowns and the hourly cap as ours do.
     others: tuple[ActionRecord, ...] = ()
+    # The episode stopped on long-term pinned memory (pinned_stop): nothing more helps.
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,26 @@ def _at(r: ActionRecord) -> float:
     return r.at
 
 
+def pinned_stop(
+    a: Assessment, state: RemedyState, pinned: PinnedMemory | None, pods: Mapping[str, str]
+) -> str | None:
+    """Why nothing more helps a node whose compaction ran in this episode and left it
+    fragmented while long-term pins can spoil most of its blocks (agent.assess.pinned); None
+    otherwise. Dropping caches then only reopens holes beside the pins. An unmovable cause has
+    its own one attempt and its own words."""
+    if pinned is None or not pinned.blocking or a.cause.kind == CauseKind.UNMOVABLE:
+        return None
+    compactions = [t for t in state.tried if t.startswith(ActionKind.COMPACT)]
+    if not compactions:
+        return None
+    return (
+        f"{pinned.sentence(pods)}; one pinned page spoils a whole order-{a.order} block (these "
+        f"can spoil {pinned.spoilable_share:.0%} of them) and {', '.join(compactions)} did not "
+        "recover the node: nothing more the agent may do will help (dropping caches only reopens "
+        "holes beside the pins); the holders must release it, or the node be drained"
+    )
+
+
 def decide_remediation(
     now: float,
     a: Assessment,
@@ -128,6 +152,8 @@ def decide_remediation(
     pressure: Pressure | None,
     *,
     wall: float,
+    pinned: PinnedMemory | None = None,
+    pods: Mapping[str, str] | None = None,
 ) -> RemedyDecision:
     keep = max(HOUR, cfg.cooldown_seconds)
     history = tuple(r for r in state.history if now - r.at < keep)
@@ -156,11 +182,16 @@ def decide_remediation(
             )
         return RemedyDecision(Step(f.action, f.arg, why), why, state)
     if not state.in_episode:
-        state = replace(state, in_episode=True, tried=(), climbed=False)
+        state = replace(state, in_episode=True, tried=(), climbed=False, pinned=False)
     if cfg.mode == "off":
         return RemedyDecision(None, "remediation is off (remediation.mode)", state)
     if not steps:
         return RemedyDecision(None, "no remediation step applies", state)
+    stop = pinned_stop(a, state, pinned, pods or {})
+    if stop is not None:
+        return RemedyDecision(None, stop, replace(state, climbed=True, pinned=True))
+    if state.pinned:  # the pins went away: the rest of the ladder may help again
+        state = replace(state, climbed=False, pinned=False)
     untried = [s for s in steps if s.name not in state.tried]
     if not untried:
         tried = ", ".join(s.name for s in steps)

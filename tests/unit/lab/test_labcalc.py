@@ -157,7 +157,10 @@ def test_show_checks_the_issues_claims() -> None:
             "scenario": "hopeless",
             "strategy": "agent",
             "actions": ["drop-caches=1", "compact"],
-            "agent_events": [{"reason": "RemediationNotPossible"}, {"reason": "Other"}],
+            "agent_events": [
+                {"reason": "RemediationNotPossible", "message": "23.2 MiB long-term pinned"},
+                {"reason": "Other"},
+            ],
         },
     ]
 
@@ -165,7 +168,8 @@ def test_show_checks_the_issues_claims() -> None:
         "reclaimable: recovered yes, blocks 0.63 of seed's SHORT, cache dropped 0.0 of seed's "
         "ok, stall p99 20.0 vs seed 30.0 ms lower",
         "numa: recovered yes, blocks 0.9 of seed's ok, actions ['compact-node=1'] one node only",
-        "hopeless: 2 action(s) ok (seed: 2), RemediationNotPossible said 1 time(s)",
+        "hopeless: 2 action(s) ok (seed: 2), RemediationNotPossible said 1 time(s): "
+        "23.2 MiB long-term pinned",
     ]
 
 
