@@ -117,10 +117,11 @@ class Agent:
         self.observer = Observer(reader)
         self.outlook = Outlook(reader.sys, self.metrics)
         self.vmrates = VmRates(self.metrics.registry)
-        self.kernel_memory = KernelMemoryPods(CgroupReader(cgroup_root, reader.proc))
+        cgroups = CgroupReader(cgroup_root, reader.proc)
+        self.kernel_memory = KernelMemoryPods(cgroups)
         self.pinned = PinnedWatch(
             PinScanner(reader.proc, on_skip=lambda r: self.metrics.pin_skipped.labels(r).inc()),
-            CgroupReader(cgroup_root, reader.proc),
+            cgroups,
         )
         self.state = TickState()
         self.outbox: list[EventSpec] = []

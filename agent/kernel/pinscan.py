@@ -23,7 +23,6 @@ class PinScanner:
         self._after = 0  # the last pid read; the next call starts above it
         self._known: dict[int, PinHolder] = {}  # pids with VmPin > 0, as last read
         self.skipped: Counter[SkipReason] = Counter()  # since start, by reason
-        self.rounds = 0  # complete passes over /proc
 
     def _pids(self) -> list[int]:
         try:
@@ -42,7 +41,6 @@ class PinScanner:
             del self._known[gone]
         todo = [p for p in pids if p > self._after][:max_procs]
         if len(todo) < max_procs:  # the end of this pass: the rest from the start
-            self.rounds += 1
             todo += [p for p in pids if p <= self._after][: max_procs - len(todo)]
         for pid in todo:
             self._after = pid
