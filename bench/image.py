@@ -16,14 +16,13 @@ import yaml
 
 from bench.stats import proc_stat_ticks, vm_rss_kib
 from tests.cluster.image import AGENT_REF, build_agent_image, build_pause_image
-from tests.cluster.realcluster import NodeCluster
+from tests.cluster.realcluster import NodeCluster, container_cgroup
 from tests.cluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "memfrag-agent"
 NAMESPACE = "kube-system"
 RELEASE = "memfrag-agent"
-MEMORY_CGROUP = Path("/sys/fs/cgroup/memory")
 
 
 @dataclass(frozen=True)
@@ -32,17 +31,6 @@ class Sample:
     rss_kib: int
     ticks: int
     cgroup_bytes: int | None  # memory.usage_in_bytes (page cache included)
-
-
-def container_cgroup(pod: dict[str, Any], container: str, root: Path = MEMORY_CGROUP) -> Path:
-    """The container's memory cgroup directory (cgroup v1: .../pod<uid>/<container id>)."""
-    uid = pod["metadata"]["uid"]
-    for cs in pod["status"].get("containerStatuses") or []:
-        cid = (cs.get("containerID") or "").removeprefix("containerd://")
-        if cs["name"] == container and cid:
-            for path in root.glob(f"**/pod{uid}/{cid}"):
-                return path
-    raise RuntimeError(f"image: no memory cgroup for container {container} of pod {uid}")
 
 
 def sample(cgroup: Path, proc: Path = Path("/proc")) -> Sample:
@@ -91,6 +79,10 @@ def measure(workdir: Path, window_s: float, clk_tck: int) -> dict[str, Any]:
         wait_for(reported, "the agent pod's first report", timeout=120, every=1)
         (pod,) = c.get("pods", "-n", NAMESPACE, "-l", f"app.kubernetes.io/name={RELEASE}")["items"]
         cgroup = container_cgroup(pod, "agent")
+        if cgroup is None:
+            raise RuntimeError(
+                f"image: no memory cgroup for the agent container of pod {pod['metadata']['name']}"
+            )
         before, t0 = sample(cgroup), time.monotonic()
         time.sleep(window_s)
         after, t1 = sample(cgroup), time.monotonic()

@@ -116,3 +116,20 @@ class NodeCluster:
 
 
 __all__ = ["NODE_CONTROLLERS", "NODE_NAME", "NodeCluster"]
+
+
+def container_cgroup(
+    pod: dict[str, Any], container: str, root: Path = Path("/sys/fs/cgroup/memory")
+) -> Path | None:
+    """A running container's memory cgroup directory on the real node (cgroup v1:
+    .../pod<uid>/<container id>); None before it has one."""
+    uid = pod["metadata"]["uid"]
+    statuses = (pod["status"].get("containerStatuses") or []) + (
+        pod["status"].get("initContainerStatuses") or []
+    )
+    for cs in statuses:
+        cid = (cs.get("containerID") or "").removeprefix("containerd://")
+        if cs["name"] == container and cid:
+            for path in root.glob(f"**/pod{uid}/{cid}"):
+                return path
+    return None

@@ -27,7 +27,7 @@ import yaml
 from tests.cluster.fakehost import FakeHost
 from tests.cluster.node import host_footprint
 from tests.cluster.plane import ControlPlaneError
-from tests.cluster.realcluster import NodeCluster
+from tests.cluster.realcluster import NodeCluster, container_cgroup
 from tests.cluster.scrape import scrape
 from tests.cluster.waiting import wait_for
 from tests.e2e.conftest import REPO, Images, require_node
@@ -126,19 +126,13 @@ class Release:
 
 def container_peak_bytes(pod: dict[str, Any], container: str) -> int | None:
     """The container's peak memory (cgroup v1 max_usage_in_bytes) as the kernel measured it."""
-    uid = pod["metadata"]["uid"]
-    statuses = (pod["status"].get("containerStatuses") or []) + (
-        pod["status"].get("initContainerStatuses") or []
-    )
-    for cs in statuses:
-        cid = (cs.get("containerID") or "").removeprefix("containerd://")
-        if cs["name"] == container and cid:
-            for path in Path("/sys/fs/cgroup/memory").glob(f"**/pod{uid}/{cid}"):
-                try:
-                    return int((path / "memory.max_usage_in_bytes").read_text())
-                except (OSError, ValueError):
-                    return None
-    return None
+    path = container_cgroup(pod, container)
+    if path is None:
+        return None
+    try:
+        return int((path / "memory.max_usage_in_bytes").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 @pytest.fixture(scope="module")
